@@ -1,0 +1,120 @@
+//! The command line: every clap type in one place, parsed before any work starts.
+
+use chrono::{DateTime, Utc};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success (also when the window held no rows)
+  1   the run failed; nothing of the window was written
+  2   usage or configuration error (job file, model, schema, database unreachable)";
+
+#[derive(Debug, Parser)]
+#[command(name = "batchscore", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Database holding sources, results and the ledger: sqlite://PATH or postgres://...
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        default_value = "sqlite://batchscore.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Directory of job files (`NAME.toml`); model paths are relative to its parent.
+    #[arg(long, env = "BATCHSCORE_JOBS_DIR", global = true, default_value = "jobs")]
+    pub jobs_dir: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less logging (-q warnings only, -qq errors only).
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one job once: read its window, score it, write the results.
+    #[command(after_help = EXIT_CODES)]
+    RunJob(RunJobArgs),
+    /// List or validate job files.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Create or upgrade batchscore's own tables.
+    Migrate,
+    /// Recent runs from the ledger.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunJobArgs {
+    /// Job name: the stem of a file in the jobs directory.
+    pub name: String,
+
+    /// Window start (RFC 3339). Needs --to.
+    #[arg(long, requires = "to", conflicts_with = "at", value_parser = parse_time)]
+    pub from: Option<DateTime<Utc>>,
+
+    /// Window end, exclusive (RFC 3339). Needs --from.
+    #[arg(long, requires = "from", value_parser = parse_time)]
+    pub to: Option<DateTime<Utc>>,
+
+    /// Plan the window as if it were this time (RFC 3339) instead of now.
+    #[arg(long, value_parser = parse_time)]
+    pub at: Option<DateTime<Utc>>,
+
+    /// Print the plan (window, row count, model signature) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Name, schedule, model and results table of every job.
+    List,
+    /// Check job files against their models and the database, without scoring.
+    #[command(after_help = EXIT_CODES)]
+    Validate {
+        /// Only this job (default: all).
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this job (default: all).
+    pub name: Option<String>,
+
+    /// How many runs to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-11-24T10:00:00Z: {e}"))
+}

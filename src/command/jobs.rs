@@ -1,0 +1,81 @@
+//! `batchscore jobs list` and `batchscore jobs validate [NAME]`.
+
+use std::process::ExitCode;
+
+use comfy_table::{Table, presets::NOTHING};
+
+use crate::cli::GlobalArgs;
+use crate::db::{self, Backend};
+use crate::error::EXIT_CONFIG;
+use crate::spec::{self, job_names, load_job};
+use crate::{job, with_backend};
+
+/// Name, schedule, model and results table of every job; a file that does not parse is listed
+/// with its error, since listing is how people find out which job is broken.
+pub fn list(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let mut table = Table::new();
+    table.load_preset(NOTHING);
+    table.set_header(["NAME", "SCHEDULE", "TIMEZONE", "MODEL", "RESULTS"]);
+    for name in job_names(&global.jobs_dir)? {
+        match load_job(&global.jobs_dir, &name) {
+            Ok(spec) => table.add_row([
+                name,
+                spec.schedule.expression,
+                spec.schedule.timezone.to_string(),
+                shown_path(&spec.model.path),
+                spec.sink.table.to_string(),
+            ]),
+            Err(err) => table.add_row([name, format!("invalid: {err}")]),
+        };
+    }
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Load, connect and [`job::prepare`] each job: exactly the checks a run does before reading.
+pub async fn validate(global: &GlobalArgs, name: Option<String>) -> anyhow::Result<ExitCode> {
+    let names = match name {
+        Some(name) => vec![name],
+        None => job_names(&global.jobs_dir)?,
+    };
+    let db = db::connect(&global.database_url).await?;
+    let mut failed = 0;
+    for name in &names {
+        let outcome = match load_job(&global.jobs_dir, name) {
+            Ok(spec) => with_backend!(&db, backend => check(backend, spec).await),
+            Err(err) => Err(err.into()),
+        };
+        match outcome {
+            Ok(summary) => println!("ok      {name}: {summary}"),
+            Err(err) => {
+                failed += 1;
+                println!("invalid {name}: {err:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} of {} job(s) invalid", names.len());
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check<B: Backend>(db: &B, spec: spec::JobSpec) -> anyhow::Result<String> {
+    let job = job::prepare(db, spec).await?;
+    Ok(format!(
+        "{} features from {} -> {} [{}]",
+        job.spec.source.features.len(),
+        crate::source::source_description(&job.spec),
+        job.results.table,
+        job.model.signature()
+    ))
+}
+
+fn shown_path(path: &std::path::Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

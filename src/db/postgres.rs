@@ -1,0 +1,379 @@
+//! PostgreSQL, for production: dialect SQL and decoding for [`Backend`].
+//!
+//! Reads stream the window through the extended protocol in binary, with every feature cast to
+//! `double precision` by the server; writes go one statement per chunk, as arrays through
+//! `UNNEST` into `INSERT … ON CONFLICT`, which keeps them bulk without a staging table.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use polars::prelude::*;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Column as _, SqlSafeStr, Postgres, Row, Transaction, TypeInfo};
+use tokio::sync::mpsc;
+
+use super::{Backend, CONNECT_TIMEOUT};
+use crate::ident::TableName;
+use crate::ledger::{RunRecord, RunStatus};
+use crate::plan::Window;
+use crate::sink::{ResultType, ResultsTable, RunStamp, ScoredChunk};
+use crate::source::{ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
+use crate::spec::{JobSpec, SourceFrom};
+
+#[derive(Clone)]
+pub struct PostgresBackend {
+    pool: PgPool,
+}
+
+impl PostgresBackend {
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("batchscore")
+            // Columns of type `timestamp` (without time zone) are read as UTC.
+            .options([("TimeZone", "UTC")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(PostgresBackend { pool })
+    }
+}
+
+fn classify(type_name: &str) -> ColumnKind {
+    match type_name.to_ascii_uppercase().as_str() {
+        "INT2" | "INT4" | "INT8" | "SMALLINT" | "INTEGER" | "BIGINT" => ColumnKind::Integer,
+        "FLOAT4" | "FLOAT8" | "REAL" | "DOUBLE PRECISION" => ColumnKind::Real,
+        "NUMERIC" => ColumnKind::Numeric,
+        "BOOL" | "BOOLEAN" => ColumnKind::Boolean,
+        "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "NAME" => ColumnKind::Text,
+        "TIMESTAMP" | "TIMESTAMPTZ" => ColumnKind::Timestamp,
+        other => ColumnKind::Other(other.to_owned()),
+    }
+}
+
+fn from_clause(spec: &JobSpec) -> String {
+    match &spec.source.from {
+        SourceFrom::Table(table) => table.quoted(),
+        SourceFrom::Query(query) => format!(
+            "({}) AS batchscore_source",
+            crate::source::bind_placeholders(query, "$1", "$2")
+        ),
+    }
+}
+
+fn window_predicate(spec: &JobSpec) -> String {
+    let ts = spec.source.timestamp.quoted();
+    format!("{ts} >= $1 AND {ts} < $2")
+}
+
+fn pg_type(result: ResultType) -> &'static str {
+    match result {
+        ResultType::Float => "double precision",
+        ResultType::Integer => "bigint",
+        ResultType::Text => "text",
+        ResultType::Boolean => "boolean",
+    }
+}
+
+fn key_type(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::Integer => "bigint",
+        KeyKind::Text => "text",
+    }
+}
+
+impl Backend for PostgresBackend {
+    type Tx = Transaction<'static, Postgres>;
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await
+            .context("applying batchscore's PostgreSQL migrations")
+    }
+
+    async fn describe_source(&self, spec: &JobSpec) -> Result<Vec<(String, ColumnKind)>, String> {
+        let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec));
+        let described = sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str())
+            .await
+            .map_err(|e| match &spec.source.from {
+                SourceFrom::Table(table) => format!("cannot read source table {table}: {e}"),
+                SourceFrom::Query(_) => format!("source.query does not run: {e}"),
+            })?;
+        Ok(described
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
+            .collect())
+    }
+
+    fn timestamp_ok(kind: &ColumnKind) -> bool {
+        matches!(kind, ColumnKind::Timestamp)
+    }
+
+    async fn table_columns(&self, table: &TableName) -> anyhow::Result<Option<Vec<String>>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+        .bind(table.quoted())
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| format!("describing results table {table}"))?;
+        Ok((!names.is_empty()).then_some(names))
+    }
+
+    async fn count_window(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
+        let sql = format!("SELECT count(*) FROM {} WHERE {}", from_clause(spec), window_predicate(spec));
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(window.start)
+            .bind(window.end)
+            .fetch_one(&self.pool)
+            .await
+            .context("counting the window's rows")
+    }
+
+    async fn read_window(
+        &self,
+        spec: &JobSpec,
+        shape: &SourceShape,
+        window: Window,
+        out: mpsc::Sender<SourceChunk>,
+    ) -> anyhow::Result<()> {
+        let key = spec.source.key.quoted();
+        let mut columns = vec![format!("CAST({key} AS {})", key_type(shape.key))];
+        for (name, kind) in spec.source.features.iter().zip(&shape.features) {
+            let name = name.quoted();
+            columns.push(match kind {
+                // PostgreSQL has no direct boolean → double cast.
+                ColumnKind::Boolean => format!("CAST(CAST({name} AS integer) AS double precision)"),
+                _ => format!("CAST({name} AS double precision)"),
+            });
+        }
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            columns.join(", "),
+            from_clause(spec),
+            window_predicate(spec)
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(window.start)
+            .bind(window.end)
+            .fetch(&self.pool);
+        let mut chunk = ChunkBuilder::new(spec, shape);
+        while let Some(row) = rows.try_next().await.context("reading the window's rows")? {
+            decode_row(&row, spec, shape, &mut chunk)?;
+            if chunk.is_full() && out.send(chunk.take()).await.is_err() {
+                return Ok(()); // the consumer stopped; it reports why
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = out.send(chunk.take()).await;
+        }
+        Ok(())
+    }
+
+    async fn begin(&self) -> anyhow::Result<Self::Tx> {
+        self.pool.begin().await.context("opening the window's transaction")
+    }
+
+    async fn create_results_table(tx: &mut Self::Tx, table: &ResultsTable) -> anyhow::Result<()> {
+        let mut columns = vec![format!(
+            "{} {} PRIMARY KEY",
+            table.key.quoted(),
+            key_type(table.key_kind)
+        )];
+        columns.extend(
+            table
+                .outputs
+                .iter()
+                .map(|(name, ty)| format!("{} {}", name.quoted(), pg_type(*ty))),
+        );
+        columns.push("\"model_version\" text NOT NULL".to_owned());
+        columns.push("\"run_id\" text NOT NULL".to_owned());
+        columns.push("\"window_start\" timestamptz NOT NULL".to_owned());
+        columns.push("\"window_end\" timestamptz NOT NULL".to_owned());
+        columns.push("\"scored_at\" timestamptz NOT NULL".to_owned());
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
+            table.table.quoted(),
+            columns.join(",\n  ")
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut **tx)
+            .await
+            .with_context(|| format!("creating results table {}", table.table))?;
+        Ok(())
+    }
+
+    async fn upsert_results(
+        tx: &mut Self::Tx,
+        table: &ResultsTable,
+        stamp: &RunStamp,
+        chunk: &ScoredChunk,
+    ) -> anyhow::Result<()> {
+        let names = table.column_names();
+        let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+        let columns = chunk.frame.columns();
+        let arrays: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Ok(format!("${}::{}[]", i + 6, array_type(c)?)))
+            .collect::<anyhow::Result<_>>()?;
+        let updates: Vec<String> = quoted[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) SELECT u.*, $1, $2, $3, $4, $5 FROM UNNEST({}) AS u \
+             ON CONFLICT ({}) DO UPDATE SET {}",
+            table.table.quoted(),
+            quoted.join(", "),
+            arrays.join(", "),
+            quoted[0],
+            updates.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(&stamp.model_version)
+            .bind(&stamp.run_id)
+            .bind(stamp.window.start)
+            .bind(stamp.window.end)
+            .bind(stamp.scored_at);
+        for column in columns {
+            query = match column.dtype() {
+                DataType::Float64 => query.bind(column.f64()?.into_no_null_iter().collect::<Vec<f64>>()),
+                DataType::Int64 => query.bind(column.i64()?.into_no_null_iter().collect::<Vec<i64>>()),
+                DataType::Boolean => query.bind(column.bool()?.iter().map(Option::unwrap_or_default).collect::<Vec<bool>>()),
+                DataType::String => query.bind(
+                    column
+                        .str()?
+                        .iter()
+                        .map(|v| v.unwrap_or_default().to_owned())
+                        .collect::<Vec<String>>(),
+                ),
+                other => anyhow::bail!("result column `{}` has unexpected type {other}", column.name()),
+            };
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .with_context(|| format!("writing results to {}", table.table))?;
+        Ok(())
+    }
+
+    async fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
+             rows_written, model_sha256, started_at, finished_at, error, host, pid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&run.run_id)
+        .bind(&run.job)
+        .bind(run.window_start)
+        .bind(run.window_end)
+        .bind(run.status.as_str())
+        .bind(run.rows_read)
+        .bind(run.rows_written)
+        .bind(&run.model_sha256)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(&run.error)
+        .bind(&run.host)
+        .bind(run.pid)
+        .execute(&self.pool)
+        .await
+        .context("recording the run in batchscore_runs")?;
+        Ok(())
+    }
+
+    async fn finish_run(tx: &mut Self::Tx, run: &RunRecord) -> anyhow::Result<()> {
+        update_run(&mut **tx, run).await
+    }
+
+    async fn fail_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        update_run(&self.pool, run).await
+    }
+
+    async fn commit(tx: Self::Tx) -> anyhow::Result<()> {
+        tx.commit().await.context("committing the window")
+    }
+
+    async fn recent_runs(&self, job: Option<&str>, limit: u32) -> anyhow::Result<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT run_id, job, window_start, window_end, status, rows_read, rows_written, \
+             model_sha256, started_at, finished_at, error, host, pid FROM batchscore_runs \
+             WHERE $1::text IS NULL OR job = $1 ORDER BY started_at DESC LIMIT $2",
+        )
+        .bind(job)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading batchscore_runs")?;
+        rows.iter().map(run_from_row).collect()
+    }
+}
+
+fn array_type(column: &Column) -> anyhow::Result<&'static str> {
+    Ok(match column.dtype() {
+        DataType::Float64 => "double precision",
+        DataType::Int64 => "bigint",
+        DataType::Boolean => "boolean",
+        DataType::String => "text",
+        other => anyhow::bail!("result column `{}` has unexpected type {other}", column.name()),
+    })
+}
+
+async fn update_run<'e>(executor: impl sqlx::PgExecutor<'e>, run: &RunRecord) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE batchscore_runs SET status = $2, rows_read = $3, rows_written = $4, \
+         finished_at = $5, error = $6 WHERE run_id = $1",
+    )
+    .bind(&run.run_id)
+    .bind(run.status.as_str())
+    .bind(run.rows_read)
+    .bind(run.rows_written)
+    .bind(run.finished_at)
+    .bind(&run.error)
+    .execute(executor)
+    .await
+    .context("updating the run in batchscore_runs")?;
+    Ok(())
+}
+
+fn run_from_row(row: &PgRow) -> anyhow::Result<RunRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(RunRecord {
+        run_id: row.try_get("run_id")?,
+        job: row.try_get("job")?,
+        window_start: row.try_get::<DateTime<Utc>, _>("window_start")?,
+        window_end: row.try_get("window_end")?,
+        status: RunStatus::parse(&status).with_context(|| format!("unknown run status `{status}`"))?,
+        rows_read: row.try_get("rows_read")?,
+        rows_written: row.try_get("rows_written")?,
+        model_sha256: row.try_get("model_sha256")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+        host: row.try_get("host")?,
+        pid: row.try_get("pid")?,
+    })
+}
+
+/// Decode one source row: the server already cast the key and every feature.
+fn decode_row(row: &PgRow, spec: &JobSpec, shape: &SourceShape, chunk: &mut ChunkBuilder) -> anyhow::Result<()> {
+    let null_key = || {
+        anyhow::anyhow!(
+            "a row of the window has NULL in key column `{}`: keys must be unique and not NULL",
+            spec.source.key
+        )
+    };
+    match shape.key {
+        KeyKind::Integer => chunk.push_int_key(row.try_get::<Option<i64>, _>(0)?.ok_or_else(null_key)?),
+        KeyKind::Text => chunk.push_text_key(row.try_get::<Option<&str>, _>(0)?.ok_or_else(null_key)?),
+    }
+    for feature in 0..shape.features.len() {
+        chunk.push_feature(feature, row.try_get::<Option<f64>, _>(feature + 1)?);
+    }
+    chunk.end_row();
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The sink: the results table applications read, created if missing and written by upsert.
+//!
+//! The dialect SQL (DDL, the bulk upsert) lives with each backend in [`crate::db`]; this module
+//! says what the table must hold.
+
+use chrono::{DateTime, Utc};
+use ort::value::TensorElementType;
+use polars::prelude::{Column, DataFrame};
+
+use crate::features::BadRow;
+use crate::ident::{Ident, TableName};
+use crate::model::BoundOutput;
+use crate::plan::Window;
+use crate::source::KeyKind;
+use crate::spec::{JobSpec, RESULT_META_COLUMNS};
+
+/// The stored type of a result column, from the ONNX output's element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultType {
+    Float,
+    Integer,
+    Text,
+    Boolean,
+}
+
+impl ResultType {
+    pub fn for_element(element: TensorElementType) -> Option<ResultType> {
+        use TensorElementType::*;
+        match element {
+            Float32 | Float64 | Float16 | Bfloat16 => Some(ResultType::Float),
+            Int8 | Int16 | Int32 | Int64 | Uint8 | Uint16 | Uint32 => Some(ResultType::Integer),
+            String => Some(ResultType::Text),
+            Bool => Some(ResultType::Boolean),
+            _ => None,
+        }
+    }
+}
+
+/// What the results table of a job holds: the key, one column per output, and the run columns.
+#[derive(Debug, Clone)]
+pub struct ResultsTable {
+    pub table: TableName,
+    pub key: Ident,
+    pub key_kind: KeyKind,
+    pub outputs: Vec<(Ident, ResultType)>,
+}
+
+impl ResultsTable {
+    pub fn new(spec: &JobSpec, key_kind: KeyKind, outputs: &[BoundOutput]) -> Self {
+        ResultsTable {
+            table: spec.sink.table.clone(),
+            key: spec.source.key.clone(),
+            key_kind,
+            outputs: outputs
+                .iter()
+                .map(|o| (o.spec.column.clone(), o.result_type))
+                .collect(),
+        }
+    }
+
+    /// Every column batchscore writes, in insert order.
+    pub fn column_names(&self) -> Vec<&str> {
+        std::iter::once(self.key.as_str())
+            .chain(self.outputs.iter().map(|(c, _)| c.as_str()))
+            .chain(RESULT_META_COLUMNS)
+            .collect()
+    }
+
+    /// An existing results table must have every column batchscore writes.
+    pub fn check_existing(&self, existing: &[String]) -> Result<(), String> {
+        let missing: Vec<&str> = self
+            .column_names()
+            .into_iter()
+            .filter(|name| !existing.iter().any(|e| e == name))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "results table {} exists but lacks column(s) {}: add them, or drop the table and let batchscore create it",
+                self.table,
+                missing.join(", ")
+            ))
+        }
+    }
+}
+
+/// What every result row of one run carries besides its predictions.
+#[derive(Debug, Clone)]
+pub struct RunStamp {
+    pub run_id: String,
+    pub window: Window,
+    pub model_version: String,
+    pub scored_at: DateTime<Utc>,
+}
+
+/// A scored chunk: the key column, then one column per output in [`ResultsTable::outputs`] order.
+#[derive(Debug)]
+pub struct ScoredChunk {
+    pub frame: DataFrame,
+}
+
+impl ScoredChunk {
+    /// Put keys and predictions side by side, refusing a NaN or infinite prediction: a score
+    /// the application would read as truth must be a real number.
+    pub fn new(key: Column, outputs: Vec<Column>) -> Result<ScoredChunk, BadRow> {
+        for output in &outputs {
+            let Ok(values) = output.f64() else { continue };
+            if let Some(row) = values.iter().position(|v| v.is_some_and(|v| !v.is_finite())) {
+                return Err(BadRow {
+                    key: key.get(row).map(|v| v.to_string()).unwrap_or_default(),
+                    column: output.name().to_string(),
+                    reason: "got a NaN or infinite prediction from the model".to_owned(),
+                });
+            }
+        }
+        let rows = key.len();
+        let mut columns = Vec::with_capacity(outputs.len() + 1);
+        columns.push(key);
+        columns.extend(outputs);
+        let frame = DataFrame::new(rows, columns).expect("the model returns one value per row");
+        Ok(ScoredChunk { frame })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.frame.height()
+    }
+}

@@ -1,0 +1,452 @@
+//! Job files: `jobs/NAME.toml` parsed, then validated into a checked [`JobSpec`].
+//!
+//! Everything that can be checked from the file alone is checked here (TOML syntax, unknown
+//! keys, cron expression, time zone, durations, SQL names, output references), so that later
+//! stages only ever see a well-formed job. Checks that need the model or the database live in
+//! [`crate::job`].
+
+use chrono::TimeDelta;
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use crate::error::ConfigError;
+use crate::ident::{Ident, TableName};
+
+/// Columns batchscore writes into every results table besides the key and the outputs.
+pub const RESULT_META_COLUMNS: [&str; 5] = [
+    "model_version",
+    "run_id",
+    "window_start",
+    "window_end",
+    "scored_at",
+];
+
+/// Default rows per chunk: large enough that ONNX Runtime and the database work in bulk, small
+/// enough that a chunk of a few dozen features stays in the low megabytes.
+pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
+
+/// A job file after every file-level check passed.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub description: Option<String>,
+    pub schedule: Schedule,
+    pub source: SourceSpec,
+    pub window: WindowSpec,
+    pub model: ModelSpec,
+    pub outputs: Vec<OutputSpec>,
+    pub sink: SinkSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expression: String,
+    pub cron: Cron,
+    pub timezone: Tz,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub from: SourceFrom,
+    pub key: Ident,
+    pub timestamp: Ident,
+    pub features: Vec<Ident>,
+    pub chunk_rows: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceFrom {
+    Table(TableName),
+    /// A single SELECT; `:window_start` and `:window_end` in it are bound to the window's bounds.
+    Query(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub size: TimeDelta,
+    pub lateness: TimeDelta,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Resolved: absolute, or relative to the working directory.
+    pub path: PathBuf,
+    /// Expected sha256 of the model file (hex), when the job pins one.
+    pub sha256: Option<String>,
+}
+
+/// One result column, filled from one ONNX output (or one column of a 2-D output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub column: Ident,
+    pub output: String,
+    pub index: Option<usize>,
+}
+
+impl OutputSpec {
+    /// The reference as written in the job file: `probabilities[1]`.
+    pub fn reference(&self) -> String {
+        match self.index {
+            Some(i) => format!("{}[{i}]", self.output),
+            None => self.output.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    pub table: TableName,
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    description: Option<String>,
+    schedule: String,
+    #[serde(default = "utc")]
+    timezone: String,
+    source: SourceFile,
+    window: WindowFile,
+    model: ModelFile,
+    outputs: toml::Table,
+    sink: SinkFile,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    table: Option<String>,
+    query: Option<String>,
+    key: String,
+    timestamp: String,
+    features: Vec<String>,
+    chunk_rows: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowFile {
+    size: String,
+    #[serde(default)]
+    lateness: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    path: PathBuf,
+    sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkFile {
+    table: String,
+}
+
+// ---- loading -------------------------------------------------------------------------------
+
+/// The names of all job files in `jobs_dir`, sorted.
+pub fn job_names(jobs_dir: &Path) -> Result<Vec<String>, ConfigError> {
+    let entries = std::fs::read_dir(jobs_dir).map_err(|e| ConfigError::JobFile {
+        path: jobs_dir.to_owned(),
+        problem: format!("cannot read the jobs directory: {e} (set --jobs-dir or BATCHSCORE_JOBS_DIR)"),
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .filter_map(|path| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Load and check `jobs_dir/NAME.toml`.
+pub fn load_job(jobs_dir: &Path, name: &str) -> Result<JobSpec, ConfigError> {
+    let path = jobs_dir.join(format!("{name}.toml"));
+    // A name with a path separator would read a file outside the jobs directory.
+    if name.contains(['/', '\\']) || !path.is_file() {
+        return Err(ConfigError::UnknownJob {
+            name: name.to_owned(),
+            dir: jobs_dir.to_owned(),
+            known: match job_names(jobs_dir) {
+                Ok(names) if !names.is_empty() => names.join(", "),
+                _ => "none".to_owned(),
+            },
+        });
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::JobFile {
+        path: path.clone(),
+        problem: format!("cannot read: {e}"),
+    })?;
+    let model_base = std::path::absolute(jobs_dir)
+        .ok()
+        .and_then(|dir| dir.parent().map(Path::to_owned))
+        .unwrap_or_default();
+    match parse_job(name, &text, &model_base) {
+        Ok(spec) => Ok(JobSpec { path, ..spec }),
+        Err(problem) => Err(ConfigError::JobFile { path, problem }),
+    }
+}
+
+/// Parse a job file's text. `model_base` is where relative model paths start.
+pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, String> {
+    // toml's message already names the line and column and quotes the offending text.
+    let file: JobFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+
+    let timezone: Tz = file
+        .timezone
+        .parse()
+        .map_err(|_| format!("timezone `{}` is not an IANA time zone name like Europe/Berlin or UTC", file.timezone))?;
+    let cron = CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(&file.schedule)
+        .map_err(|e| format!("schedule `{}` is not a valid cron expression: {e}", file.schedule))?;
+
+    let source = check_source(file.source)?;
+    let window = WindowSpec {
+        size: parse_duration("window.size", &file.window.size)?,
+        lateness: match &file.window.lateness {
+            Some(text) => parse_duration("window.lateness", text)?,
+            None => TimeDelta::zero(),
+        },
+    };
+    if window.size <= TimeDelta::zero() {
+        return Err("window.size must be greater than zero".to_owned());
+    }
+
+    let model = ModelSpec {
+        path: model_base.join(&file.model.path),
+        sha256: file.model.sha256.map(|s| s.to_ascii_lowercase()),
+    };
+    if let Some(sha) = &model.sha256
+        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(format!("model.sha256 `{sha}` is not 64 hex digits"));
+    }
+
+    let outputs = check_outputs(&file.outputs, &source.key)?;
+    let sink = SinkSpec {
+        table: TableName::parse(&file.sink.table).map_err(|e| format!("sink.table: {e}"))?,
+    };
+
+    Ok(JobSpec {
+        name: name.to_owned(),
+        path: PathBuf::new(), // set by `load_job`, which knows the file
+        description: file.description,
+        schedule: Schedule {
+            expression: file.schedule,
+            cron,
+            timezone,
+        },
+        source,
+        window,
+        model,
+        outputs,
+        sink,
+    })
+}
+
+fn check_source(file: SourceFile) -> Result<SourceSpec, String> {
+    let from = match (file.table, file.query) {
+        (Some(table), None) => {
+            SourceFrom::Table(TableName::parse(&table).map_err(|e| format!("source.table: {e}"))?)
+        }
+        (None, Some(query)) => SourceFrom::Query(check_query(&query)?),
+        (Some(_), Some(_)) => return Err("[source] takes `table` or `query`, not both".to_owned()),
+        (None, None) => return Err("[source] needs `table` or `query`".to_owned()),
+    };
+    let field = |what: &str, name: &str| Ident::parse(name).map_err(|e| format!("source.{what}: {e}"));
+    let key = field("key", &file.key)?;
+    let timestamp = field("timestamp", &file.timestamp)?;
+    if file.features.is_empty() {
+        return Err("source.features is empty: list the model's input columns in order".to_owned());
+    }
+    let mut features = Vec::with_capacity(file.features.len());
+    for name in &file.features {
+        let ident = field("features", name)?;
+        if features.contains(&ident) {
+            return Err(format!("source.features lists `{name}` twice"));
+        }
+        features.push(ident);
+    }
+    let chunk_rows = file.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS);
+    if chunk_rows == 0 {
+        return Err("source.chunk_rows must be at least 1".to_owned());
+    }
+    Ok(SourceSpec {
+        from,
+        key,
+        timestamp,
+        features,
+        chunk_rows,
+    })
+}
+
+/// `source.query` must be one SELECT (or WITH … SELECT) statement: batchscore wraps it as a
+/// subquery, so a second statement could never be meant, and refusing `;` keeps a job file
+/// from smuggling one in.
+fn check_query(query: &str) -> Result<String, String> {
+    let trimmed = query.trim().trim_end_matches(';').trim_end();
+    let first_word = trimmed
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    if first_word != "SELECT" && first_word != "WITH" {
+        return Err("source.query must be a single SELECT statement".to_owned());
+    }
+    if trimmed.contains(';') {
+        return Err("source.query must be a single SELECT statement: it contains `;`".to_owned());
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_outputs(table: &toml::Table, key: &Ident) -> Result<Vec<OutputSpec>, String> {
+    if table.is_empty() {
+        return Err("[outputs] is empty: map at least one result column to a model output".to_owned());
+    }
+    let mut outputs: Vec<OutputSpec> = Vec::with_capacity(table.len());
+    for (column, value) in table {
+        let column = Ident::parse(column).map_err(|e| format!("outputs: {e}"))?;
+        if &column == key || RESULT_META_COLUMNS.contains(&column.as_str()) {
+            return Err(format!(
+                "outputs.{column}: `{column}` is a column batchscore writes itself; pick another name"
+            ));
+        }
+        let reference = value
+            .as_str()
+            .ok_or_else(|| format!("outputs.{column} must be a string naming a model output, like \"label\" or \"probabilities[1]\""))?;
+        let (output, index) = parse_output_reference(reference)
+            .ok_or_else(|| format!("outputs.{column} = \"{reference}\" is not `NAME` or `NAME[INDEX]`"))?;
+        outputs.push(OutputSpec {
+            column,
+            output,
+            index,
+        });
+    }
+    Ok(outputs)
+}
+
+fn parse_output_reference(text: &str) -> Option<(String, Option<usize>)> {
+    let text = text.trim();
+    match text.strip_suffix(']') {
+        Some(head) => {
+            let (name, index) = head.split_once('[')?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| Some((name.to_owned(), Some(index.trim().parse().ok()?))))?
+        }
+        None => (!text.is_empty() && !text.contains(['[', ']'])).then(|| (text.to_owned(), None)),
+    }
+}
+
+fn parse_duration(what: &str, text: &str) -> Result<TimeDelta, String> {
+    let std = humantime::parse_duration(text)
+        .map_err(|e| format!("{what} `{text}` is not a duration like 30m, 2h or 90s: {e}"))?;
+    TimeDelta::from_std(std).map_err(|_| format!("{what} `{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+description = "Failure risk"
+schedule = "*/30 * * * *"
+timezone = "Europe/Berlin"
+
+[source]
+table = "sensor_readings"
+key = "reading_id"
+timestamp = "recorded_at"
+features = ["temperature", "vibration", "pressure", "rpm"]
+
+[window]
+size = "30m"
+lateness = "2m"
+
+[model]
+path = "models/machine_failure.onnx"
+
+[outputs]
+failure_label = "label"
+failure_probability = "probabilities[1]"
+
+[sink]
+table = "machine_failure_predictions"
+"#;
+
+    fn parse(text: &str) -> Result<JobSpec, String> {
+        parse_job("machine_failure", text, Path::new("/srv/batchscore"))
+    }
+
+    #[test]
+    fn example_job_parses() {
+        let spec = parse(EXAMPLE).unwrap();
+        assert_eq!(spec.schedule.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(spec.window.size, TimeDelta::minutes(30));
+        assert_eq!(spec.window.lateness, TimeDelta::minutes(2));
+        assert_eq!(spec.model.path, Path::new("/srv/batchscore/models/machine_failure.onnx"));
+        assert_eq!(spec.source.features.len(), 4);
+        assert_eq!(spec.outputs[0].reference(), "label");
+        assert_eq!(spec.outputs[1].column.as_str(), "failure_probability");
+        assert_eq!(spec.outputs[1].index, Some(1));
+        assert_eq!(spec.source.chunk_rows, DEFAULT_CHUNK_ROWS);
+    }
+
+    #[test]
+    fn six_field_cron_with_seconds_parses() {
+        let text = EXAMPLE.replace("*/30 * * * *", "*/1 * * * * *");
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn file_level_mistakes_are_named() {
+        let cases = [
+            (EXAMPLE.replace("*/30 * * * *", "every 30 minutes"), "not a valid cron"),
+            (EXAMPLE.replace("Europe/Berlin", "Mars/Olympus"), "not an IANA time zone"),
+            (EXAMPLE.replace("size = \"30m\"", "size = \"thirty\""), "window.size"),
+            (EXAMPLE.replace("[sink]", "colour = \"red\"\n[sink]"), "unknown field `colour`"),
+            (EXAMPLE.replace("\"reading_id\"", "\"id; DROP TABLE x\""), "source.key"),
+            (EXAMPLE.replace("\"probabilities[1]\"", "\"probabilities[x]\""), "not `NAME`"),
+            (EXAMPLE.replace("failure_label", "run_id"), "batchscore writes itself"),
+            (EXAMPLE.replace("table = \"sensor_readings\"", "query = \"DELETE FROM t\""), "single SELECT"),
+            (
+                EXAMPLE.replace("table = \"sensor_readings\"", "query = \"SELECT 1; DROP TABLE t\""),
+                "contains `;`",
+            ),
+            (EXAMPLE.replace("\"pressure\", \"rpm\"", "\"pressure\", \"pressure\""), "twice"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn toml_syntax_errors_name_the_line() {
+        let err = parse("schedule = \"* * * * *\"\n[source\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn output_references() {
+        assert_eq!(parse_output_reference("label"), Some(("label".into(), None)));
+        assert_eq!(parse_output_reference("probabilities[1]"), Some(("probabilities".into(), Some(1))));
+        assert_eq!(parse_output_reference("p[ 0 ]"), Some(("p".into(), Some(0))));
+        assert_eq!(parse_output_reference("[1]"), None);
+        assert_eq!(parse_output_reference("p[-1]"), None);
+        assert_eq!(parse_output_reference("p]"), None);
+    }
+}
