@@ -33,7 +33,12 @@ pub struct GlobalArgs {
     pub database_url: String,
 
     /// Directory of job files (`NAME.toml`); model paths are relative to its parent.
-    #[arg(long, env = "BATCHSCORE_JOBS_DIR", global = true, default_value = "jobs")]
+    #[arg(
+        long,
+        env = "BATCHSCORE_JOBS_DIR",
+        global = true,
+        default_value = "jobs"
+    )]
     pub jobs_dir: PathBuf,
 
     /// Log format on stderr.

@@ -12,8 +12,16 @@ use crate::source::SourceChunk;
 /// Features of `rows` rows, `cols` per row, row-major, in the model's input element type.
 #[derive(Debug)]
 pub enum FeatureMatrix {
-    F32 { rows: usize, cols: usize, values: Vec<f32> },
-    F64 { rows: usize, cols: usize, values: Vec<f64> },
+    F32 {
+        rows: usize,
+        cols: usize,
+        values: Vec<f32>,
+    },
+    F64 {
+        rows: usize,
+        cols: usize,
+        values: Vec<f64>,
+    },
 }
 
 impl FeatureMatrix {
@@ -46,13 +54,10 @@ pub fn feature_matrix(chunk: &SourceChunk, input: InputType) -> Result<FeatureMa
     let rows = frame.height();
     let columns = &frame.columns()[1..];
     let cols = columns.len();
-    if let Some(problem) = chunk.problems.first() {
-        return Err(bad_row(frame, problem.row, problem.feature + 1, problem.reason.clone()));
-    }
     match input {
         InputType::F32 => {
             let mut values = vec![0f32; rows * cols];
-            fill(frame, columns, cols, |i, v| {
+            fill(chunk, columns, cols, |i, v| {
                 let narrowed = v as f32;
                 values[i] = narrowed;
                 narrowed.is_finite()
@@ -61,7 +66,7 @@ pub fn feature_matrix(chunk: &SourceChunk, input: InputType) -> Result<FeatureMa
         }
         InputType::F64 => {
             let mut values = vec![0f64; rows * cols];
-            fill(frame, columns, cols, |i, v| {
+            fill(chunk, columns, cols, |i, v| {
                 values[i] = v;
                 true
             })?;
@@ -73,7 +78,7 @@ pub fn feature_matrix(chunk: &SourceChunk, input: InputType) -> Result<FeatureMa
 /// Walk each feature column once, writing value `v` of row `r` at `r * cols + c` through `put`,
 /// which says whether the value survived conversion to the model's type.
 fn fill(
-    frame: &DataFrame,
+    chunk: &SourceChunk,
     columns: &[Column],
     cols: usize,
     mut put: impl FnMut(usize, f64) -> bool,
@@ -82,7 +87,12 @@ fn fill(
         let values = column.f64().expect("source chunks hold Float64 features");
         for (r, value) in values.iter().enumerate() {
             let reason = match value {
-                None => "is NULL",
+                // A null is a NULL in the database, unless the source kept a better reason.
+                None => chunk
+                    .problems
+                    .iter()
+                    .find(|p| p.row == r && p.feature == c)
+                    .map_or("is NULL", |p| p.reason.as_str()),
                 Some(v) if v.is_nan() => "is NaN",
                 Some(v) if v.is_infinite() => "is infinite",
                 Some(v) => {
@@ -92,7 +102,7 @@ fn fill(
                     "does not fit the model's float32 input"
                 }
             };
-            return Err(bad_row(frame, r, c + 1, reason.to_owned()));
+            return Err(bad_row(&chunk.frame, r, c + 1, reason.to_owned()));
         }
     }
     Ok(())
@@ -123,7 +133,11 @@ mod tests {
         SourceChunk {
             frame: DataFrame::new(
                 rows,
-                vec![Column::new("id".into(), keys), Column::new("a".into(), a), Column::new("b".into(), b)],
+                vec![
+                    Column::new("id".into(), keys),
+                    Column::new("a".into(), a),
+                    Column::new("b".into(), b),
+                ],
             )
             .unwrap(),
             problems: vec![],
@@ -132,7 +146,11 @@ mod tests {
 
     #[test]
     fn matrix_is_row_major_in_feature_order() {
-        let c = chunk(vec![1, 2], vec![Some(1.0), Some(2.0)], vec![Some(10.0), Some(20.0)]);
+        let c = chunk(
+            vec![1, 2],
+            vec![Some(1.0), Some(2.0)],
+            vec![Some(10.0), Some(20.0)],
+        );
         match feature_matrix(&c, InputType::F32).unwrap() {
             FeatureMatrix::F32 { rows, cols, values } => {
                 assert_eq!((rows, cols), (2, 2));
@@ -151,9 +169,16 @@ mod tests {
             (Some(1e300), "does not fit the model's float32 input"),
         ];
         for (value, reason) in cases {
-            let c = chunk(vec![7, 8], vec![Some(1.0), Some(2.0)], vec![Some(3.0), value]);
+            let c = chunk(
+                vec![7, 8],
+                vec![Some(1.0), Some(2.0)],
+                vec![Some(3.0), value],
+            );
             let err = feature_matrix(&c, InputType::F32).unwrap_err();
-            assert_eq!(err.to_string(), format!("row with key 8: column `b` {reason}"));
+            assert_eq!(
+                err.to_string(),
+                format!("row with key 8: column `b` {reason}")
+            );
         }
         // float64 models take values float32 cannot hold.
         let c = chunk(vec![7], vec![Some(1.0)], vec![Some(1e300)]);
@@ -162,13 +187,20 @@ mod tests {
 
     #[test]
     fn unreadable_cells_report_their_reason() {
-        let mut c = chunk(vec![7, 8], vec![Some(1.0), None], vec![Some(3.0), Some(4.0)]);
+        let mut c = chunk(
+            vec![7, 8],
+            vec![Some(1.0), None],
+            vec![Some(3.0), Some(4.0)],
+        );
         c.problems.push(CellProblem {
             row: 1,
             feature: 0,
             reason: "holds text 'hot', not a number".into(),
         });
         let err = feature_matrix(&c, InputType::F32).unwrap_err();
-        assert_eq!(err.to_string(), "row with key 8: column `a` holds text 'hot', not a number");
+        assert_eq!(
+            err.to_string(),
+            "row with key 8: column `a` holds text 'hot', not a number"
+        );
     }
 }

@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn plain_names_pass_and_are_quoted() {
-        assert_eq!(Ident::parse("reading_id").unwrap().quoted(), "\"reading_id\"");
+        assert_eq!(
+            Ident::parse("reading_id").unwrap().quoted(),
+            "\"reading_id\""
+        );
         assert_eq!(Ident::parse("_Temp2").unwrap().as_str(), "_Temp2");
         assert_eq!(
             TableName::parse("analytics.scores").unwrap().quoted(),

@@ -28,7 +28,9 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
     let fail = |problem: String| ConfigError::job(&job, problem);
 
     // The model is loaded off the async threads: ONNX Runtime's session setup is CPU work.
-    let (spec, model) = tokio::task::spawn_blocking(move || Model::load(&spec).map(|model| (spec, model))).await??;
+    let (spec, model) =
+        tokio::task::spawn_blocking(move || Model::load(&spec).map(|model| (spec, model)))
+            .await??;
     let outputs = model.bind(&spec).map_err(fail)?;
 
     let columns = db.describe_source(&spec).await.map_err(fail)?;

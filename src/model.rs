@@ -156,7 +156,10 @@ impl Model {
                 self.path.display()
             ));
         }
-        spec.outputs.iter().map(|output| self.bind_output(output)).collect()
+        spec.outputs
+            .iter()
+            .map(|output| self.bind_output(output))
+            .collect()
     }
 
     fn bind_output(&self, output: &OutputSpec) -> Result<BoundOutput, String> {
@@ -182,7 +185,10 @@ impl Model {
             ));
         };
         let result_type = ResultType::for_element(*ty).ok_or_else(|| {
-            format!("output `{}` has element type {ty}, which batchscore cannot store", output.output)
+            format!(
+                "output `{}` has element type {ty}, which batchscore cannot store",
+                output.output
+            )
         })?;
         match (shape.len(), output.index) {
             (1, None) => {}
@@ -209,13 +215,20 @@ impl Model {
                     output.column,
                     output.reference(),
                     output.output,
-                    if shape[1] > 0 { shape[1].to_string() } else { "several".to_owned() },
+                    if shape[1] > 0 {
+                        shape[1].to_string()
+                    } else {
+                        "several".to_owned()
+                    },
                     output.output
                 ));
             }
             (2, _) => {}
             (rank, _) => {
-                return Err(format!("output `{}` has {rank} dimensions; batchscore reads 1-D or 2-D outputs", output.output));
+                return Err(format!(
+                    "output `{}` has {rank} dimensions; batchscore reads 1-D or 2-D outputs",
+                    output.output
+                ));
             }
         }
         Ok(BoundOutput {
@@ -242,17 +255,34 @@ impl Model {
     }
 
     /// Score one feature matrix; returns one polars column per bound output, in order.
-    pub fn score(&self, matrix: &FeatureMatrix, outputs: &[BoundOutput]) -> anyhow::Result<Vec<Column>> {
+    pub fn score(
+        &self,
+        matrix: &FeatureMatrix,
+        outputs: &[BoundOutput],
+    ) -> anyhow::Result<Vec<Column>> {
         use anyhow::Context;
         let shape = [matrix.rows(), matrix.cols()];
         let input = match matrix {
-            FeatureMatrix::F32 { values, .. } => ort::value::TensorRef::from_array_view((shape, values.as_slice()))?.into_dyn(),
-            FeatureMatrix::F64 { values, .. } => ort::value::TensorRef::from_array_view((shape, values.as_slice()))?.into_dyn(),
+            FeatureMatrix::F32 { values, .. } => {
+                ort::value::TensorRef::from_array_view((shape, values.as_slice()))?.into_dyn()
+            }
+            FeatureMatrix::F64 { values, .. } => {
+                ort::value::TensorRef::from_array_view((shape, values.as_slice()))?.into_dyn()
+            }
         };
-        let mut session = self.session.lock().map_err(|_| anyhow::anyhow!("model session poisoned by an earlier panic"))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| anyhow::anyhow!("model session poisoned by an earlier panic"))?;
         let results = session
             .run(ort::inputs![self.input_name.as_str() => input])
-            .with_context(|| format!("ONNX Runtime failed to score {} rows with {}", matrix.rows(), self.path.display()))?;
+            .with_context(|| {
+                format!(
+                    "ONNX Runtime failed to score {} rows with {}",
+                    matrix.rows(),
+                    self.path.display()
+                )
+            })?;
         outputs
             .iter()
             .map(|bound| {
@@ -265,10 +295,18 @@ impl Model {
 }
 
 /// Pick the bound column out of an output tensor: `[rows]`, or column `index` of `[rows, k]`.
-fn extract_column(value: &ort::value::DynValue, bound: &BoundOutput, rows: usize) -> anyhow::Result<Column> {
+fn extract_column(
+    value: &ort::value::DynValue,
+    bound: &BoundOutput,
+    rows: usize,
+) -> anyhow::Result<Column> {
     let name = PlSmallStr::from(bound.spec.column.as_str());
     let pick = |shape: &[i64]| -> anyhow::Result<(usize, usize)> {
-        let width = if shape.len() == 2 { shape[1] as usize } else { 1 };
+        let width = if shape.len() == 2 {
+            shape[1] as usize
+        } else {
+            1
+        };
         let index = bound.spec.index.unwrap_or(0);
         anyhow::ensure!(
             shape.first().copied() == Some(rows as i64) && index < width,
@@ -280,7 +318,9 @@ fn extract_column(value: &ort::value::DynValue, bound: &BoundOutput, rows: usize
         ($t:ty, $cast:ty) => {{
             let (shape, data) = value.try_extract_tensor::<$t>()?;
             let (width, index) = pick(shape)?;
-            let values: Vec<$cast> = (0..rows).map(|r| data[r * width + index] as $cast).collect();
+            let values: Vec<$cast> = (0..rows)
+                .map(|r| data[r * width + index] as $cast)
+                .collect();
             Column::new(name, values)
         }};
     }
@@ -298,7 +338,9 @@ fn extract_column(value: &ort::value::DynValue, bound: &BoundOutput, rows: usize
         TensorElementType::String => {
             let (shape, data) = value.try_extract_strings()?;
             let (width, index) = pick(shape)?;
-            let values: Vec<&str> = (0..rows).map(|r| data[r * width + index].as_str()).collect();
+            let values: Vec<&str> = (0..rows)
+                .map(|r| data[r * width + index].as_str())
+                .collect();
             Column::new(name, values)
         }
         other => anyhow::bail!("unsupported output element type {other}"),

@@ -35,8 +35,12 @@ pub struct RunSummary {
 
 /// Score `window` for `job` and commit it whole, or fail and write nothing but the ledger's
 /// record of the failure.
-#[tracing::instrument(skip_all, fields(job = %job.spec.name, window = %window, run_id = tracing::field::Empty), err(Display))]
-pub async fn run_window<B: Backend>(db: &B, job: &Arc<PreparedJob>, window: Window) -> anyhow::Result<RunSummary> {
+#[tracing::instrument(skip_all, fields(job = %job.spec.name, window = %window, run_id = tracing::field::Empty))]
+pub async fn run_window<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    window: Window,
+) -> anyhow::Result<RunSummary> {
     let run_id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("run_id", run_id.as_str());
     let mut record = RunRecord {
@@ -59,7 +63,11 @@ pub async fn run_window<B: Backend>(db: &B, job: &Arc<PreparedJob>, window: Wind
 
     match score_window(db, job, window, &mut record).await {
         Ok(()) => {
-            tracing::info!(rows_read = record.rows_read, rows_written = record.rows_written, "window committed");
+            tracing::info!(
+                rows_read = record.rows_read,
+                rows_written = record.rows_written,
+                "window committed"
+            );
             Ok(RunSummary {
                 run_id,
                 window,
@@ -75,7 +83,10 @@ pub async fn run_window<B: Backend>(db: &B, job: &Arc<PreparedJob>, window: Wind
             if let Err(ledger_err) = db.fail_run(&record).await {
                 tracing::warn!(error = %format!("{ledger_err:#}"), "could not record the failure in the ledger");
             }
-            Err(err.context(format!("job `{}`: window {window} was not written", job.spec.name)))
+            Err(err.context(format!(
+                "job `{}`: window {window} was not written",
+                job.spec.name
+            )))
         }
     }
 }

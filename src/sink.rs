@@ -106,7 +106,10 @@ impl ScoredChunk {
     pub fn new(key: Column, outputs: Vec<Column>) -> Result<ScoredChunk, BadRow> {
         for output in &outputs {
             let Ok(values) = output.f64() else { continue };
-            if let Some(row) = values.iter().position(|v| v.is_some_and(|v| !v.is_finite())) {
+            if let Some(row) = values
+                .iter()
+                .position(|v| v.is_some_and(|v| !v.is_finite()))
+            {
                 return Err(BadRow {
                     key: key.get(row).map(|v| v.to_string()).unwrap_or_default(),
                     column: output.name().to_string(),

@@ -174,12 +174,17 @@ impl ChunkBuilder {
 
     fn key_builder(kind: KeyKind, name: &PlSmallStr, capacity: usize) -> KeyBuilder {
         match kind {
-            KeyKind::Integer => KeyBuilder::Integer(PrimitiveChunkedBuilder::new(name.clone(), capacity)),
+            KeyKind::Integer => {
+                KeyBuilder::Integer(PrimitiveChunkedBuilder::new(name.clone(), capacity))
+            }
             KeyKind::Text => KeyBuilder::Text(StringChunkedBuilder::new(name.clone(), capacity)),
         }
     }
 
-    fn feature_builders(names: &[PlSmallStr], capacity: usize) -> Vec<PrimitiveChunkedBuilder<Float64Type>> {
+    fn feature_builders(
+        names: &[PlSmallStr],
+        capacity: usize,
+    ) -> Vec<PrimitiveChunkedBuilder<Float64Type>> {
         names
             .iter()
             .map(|name| PrimitiveChunkedBuilder::new(name.clone(), capacity))
@@ -234,7 +239,10 @@ impl ChunkBuilder {
             KeyBuilder::Integer(_) => KeyKind::Integer,
             KeyBuilder::Text(_) => KeyKind::Text,
         };
-        let keys = std::mem::replace(&mut self.keys, Self::key_builder(kind, &self.key_name, self.capacity));
+        let keys = std::mem::replace(
+            &mut self.keys,
+            Self::key_builder(kind, &self.key_name, self.capacity),
+        );
         let features = std::mem::replace(
             &mut self.features,
             Self::feature_builders(&self.feature_names, self.capacity),
@@ -255,5 +263,7 @@ impl ChunkBuilder {
 
 /// Replace `:window_start` and `:window_end` in a job's query with the dialect's placeholders.
 pub fn bind_placeholders(query: &str, start: &str, end: &str) -> String {
-    query.replace(":window_start", start).replace(":window_end", end)
+    query
+        .replace(":window_start", start)
+        .replace(":window_end", end)
 }

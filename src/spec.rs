@@ -160,7 +160,9 @@ struct SinkFile {
 pub fn job_names(jobs_dir: &Path) -> Result<Vec<String>, ConfigError> {
     let entries = std::fs::read_dir(jobs_dir).map_err(|e| ConfigError::JobFile {
         path: jobs_dir.to_owned(),
-        problem: format!("cannot read the jobs directory: {e} (set --jobs-dir or BATCHSCORE_JOBS_DIR)"),
+        problem: format!(
+            "cannot read the jobs directory: {e} (set --jobs-dir or BATCHSCORE_JOBS_DIR)"
+        ),
     })?;
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -204,15 +206,22 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
     // toml's message already names the line and column and quotes the offending text.
     let file: JobFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
 
-    let timezone: Tz = file
-        .timezone
-        .parse()
-        .map_err(|_| format!("timezone `{}` is not an IANA time zone name like Europe/Berlin or UTC", file.timezone))?;
+    let timezone: Tz = file.timezone.parse().map_err(|_| {
+        format!(
+            "timezone `{}` is not an IANA time zone name like Europe/Berlin or UTC",
+            file.timezone
+        )
+    })?;
     let cron = CronParser::builder()
         .seconds(Seconds::Optional)
         .build()
         .parse(&file.schedule)
-        .map_err(|e| format!("schedule `{}` is not a valid cron expression: {e}", file.schedule))?;
+        .map_err(|e| {
+            format!(
+                "schedule `{}` is not a valid cron expression: {e}",
+                file.schedule
+            )
+        })?;
 
     let source = check_source(file.source)?;
     let window = WindowSpec {
@@ -267,7 +276,8 @@ fn check_source(file: SourceFile) -> Result<SourceSpec, String> {
         (Some(_), Some(_)) => return Err("[source] takes `table` or `query`, not both".to_owned()),
         (None, None) => return Err("[source] needs `table` or `query`".to_owned()),
     };
-    let field = |what: &str, name: &str| Ident::parse(name).map_err(|e| format!("source.{what}: {e}"));
+    let field =
+        |what: &str, name: &str| Ident::parse(name).map_err(|e| format!("source.{what}: {e}"));
     let key = field("key", &file.key)?;
     let timestamp = field("timestamp", &file.timestamp)?;
     if file.features.is_empty() {
@@ -315,7 +325,9 @@ fn check_query(query: &str) -> Result<String, String> {
 
 fn check_outputs(table: &toml::Table, key: &Ident) -> Result<Vec<OutputSpec>, String> {
     if table.is_empty() {
-        return Err("[outputs] is empty: map at least one result column to a model output".to_owned());
+        return Err(
+            "[outputs] is empty: map at least one result column to a model output".to_owned(),
+        );
     }
     let mut outputs: Vec<OutputSpec> = Vec::with_capacity(table.len());
     for (column, value) in table {
@@ -328,8 +340,9 @@ fn check_outputs(table: &toml::Table, key: &Ident) -> Result<Vec<OutputSpec>, St
         let reference = value
             .as_str()
             .ok_or_else(|| format!("outputs.{column} must be a string naming a model output, like \"label\" or \"probabilities[1]\""))?;
-        let (output, index) = parse_output_reference(reference)
-            .ok_or_else(|| format!("outputs.{column} = \"{reference}\" is not `NAME` or `NAME[INDEX]`"))?;
+        let (output, index) = parse_output_reference(reference).ok_or_else(|| {
+            format!("outputs.{column} = \"{reference}\" is not `NAME` or `NAME[INDEX]`")
+        })?;
         outputs.push(OutputSpec {
             column,
             output,
@@ -397,7 +410,10 @@ table = "machine_failure_predictions"
         assert_eq!(spec.schedule.timezone, chrono_tz::Europe::Berlin);
         assert_eq!(spec.window.size, TimeDelta::minutes(30));
         assert_eq!(spec.window.lateness, TimeDelta::minutes(2));
-        assert_eq!(spec.model.path, Path::new("/srv/batchscore/models/machine_failure.onnx"));
+        assert_eq!(
+            spec.model.path,
+            Path::new("/srv/batchscore/models/machine_failure.onnx")
+        );
         assert_eq!(spec.source.features.len(), 4);
         assert_eq!(spec.outputs[0].reference(), "label");
         assert_eq!(spec.outputs[1].column.as_str(), "failure_probability");
@@ -414,37 +430,80 @@ table = "machine_failure_predictions"
     #[test]
     fn file_level_mistakes_are_named() {
         let cases = [
-            (EXAMPLE.replace("*/30 * * * *", "every 30 minutes"), "not a valid cron"),
-            (EXAMPLE.replace("Europe/Berlin", "Mars/Olympus"), "not an IANA time zone"),
-            (EXAMPLE.replace("size = \"30m\"", "size = \"thirty\""), "window.size"),
-            (EXAMPLE.replace("[sink]", "colour = \"red\"\n[sink]"), "unknown field `colour`"),
-            (EXAMPLE.replace("\"reading_id\"", "\"id; DROP TABLE x\""), "source.key"),
-            (EXAMPLE.replace("\"probabilities[1]\"", "\"probabilities[x]\""), "not `NAME`"),
-            (EXAMPLE.replace("failure_label", "run_id"), "batchscore writes itself"),
-            (EXAMPLE.replace("table = \"sensor_readings\"", "query = \"DELETE FROM t\""), "single SELECT"),
             (
-                EXAMPLE.replace("table = \"sensor_readings\"", "query = \"SELECT 1; DROP TABLE t\""),
+                EXAMPLE.replace("*/30 * * * *", "every 30 minutes"),
+                "not a valid cron",
+            ),
+            (
+                EXAMPLE.replace("Europe/Berlin", "Mars/Olympus"),
+                "not an IANA time zone",
+            ),
+            (
+                EXAMPLE.replace("size = \"30m\"", "size = \"thirty\""),
+                "window.size",
+            ),
+            (
+                EXAMPLE.replace("[window]", "colour = \"red\"\n[window]"),
+                "unknown field `colour`",
+            ),
+            (
+                EXAMPLE.replace("\"reading_id\"", "\"id; DROP TABLE x\""),
+                "source.key",
+            ),
+            (
+                EXAMPLE.replace("\"probabilities[1]\"", "\"probabilities[x]\""),
+                "not `NAME`",
+            ),
+            (
+                EXAMPLE.replace("failure_label", "run_id"),
+                "batchscore writes itself",
+            ),
+            (
+                EXAMPLE.replace("table = \"sensor_readings\"", "query = \"DELETE FROM t\""),
+                "single SELECT",
+            ),
+            (
+                EXAMPLE.replace(
+                    "table = \"sensor_readings\"",
+                    "query = \"SELECT 1; DROP TABLE t\"",
+                ),
                 "contains `;`",
             ),
-            (EXAMPLE.replace("\"pressure\", \"rpm\"", "\"pressure\", \"pressure\""), "twice"),
+            (
+                EXAMPLE.replace("\"pressure\", \"rpm\"", "\"pressure\", \"pressure\""),
+                "twice",
+            ),
         ];
         for (text, expected) in cases {
-            let err = parse(&text).unwrap_err();
+            let Err(err) = parse(&text) else {
+                panic!("expected an error containing {expected:?}")
+            };
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
         }
     }
 
     #[test]
     fn toml_syntax_errors_name_the_line() {
-        let err = parse("schedule = \"* * * * *\"\n[source\n").unwrap_err();
+        let Err(err) = parse("schedule = \"* * * * *\"\n[source\n") else {
+            panic!("a syntax error must not parse")
+        };
         assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
     fn output_references() {
-        assert_eq!(parse_output_reference("label"), Some(("label".into(), None)));
-        assert_eq!(parse_output_reference("probabilities[1]"), Some(("probabilities".into(), Some(1))));
-        assert_eq!(parse_output_reference("p[ 0 ]"), Some(("p".into(), Some(0))));
+        assert_eq!(
+            parse_output_reference("label"),
+            Some(("label".into(), None))
+        );
+        assert_eq!(
+            parse_output_reference("probabilities[1]"),
+            Some(("probabilities".into(), Some(1)))
+        );
+        assert_eq!(
+            parse_output_reference("p[ 0 ]"),
+            Some(("p".into(), Some(0)))
+        );
         assert_eq!(parse_output_reference("[1]"), None);
         assert_eq!(parse_output_reference("p[-1]"), None);
         assert_eq!(parse_output_reference("p]"), None);

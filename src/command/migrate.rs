@@ -9,6 +9,9 @@ use crate::with_backend;
 pub async fn run(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let db = db::connect(&global.database_url).await?;
     with_backend!(&db, backend => backend.migrate().await)?;
-    println!("batchscore tables are up to date in {}", db::redact(&global.database_url));
+    println!(
+        "batchscore tables are up to date in {}",
+        db::redact(&global.database_url)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -17,7 +17,11 @@ pub async fn run(global: &GlobalArgs, args: RunJobArgs) -> anyhow::Result<ExitCo
     with_backend!(db, backend => run_with(&backend, spec, args).await)
 }
 
-async fn run_with<B: Backend>(db: &B, spec: spec::JobSpec, args: RunJobArgs) -> anyhow::Result<ExitCode> {
+async fn run_with<B: Backend>(
+    db: &B,
+    spec: spec::JobSpec,
+    args: RunJobArgs,
+) -> anyhow::Result<ExitCode> {
     let request = match (args.from, args.to) {
         (Some(from), Some(to)) => WindowRequest::Explicit { from, to },
         _ => WindowRequest::Latest {
@@ -49,7 +53,11 @@ fn print_plan(job: &PreparedJob, window: crate::plan::Window, rows: i64) {
     println!("window:  {window}");
     println!("rows:    {rows}");
     println!("source:  {}", crate::source::source_description(&job.spec));
-    println!("model:   {} (sha256 {})", job.model.path.display(), job.model.sha256);
+    println!(
+        "model:   {} (sha256 {})",
+        job.model.path.display(),
+        job.model.sha256
+    );
     println!("         {}", job.model.signature());
     let outputs: Vec<String> = job
         .outputs

@@ -19,7 +19,16 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
     let mut table = Table::new();
     table.load_preset(NOTHING);
     table.set_header([
-        "STARTED", "JOB", "WINDOW START", "WINDOW END", "STATUS", "READ", "WRITTEN", "SECONDS", "RUN", "ERROR",
+        "STARTED",
+        "JOB",
+        "WINDOW START",
+        "WINDOW END",
+        "STATUS",
+        "READ",
+        "WRITTEN",
+        "SECONDS",
+        "RUN",
+        "ERROR",
     ]);
     let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     for run in runs {

@@ -83,7 +83,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn insert_run(&self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Record how a run ended, inside the window's transaction.
-    fn finish_run(tx: &mut Self::Tx, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn finish_run(
+        tx: &mut Self::Tx,
+        run: &RunRecord,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Record a failed run, outside any window transaction (which was rolled back).
     fn fail_run(&self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -134,7 +137,8 @@ pub async fn connect(url: &str) -> Result<Database, ConfigError> {
             .map_err(|e| unreachable(e.to_string()))
     } else {
         Err(unreachable(
-            "the URL must start with sqlite:// or postgres:// (set --database-url or DATABASE_URL)".to_owned(),
+            "the URL must start with sqlite:// or postgres:// (set --database-url or DATABASE_URL)"
+                .to_owned(),
         ))
     }
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use polars::prelude::*;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Column as _, SqlSafeStr, Postgres, Row, Transaction, TypeInfo};
+use sqlx::{AssertSqlSafe, Column as _, Postgres, Row, SqlSafeStr, Transaction, TypeInfo};
 use tokio::sync::mpsc;
 
 use super::{Backend, CONNECT_TIMEOUT};
@@ -127,7 +127,11 @@ impl Backend for PostgresBackend {
     }
 
     async fn count_window(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
-        let sql = format!("SELECT count(*) FROM {} WHERE {}", from_clause(spec), window_predicate(spec));
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            from_clause(spec),
+            window_predicate(spec)
+        );
         sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(window.start)
             .bind(window.end)
@@ -177,7 +181,10 @@ impl Backend for PostgresBackend {
     }
 
     async fn begin(&self) -> anyhow::Result<Self::Tx> {
-        self.pool.begin().await.context("opening the window's transaction")
+        self.pool
+            .begin()
+            .await
+            .context("opening the window's transaction")
     }
 
     async fn create_results_table(tx: &mut Self::Tx, table: &ResultsTable) -> anyhow::Result<()> {
@@ -223,7 +230,10 @@ impl Backend for PostgresBackend {
             .enumerate()
             .map(|(i, c)| Ok(format!("${}::{}[]", i + 6, array_type(c)?)))
             .collect::<anyhow::Result<_>>()?;
-        let updates: Vec<String> = quoted[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let updates: Vec<String> = quoted[1..]
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
         let sql = format!(
             "INSERT INTO {} ({}) SELECT u.*, $1, $2, $3, $4, $5 FROM UNNEST({}) AS u \
              ON CONFLICT ({}) DO UPDATE SET {}",
@@ -241,9 +251,19 @@ impl Backend for PostgresBackend {
             .bind(stamp.scored_at);
         for column in columns {
             query = match column.dtype() {
-                DataType::Float64 => query.bind(column.f64()?.into_no_null_iter().collect::<Vec<f64>>()),
-                DataType::Int64 => query.bind(column.i64()?.into_no_null_iter().collect::<Vec<i64>>()),
-                DataType::Boolean => query.bind(column.bool()?.iter().map(Option::unwrap_or_default).collect::<Vec<bool>>()),
+                DataType::Float64 => {
+                    query.bind(column.f64()?.into_no_null_iter().collect::<Vec<f64>>())
+                }
+                DataType::Int64 => {
+                    query.bind(column.i64()?.into_no_null_iter().collect::<Vec<i64>>())
+                }
+                DataType::Boolean => query.bind(
+                    column
+                        .bool()?
+                        .iter()
+                        .map(Option::unwrap_or_default)
+                        .collect::<Vec<bool>>(),
+                ),
                 DataType::String => query.bind(
                     column
                         .str()?
@@ -251,7 +271,10 @@ impl Backend for PostgresBackend {
                         .map(|v| v.unwrap_or_default().to_owned())
                         .collect::<Vec<String>>(),
                 ),
-                other => anyhow::bail!("result column `{}` has unexpected type {other}", column.name()),
+                other => anyhow::bail!(
+                    "result column `{}` has unexpected type {other}",
+                    column.name()
+                ),
             };
         }
         query
@@ -319,11 +342,17 @@ fn array_type(column: &Column) -> anyhow::Result<&'static str> {
         DataType::Int64 => "bigint",
         DataType::Boolean => "boolean",
         DataType::String => "text",
-        other => anyhow::bail!("result column `{}` has unexpected type {other}", column.name()),
+        other => anyhow::bail!(
+            "result column `{}` has unexpected type {other}",
+            column.name()
+        ),
     })
 }
 
-async fn update_run<'e>(executor: impl sqlx::PgExecutor<'e>, run: &RunRecord) -> anyhow::Result<()> {
+async fn update_run<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    run: &RunRecord,
+) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE batchscore_runs SET status = $2, rows_read = $3, rows_written = $4, \
          finished_at = $5, error = $6 WHERE run_id = $1",
@@ -347,7 +376,8 @@ fn run_from_row(row: &PgRow) -> anyhow::Result<RunRecord> {
         job: row.try_get("job")?,
         window_start: row.try_get::<DateTime<Utc>, _>("window_start")?,
         window_end: row.try_get("window_end")?,
-        status: RunStatus::parse(&status).with_context(|| format!("unknown run status `{status}`"))?,
+        status: RunStatus::parse(&status)
+            .with_context(|| format!("unknown run status `{status}`"))?,
         rows_read: row.try_get("rows_read")?,
         rows_written: row.try_get("rows_written")?,
         model_sha256: row.try_get("model_sha256")?,
@@ -360,7 +390,12 @@ fn run_from_row(row: &PgRow) -> anyhow::Result<RunRecord> {
 }
 
 /// Decode one source row: the server already cast the key and every feature.
-fn decode_row(row: &PgRow, spec: &JobSpec, shape: &SourceShape, chunk: &mut ChunkBuilder) -> anyhow::Result<()> {
+fn decode_row(
+    row: &PgRow,
+    spec: &JobSpec,
+    shape: &SourceShape,
+    chunk: &mut ChunkBuilder,
+) -> anyhow::Result<()> {
     let null_key = || {
         anyhow::anyhow!(
             "a row of the window has NULL in key column `{}`: keys must be unique and not NULL",
@@ -368,8 +403,12 @@ fn decode_row(row: &PgRow, spec: &JobSpec, shape: &SourceShape, chunk: &mut Chun
         )
     };
     match shape.key {
-        KeyKind::Integer => chunk.push_int_key(row.try_get::<Option<i64>, _>(0)?.ok_or_else(null_key)?),
-        KeyKind::Text => chunk.push_text_key(row.try_get::<Option<&str>, _>(0)?.ok_or_else(null_key)?),
+        KeyKind::Integer => {
+            chunk.push_int_key(row.try_get::<Option<i64>, _>(0)?.ok_or_else(null_key)?)
+        }
+        KeyKind::Text => {
+            chunk.push_text_key(row.try_get::<Option<&str>, _>(0)?.ok_or_else(null_key)?)
+        }
     }
     for feature in 0..shape.features.len() {
         chunk.push_feature(feature, row.try_get::<Option<f64>, _>(feature + 1)?);

@@ -15,7 +15,9 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous, SqliteValueRef,
 };
-use sqlx::{AssertSqlSafe, Column as _, SqlSafeStr, Decode, Row, Sqlite, Transaction, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column as _, Decode, Row, SqlSafeStr, Sqlite, Transaction, TypeInfo, ValueRef,
+};
 use tokio::sync::mpsc;
 
 use super::{Backend, CONNECT_TIMEOUT};
@@ -149,13 +151,17 @@ impl Backend for SqliteBackend {
                 if rows.is_empty() {
                     return Err(format!("source table {table} does not exist"));
                 }
-                Ok(rows.into_iter().map(|(name, ty)| (name, classify(&ty))).collect())
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, ty)| (name, classify(&ty)))
+                    .collect())
             }
             SourceFrom::Query(_) => {
                 let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec));
-                let described = sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str())
-                    .await
-                    .map_err(|e| format!("source.query does not run: {e}"))?;
+                let described =
+                    sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str())
+                        .await
+                        .map_err(|e| format!("source.query does not run: {e}"))?;
                 Ok(described
                     .columns()
                     .iter()
@@ -181,7 +187,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn count_window(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
-        let sql = format!("SELECT count(*) FROM {} WHERE {}", from_clause(spec), window_predicate(spec));
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            from_clause(spec),
+            window_predicate(spec)
+        );
         sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(to_unix_seconds(window.start))
             .bind(to_unix_seconds(window.end))
@@ -236,7 +246,10 @@ impl Backend for SqliteBackend {
             KeyKind::Integer => "INTEGER",
             KeyKind::Text => "TEXT",
         };
-        let mut columns = vec![format!("{} {key_type} PRIMARY KEY NOT NULL", table.key.quoted())];
+        let mut columns = vec![format!(
+            "{} {key_type} PRIMARY KEY NOT NULL",
+            table.key.quoted()
+        )];
         columns.extend(
             table
                 .outputs
@@ -244,8 +257,14 @@ impl Backend for SqliteBackend {
                 .map(|(name, ty)| format!("{} {}", name.quoted(), sqlite_type(*ty))),
         );
         columns.extend(
-            ["model_version", "run_id", "window_start", "window_end", "scored_at"]
-                .map(|name| format!("\"{name}\" TEXT NOT NULL")),
+            [
+                "model_version",
+                "run_id",
+                "window_start",
+                "window_end",
+                "scored_at",
+            ]
+            .map(|name| format!("\"{name}\" TEXT NOT NULL")),
         );
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
@@ -278,11 +297,16 @@ impl Backend for SqliteBackend {
             let mut args = SqliteArguments::default();
             use sqlx::Arguments;
             // ?1..?5: the run's stamp, shared by every row of the statement.
-            args.add(stamp.model_version.as_str()).map_err(anyhow::Error::from_boxed)?;
-            args.add(stamp.run_id.as_str()).map_err(anyhow::Error::from_boxed)?;
-            args.add(window_start.as_str()).map_err(anyhow::Error::from_boxed)?;
-            args.add(window_end.as_str()).map_err(anyhow::Error::from_boxed)?;
-            args.add(scored_at.as_str()).map_err(anyhow::Error::from_boxed)?;
+            args.add(stamp.model_version.as_str())
+                .map_err(anyhow::Error::from_boxed)?;
+            args.add(stamp.run_id.as_str())
+                .map_err(anyhow::Error::from_boxed)?;
+            args.add(window_start.as_str())
+                .map_err(anyhow::Error::from_boxed)?;
+            args.add(window_end.as_str())
+                .map_err(anyhow::Error::from_boxed)?;
+            args.add(scored_at.as_str())
+                .map_err(anyhow::Error::from_boxed)?;
             for row in offset..offset + rows {
                 for column in columns {
                     add_value(&mut args, column, row)?;
@@ -349,7 +373,10 @@ impl Backend for SqliteBackend {
     }
 }
 
-async fn update_run<'e>(executor: impl sqlx::SqliteExecutor<'e>, run: &RunRecord) -> anyhow::Result<()> {
+async fn update_run<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    run: &RunRecord,
+) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE batchscore_runs SET status = ?2, rows_read = ?3, rows_written = ?4, \
          finished_at = ?5, error = ?6 WHERE run_id = ?1",
@@ -374,7 +401,8 @@ fn run_from_row(row: &SqliteRow) -> anyhow::Result<RunRecord> {
         job: row.try_get("job")?,
         window_start: from_text(row.try_get("window_start")?)?,
         window_end: from_text(row.try_get("window_end")?)?,
-        status: RunStatus::parse(&status).with_context(|| format!("unknown run status `{status}`"))?,
+        status: RunStatus::parse(&status)
+            .with_context(|| format!("unknown run status `{status}`"))?,
         rows_read: row.try_get("rows_read")?,
         rows_written: row.try_get("rows_written")?,
         model_sha256: row.try_get("model_sha256")?,
@@ -398,7 +426,10 @@ fn upsert_sql(table: &ResultsTable, rows: usize, per_row: usize) -> String {
         next += per_row;
         values.push(format!("({}, ?1, ?2, ?3, ?4, ?5)", row.join(", ")));
     }
-    let updates: Vec<String> = quoted[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    let updates: Vec<String> = quoted[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
     format!(
         "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
         table.table.quoted(),
@@ -416,13 +447,21 @@ fn add_value(args: &mut SqliteArguments, column: &Column, row: usize) -> anyhow:
         DataType::Int64 => args.add(column.i64()?.get(row)),
         DataType::Boolean => args.add(column.bool()?.get(row)),
         DataType::String => args.add(column.str()?.get(row).map(str::to_owned)),
-        other => anyhow::bail!("result column `{}` has unexpected type {other}", column.name()),
+        other => anyhow::bail!(
+            "result column `{}` has unexpected type {other}",
+            column.name()
+        ),
     };
     added.map_err(anyhow::Error::from_boxed)
 }
 
 /// Decode one source row: key first, then the features, checked value by value.
-fn decode_row(row: &SqliteRow, spec: &JobSpec, shape: &SourceShape, chunk: &mut ChunkBuilder) -> anyhow::Result<()> {
+fn decode_row(
+    row: &SqliteRow,
+    spec: &JobSpec,
+    shape: &SourceShape,
+    chunk: &mut ChunkBuilder,
+) -> anyhow::Result<()> {
     let key = row.try_get_raw(0)?;
     let key_problem = |what: &str| {
         anyhow::anyhow!(
@@ -430,19 +469,34 @@ fn decode_row(row: &SqliteRow, spec: &JobSpec, shape: &SourceShape, chunk: &mut 
             spec.source.key
         )
     };
+    // Ask `is_null` first: for a NULL, sqlx reports the column's declared type, not NULL, and
+    // decoding it would turn the NULL into 0.
+    if key.is_null() {
+        return Err(key_problem("NULL"));
+    }
     match (shape.key, key.type_info().name()) {
-        (_, "NULL") => return Err(key_problem("NULL")),
-        (KeyKind::Integer, "INTEGER") => chunk.push_int_key(<i64 as Decode<Sqlite>>::decode(key).map_err(anyhow::Error::from_boxed)?),
-        (KeyKind::Text, "TEXT") => chunk.push_text_key(<&str as Decode<Sqlite>>::decode(key).map_err(anyhow::Error::from_boxed)?),
-        (KeyKind::Text, "INTEGER") => chunk.push_text_key(&<i64 as Decode<Sqlite>>::decode(key).map_err(anyhow::Error::from_boxed)?.to_string()),
+        (KeyKind::Integer, "INTEGER") => chunk
+            .push_int_key(<i64 as Decode<Sqlite>>::decode(key).map_err(anyhow::Error::from_boxed)?),
+        (KeyKind::Text, "TEXT") => chunk.push_text_key(
+            <&str as Decode<Sqlite>>::decode(key).map_err(anyhow::Error::from_boxed)?,
+        ),
+        (KeyKind::Text, "INTEGER") => chunk.push_text_key(
+            &<i64 as Decode<Sqlite>>::decode(key)
+                .map_err(anyhow::Error::from_boxed)?
+                .to_string(),
+        ),
         (_, other) => return Err(key_problem(&format!("a {} value", other.to_lowercase()))),
     }
     for feature in 0..shape.features.len() {
         let value: SqliteValueRef<'_> = row.try_get_raw(feature + 1)?;
+        if value.is_null() {
+            chunk.push_feature(feature, None);
+            continue;
+        }
         match value.type_info().name() {
-            "NULL" => chunk.push_feature(feature, None),
             "INTEGER" | "REAL" => {
-                let v = <f64 as Decode<Sqlite>>::decode(value).map_err(anyhow::Error::from_boxed)?;
+                let v =
+                    <f64 as Decode<Sqlite>>::decode(value).map_err(anyhow::Error::from_boxed)?;
                 chunk.push_feature(feature, Some(v));
             }
             "TEXT" => {
@@ -450,7 +504,10 @@ fn decode_row(row: &SqliteRow, spec: &JobSpec, shape: &SourceShape, chunk: &mut 
                 let shown: String = text.chars().take(40).collect();
                 chunk.push_unreadable(feature, format!("holds text '{shown}', not a number"));
             }
-            other => chunk.push_unreadable(feature, format!("holds a {} value, not a number", other.to_lowercase())),
+            other => chunk.push_unreadable(
+                feature,
+                format!("holds a {} value, not a number", other.to_lowercase()),
+            ),
         }
     }
     chunk.end_row();

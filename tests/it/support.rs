@@ -1,0 +1,253 @@
+//! Test fixtures: a temporary project (jobs directory, database), seeding, and the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use sqlx::{AnyPool, Row};
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The first row of every seeded table is at this time; row `i` is `i * 30` seconds later.
+pub fn t0() -> DateTime<Utc> {
+    "2026-01-10T00:00:00Z".parse().unwrap()
+}
+
+pub fn row_time(i: usize) -> DateTime<Utc> {
+    t0() + TimeDelta::seconds(30 * i as i64)
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A fixture from `tests/fixtures/NAME.json`: feature rows and ONNX Runtime's outputs for them.
+pub struct Fixture {
+    pub rows: Vec<Value>,
+}
+
+impl Fixture {
+    pub fn load(name: &str) -> Fixture {
+        let text = std::fs::read_to_string(format!("{REPO}/tests/fixtures/{name}.json")).unwrap();
+        let json: Value = serde_json::from_str(&text).unwrap();
+        Fixture {
+            rows: json["rows"].as_array().unwrap().clone(),
+        }
+    }
+
+    pub fn feature(&self, row: usize, column: &str) -> f64 {
+        self.rows[row]["features"][column].as_f64().unwrap()
+    }
+
+    /// Output `name`, column `index` of row `row` (1-D outputs take index 0).
+    pub fn output(&self, row: usize, name: &str, index: usize) -> f64 {
+        let value = &self.rows[row]["outputs"][name];
+        value
+            .as_array()
+            .map_or(value, |a| &a[index])
+            .as_f64()
+            .unwrap()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A temporary project: a jobs directory and a fresh database (a SQLite file, or a PostgreSQL
+/// schema of its own on the test server).
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub kind: Kind,
+    pub url: String,
+    pub pool: AnyPool,
+    schema: Option<String>,
+}
+
+fn postgres_base_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+impl Project {
+    pub async fn sqlite() -> Project {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        let pool = AnyPool::connect(&url).await.unwrap();
+        Project {
+            dir,
+            kind: Kind::Sqlite,
+            url,
+            pool,
+            schema: None,
+        }
+    }
+
+    /// A project on its own PostgreSQL schema; `None` (test skipped) when the server is
+    /// unreachable, except under CI, where that is a failure.
+    pub async fn postgres() -> Option<Project> {
+        sqlx::any::install_default_drivers();
+        let base = postgres_base_url();
+        let admin = match AnyPool::connect(&base).await {
+            Ok(pool) => pool,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!(
+                    "skipping: PostgreSQL at {base} unreachable ({e}); set TEST_DATABASE_URL"
+                );
+                return None;
+            }
+            Err(e) => panic!("PostgreSQL at {base} unreachable under CI: {e}"),
+        };
+        let schema = format!("bst_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+        let pool = AnyPool::connect(&url).await.unwrap();
+        Some(Project {
+            dir: tempfile::tempdir().unwrap(),
+            kind: Kind::Postgres,
+            url,
+            pool,
+            schema: Some(schema),
+        })
+    }
+
+    pub async fn new(kind: Kind) -> Option<Project> {
+        match kind {
+            Kind::Sqlite => Some(Project::sqlite().await),
+            Kind::Postgres => Project::postgres().await,
+        }
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.dir.path().join("jobs")
+    }
+
+    /// Write `jobs/NAME.toml`; `{models}` in the text becomes the repository's models directory.
+    pub fn write_job(&self, name: &str, text: &str) -> PathBuf {
+        std::fs::create_dir_all(self.jobs_dir()).unwrap();
+        let path = self.jobs_dir().join(format!("{name}.toml"));
+        std::fs::write(&path, text.replace("{models}", &format!("{REPO}/models"))).unwrap();
+        path
+    }
+
+    /// Run the binary with this project's database and jobs directory.
+    pub fn batchscore(&self, args: &[&str]) -> Output {
+        assert_cmd::Command::new(env!("CARGO_BIN_EXE_batchscore"))
+            .args(args)
+            .env("DATABASE_URL", &self.url)
+            .env("BATCHSCORE_JOBS_DIR", self.jobs_dir())
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get::<i64, _>(0)
+    }
+
+    pub async fn table_exists(&self, table: &str) -> bool {
+        let sql = match self.kind {
+            Kind::Sqlite => format!("SELECT count(*) FROM sqlite_master WHERE name = '{table}'"),
+            Kind::Postgres => format!(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = '{table}'"
+            ),
+        };
+        self.count(&sql).await > 0
+    }
+
+    /// `(status, rows_read, rows_written, error)` of every ledger row, oldest first.
+    pub async fn runs(&self) -> Vec<(String, i64, i64, Option<String>)> {
+        if !self.table_exists("batchscore_runs").await {
+            return vec![];
+        }
+        sqlx::query("SELECT status, rows_read, rows_written, error FROM batchscore_runs ORDER BY started_at")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    /// Rows of a results table as (key as text, value of `column` as f64), sorted by key.
+    pub async fn results(&self, table: &str, key: &str, column: &str) -> Vec<(String, f64)> {
+        let sql = format!(
+            "SELECT CAST({key} AS TEXT), CAST({column} AS DOUBLE PRECISION) FROM {table} ORDER BY 1"
+        );
+        let mut rows: Vec<(String, f64)> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            // Drop the test's schema on a thread of its own: Drop cannot await.
+            let base = postgres_base_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(pool) = AnyPool::connect(&base).await {
+                        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Assert the exit code, showing both streams when it is wrong.
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+pub fn model_path(name: &str) -> PathBuf {
+    Path::new(REPO).join("models").join(format!("{name}.onnx"))
+}
