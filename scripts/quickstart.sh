@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# From a fresh clone to predictions: install ONNX Runtime, build, seed the demo rows into the
+# embedded SQLite database (batchscore.db), run the machine_failure job once, show what it wrote.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-onnxruntime.sh
+cargo build --release --locked
+python3 scripts/seed-demo.py batchscore.db
+export DATABASE_URL=sqlite://batchscore.db
+target/release/batchscore jobs validate
+target/release/batchscore run-job machine_failure
+target/release/batchscore status --limit 5
+python3 - <<'PY'
+import sqlite3
+db = sqlite3.connect("batchscore.db")
+print("\nHighest failure risk in the window just scored (machine_failure_predictions):")
+print(f"{'reading_id':>12} {'machine':>8} {'recorded_at':>22} {'label':>6} {'probability':>12}")
+rows = db.execute(
+    """SELECT p.reading_id, r.machine_id, r.recorded_at, p.failure_label, p.failure_probability
+       FROM machine_failure_predictions p JOIN sensor_readings r USING (reading_id)
+       ORDER BY p.failure_probability DESC LIMIT 5"""
+)
+for reading_id, machine, at, label, probability in rows:
+    print(f"{reading_id:>12} {machine:>8} {at:>22} {label:>6} {probability:>12.4f}")
+PY

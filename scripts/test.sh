@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, and integration tests that drive the real binary against a
+# real SQLite file, the PostgreSQL server (TEST_DATABASE_URL, default
+# postgres://postgres@127.0.0.1:5432/test) and the real ONNX Runtime, installed here if missing.
+# PostgreSQL tests skip when the server is unreachable, except when CI=true, where they fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-onnxruntime.sh
+cargo test --locked "$@"
