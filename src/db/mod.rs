@@ -2,7 +2,7 @@
 //!
 //! [`Backend`] is everything a run needs from a database; [`sqlite`] and [`postgres`] implement
 //! it with their own dialect SQL next to them. The backend is picked once from the URL scheme
-//! ([`connect`]), and everything above is generic over it (see [`with_backend!`]), so no
+//! ([`connect`]), and everything above is generic over it (see [`with_backend!`](crate::with_backend)), so no
 //! `if postgres` is scattered through the run logic.
 
 pub mod postgres;
