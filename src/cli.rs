@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0   success (also when the window held no rows)
-  1   the run failed; nothing of the window was written
-  2   usage or configuration error (job file, model, schema, database unreachable)";
+  0   success (also when no window was due or it held no rows)
+  1   the run failed; nothing of the failing window was written
+  2   usage or configuration error (job file, model, schema, database unreachable)
+  75  the job is busy (another run holds it) or another run committed the window first
+  130 interrupted by SIGINT, 143 by SIGTERM; the open window was rolled back";
 
 #[derive(Debug, Parser)]
 #[command(name = "batchscore", version, about, after_help = EXIT_CODES)]
@@ -72,6 +74,9 @@ pub enum Command {
     Migrate,
     /// Recent runs from the ledger.
     Status(StatusArgs),
+    /// Show or set job watermarks (the end of each job's last committed window).
+    #[command(subcommand)]
+    Watermark(WatermarkCommand),
 }
 
 #[derive(Debug, Args)]
@@ -79,17 +84,22 @@ pub struct RunJobArgs {
     /// Job name: the stem of a file in the jobs directory.
     pub name: String,
 
-    /// Window start (RFC 3339). Needs --to.
+    /// Backfill from this time (RFC 3339), in window-size steps; needs --to. Leaves the watermark alone.
     #[arg(long, requires = "to", conflicts_with = "at", value_parser = parse_time)]
     pub from: Option<DateTime<Utc>>,
 
-    /// Window end, exclusive (RFC 3339). Needs --from.
+    /// Backfill up to this time, exclusive (RFC 3339). Needs --from.
     #[arg(long, requires = "from", value_parser = parse_time)]
     pub to: Option<DateTime<Utc>>,
 
-    /// Plan the window as if it were this time (RFC 3339) instead of now.
+    /// Plan from the watermark as if it were this time (RFC 3339) instead of now; not later than now.
     #[arg(long, value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
+
+    /// How long the job's claim outlives its last renewal (renewed before each window); must
+    /// cover the longest window.
+    #[arg(long, default_value = crate::claim::DEFAULT_LEASE, value_parser = parse_duration)]
+    pub lease: chrono::TimeDelta,
 
     /// Print the plan (window, row count, model signature) and write nothing.
     #[arg(long)]
@@ -116,6 +126,30 @@ pub struct StatusArgs {
     /// How many runs to show.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WatermarkCommand {
+    /// Each job's watermark and how far it lags behind now.
+    Show {
+        /// Only this job (default: all).
+        name: Option<String>,
+    },
+    /// Move a job's watermark to TIME, backwards or forwards (logged): the next scheduled run
+    /// continues from there. Takes the job's claim, so no run is in flight meanwhile.
+    Set {
+        name: String,
+        #[arg(value_parser = parse_time)]
+        time: DateTime<Utc>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<chrono::TimeDelta, String> {
+    humantime::parse_duration(s)
+        .ok()
+        .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+        .filter(|d| *d > chrono::TimeDelta::zero())
+        .ok_or_else(|| format!("`{s}` is not a duration like 10m or 1h"))
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {

@@ -3,10 +3,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::claim::Holder;
+use crate::plan::Window;
+use crate::shutdown::Signal;
+
 /// The run failed; nothing of the window was written.
 pub const EXIT_RUN_FAILED: u8 = 1;
 /// Usage or configuration error: the job, its model or the database needs fixing first.
 pub const EXIT_CONFIG: u8 = 2;
+/// Temporary failure (sysexits' EX_TEMPFAIL): another run holds the job; try again later.
+pub const EXIT_BUSY: u8 = 75;
 
 /// Something a person must fix before the job can run: retrying will not help.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +42,42 @@ impl ConfigError {
     }
 }
 
-/// Map an error to the process exit code: a configuration error anywhere in the chain is 2, anything else 1.
+/// Another run got there first; this one wrote nothing and the job is in good hands.
+#[derive(Debug, thiserror::Error)]
+pub enum Contention {
+    #[error("job `{job}` is busy: another run holds it ({}); nothing was done, try again later",
+        holder.as_ref().map_or("it is just starting or finishing".to_owned(), |h| h.to_string()))]
+    Busy { job: String, holder: Option<Holder> },
+    #[error(
+        "job `{job}`: window {window} was committed by another run first (the watermark moved); nothing of this run's window was written"
+    )]
+    WatermarkMoved { job: String, window: Window },
+    #[error(
+        "job `{job}`: this run lost its claim (its lease lapsed and another run took the job); stopping before the next window"
+    )]
+    ClaimLost { job: String },
+}
+
+/// The run was stopped by a signal; its open window was rolled back.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {signal}: {what}")]
+pub struct Interrupted {
+    pub signal: Signal,
+    pub what: String,
+}
+
+/// Map an error to the process exit code, by the first typed error in its chain.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    if err.chain().any(|cause| cause.is::<ConfigError>()) {
-        ExitCode::from(EXIT_CONFIG)
-    } else {
-        ExitCode::from(EXIT_RUN_FAILED)
+    for cause in err.chain() {
+        if cause.is::<ConfigError>() {
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        if cause.is::<Contention>() {
+            return ExitCode::from(EXIT_BUSY);
+        }
+        if let Some(interrupted) = cause.downcast_ref::<Interrupted>() {
+            return ExitCode::from(interrupted.signal.exit_code());
+        }
     }
+    ExitCode::from(EXIT_RUN_FAILED)
 }

@@ -1,17 +1,26 @@
-//! The run ledger (`batchscore_runs`): one row per run, what it scored and how it ended.
+//! The run ledger (`batchscore_runs`): one row per window a run scored, what it read and wrote
+//! and how it ended; also the runs that found their job busy and the ranges a `latest`
+//! catch-up skipped.
 //!
-//! A run's row is inserted as `running` when it starts (in its own small transaction, so a run
+//! A window's row is inserted as `running` when it starts (in its own small transaction, so a run
 //! that dies still leaves a trace) and turned into `succeeded` inside the window's transaction,
-//! together with the results: the ledger never claims rows the results table does not have.
+//! together with the results: the ledger never claims rows the results table does not have. The
+//! next run to claim the job marks rows left `running` by a dead process as `abandoned`.
 
 use chrono::{DateTime, Utc};
 use std::fmt;
+
+use crate::plan::Window;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    /// Not scored: the job was busy, or the range was skipped by `catch_up = "latest"`.
+    Skipped,
+    /// Left `running` by a process that died; marked by the next run that claimed the job.
+    Abandoned,
 }
 
 impl RunStatus {
@@ -20,6 +29,8 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Abandoned => "abandoned",
         }
     }
 
@@ -28,6 +39,8 @@ impl RunStatus {
             "running" => Some(RunStatus::Running),
             "succeeded" => Some(RunStatus::Succeeded),
             "failed" => Some(RunStatus::Failed),
+            "skipped" => Some(RunStatus::Skipped),
+            "abandoned" => Some(RunStatus::Abandoned),
             _ => None,
         }
     }
@@ -55,6 +68,28 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub host: String,
     pub pid: i64,
+}
+
+impl RunRecord {
+    /// A ledger row for a window that was not scored, with the reason in `error`.
+    pub fn skipped(job: &str, window: Window, model_sha256: &str, reason: String) -> RunRecord {
+        let now = Utc::now();
+        RunRecord {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            job: job.to_owned(),
+            window_start: window.start,
+            window_end: window.end,
+            status: RunStatus::Skipped,
+            rows_read: 0,
+            rows_written: 0,
+            model_sha256: model_sha256.to_owned(),
+            started_at: now,
+            finished_at: Some(now),
+            error: Some(reason),
+            host: hostname(),
+            pid: i64::from(std::process::id()),
+        }
+    }
 }
 
 /// This machine's name, for the ledger: which host ran (or holds) a job.

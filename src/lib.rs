@@ -6,6 +6,7 @@
 //! (predictions → results table) → [`ledger`] (the run's record), tied together by [`run`].
 //! [`db`] is the one seam between SQLite and PostgreSQL; [`command`] holds the subcommands.
 
+pub mod claim;
 pub mod cli;
 pub mod command;
 pub mod db;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod onnxruntime;
 pub mod plan;
 pub mod run;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod spec;

@@ -1,6 +1,8 @@
 //! Logging through `tracing` to stderr, so stdout stays clean for command output.
 
 use crate::cli::{GlobalArgs, LogFormat};
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber: `-v`/`-q` pick the level, `RUST_LOG` overrides both.
@@ -17,7 +19,9 @@ pub fn init(args: &GlobalArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in files, journald or cron mail.
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().with_current_span(true).init(),

@@ -1,46 +1,219 @@
-//! One run of one window, from the ledger's `running` row to the commit: the window's rows are
-//! read ([`crate::source`]), turned into features ([`crate::features`]), scored
-//! ([`crate::model`]) and written ([`crate::sink`]) inside one transaction that also records the
-//! run in the [`crate::ledger`].
+//! A run of a job: claim it, plan its windows from the watermark, and score each window from
+//! the ledger's `running` row to its commit. Within a window the rows are read
+//! ([`crate::source`]), turned into features ([`crate::features`]), scored ([`crate::model`])
+//! and written ([`crate::sink`]) inside one transaction that also records the window in the
+//! [`crate::ledger`] and moves the watermark by compare-and-set.
 //!
-//! Reading runs as its own task, a bounded two chunks ahead, so memory follows the chunk size
-//! and not the window; scoring runs on the blocking pool, off the async threads.
+//! Large windows are written chunk by chunk *inside* that one transaction, rather than committed
+//! chunk by chunk: a window is then never half-written, with no partial state to clean up or
+//! resume, and readers of the results table see a window all at once. Reading runs as its own
+//! task, a bounded two chunks ahead, so memory follows the chunk size and not the window;
+//! scoring runs on the blocking pool, off the async threads.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::claim::{Claim, ClaimOutcome};
 use crate::db::Backend;
+use crate::error::{ConfigError, Contention, Interrupted};
 use crate::features::feature_matrix;
 use crate::job::PreparedJob;
 use crate::ledger::{RunRecord, RunStatus, hostname};
-use crate::plan::Window;
+use crate::plan::{Plan, Window, WindowRequest, plan_windows};
+use crate::shutdown::Shutdown;
 use crate::sink::{RunStamp, ScoredChunk};
 use crate::source::SourceChunk;
 
 /// Chunks the reader may run ahead of scoring.
 const READ_AHEAD: usize = 2;
 
-/// What a committed run did.
+/// What a committed window did.
 #[derive(Debug, Clone)]
-pub struct RunSummary {
+pub struct WindowSummary {
     pub run_id: String,
     pub window: Window,
     pub rows_read: i64,
     pub rows_written: i64,
 }
 
+/// What a run did: its committed windows, in order, and what it left.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub windows: Vec<WindowSummary>,
+    pub skipped: Option<Window>,
+    pub left_behind: usize,
+}
+
+/// How the watermark moves when a window commits.
+#[derive(Debug, Clone, Copy)]
+enum Advance {
+    /// Scheduled windows: from the value planned from to the window's end, or not at all.
+    From(Option<DateTime<Utc>>),
+    /// Backfills leave the watermark alone.
+    Never,
+}
+
+/// Claim `job`, plan its windows and score them in order, each in its own transaction.
+pub async fn run_job<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    request: WindowRequest,
+    lease: TimeDelta,
+    shutdown: &Shutdown,
+) -> anyhow::Result<RunSummary> {
+    let name = &job.spec.name;
+    let claim = Claim::new(name, lease);
+    let lock = match db.claim(&claim).await? {
+        ClaimOutcome::Acquired(lock) => lock,
+        ClaimOutcome::Busy(holder) => {
+            let busy = Contention::Busy {
+                job: name.clone(),
+                holder,
+            };
+            record_busy(db, job, request, &busy).await;
+            return Err(busy.into());
+        }
+    };
+    let outcome = run_claimed(db, job, request, &claim, shutdown).await;
+    if let Err(err) = db.release_claim(lock, &claim).await {
+        // The lease (and on PostgreSQL the closed connection) frees the job anyway.
+        tracing::warn!(error = %format!("{err:#}"), "could not release the claim");
+    }
+    outcome
+}
+
+async fn run_claimed<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    request: WindowRequest,
+    claim: &Claim,
+    shutdown: &Shutdown,
+) -> anyhow::Result<RunSummary> {
+    let name = &job.spec.name;
+    let abandoned = db.abandon_runs(name).await?;
+    if abandoned > 0 {
+        tracing::warn!(
+            abandoned,
+            "marked runs left `running` by a process that is gone as abandoned"
+        );
+    }
+    let watermark = db.watermark(name).await?;
+    let plan = plan(job, watermark, request)?;
+    if plan.left_behind > 0 {
+        tracing::warn!(
+            left_behind = plan.left_behind,
+            "more windows are due than window.max_catch_up; the next run continues"
+        );
+    }
+    if plan.windows.is_empty() {
+        tracing::info!(watermark = ?watermark, "up to date: no window is due");
+    }
+
+    let mut windows = Vec::with_capacity(plan.windows.len());
+    let mut advance = match plan.moves_watermark {
+        true => Advance::From(watermark),
+        false => Advance::Never,
+    };
+    for (i, window) in plan.windows.iter().enumerate() {
+        if let Some(signal) = shutdown.signal() {
+            return Err(Interrupted {
+                signal,
+                what: format!("stopped before window {window}; {i} earlier window(s) of this run were committed"),
+            }
+            .into());
+        }
+        // Renewing before each window is what keeps the lease alive: a window must finish
+        // within the lease, or another run may take the job (and lose the watermark race).
+        if !db.renew_claim(claim).await? {
+            return Err(Contention::ClaimLost { job: name.clone() }.into());
+        }
+        let gap = if i == 0 { plan.skipped } else { None };
+        windows.push(run_window(db, job, *window, advance, gap, shutdown).await?);
+        if let Advance::From(_) = advance {
+            advance = Advance::From(Some(window.end));
+        }
+    }
+    Ok(RunSummary {
+        windows,
+        skipped: plan.skipped,
+        left_behind: plan.left_behind,
+    })
+}
+
+fn plan(
+    job: &PreparedJob,
+    watermark: Option<DateTime<Utc>>,
+    request: WindowRequest,
+) -> anyhow::Result<Plan> {
+    let name = &job.spec.name;
+    let plan = plan_windows(&job.spec.window, watermark, request)
+        .map_err(|p| ConfigError::job(name, p))?;
+    // `--at` may be any time; the watermark still never moves past the real now.
+    if plan.moves_watermark
+        && let Some(last) = plan.windows.last()
+        && last.end > Utc::now()
+    {
+        return Err(ConfigError::job(
+            name,
+            format!("window {last} ends in the future: --at must not be later than now"),
+        )
+        .into());
+    }
+    Ok(plan)
+}
+
+/// A run that found the job busy leaves a `skipped` row in the ledger (best effort: the job's
+/// holder may be writing, and this must not wait on it).
+async fn record_busy<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    request: WindowRequest,
+    busy: &Contention,
+) {
+    // The range this run would have scored, as far as the (possibly moving) watermark says.
+    let planned = match db.watermark(&job.spec.name).await {
+        Ok(watermark) => plan_windows(&job.spec.window, watermark, request).ok(),
+        Err(_) => None,
+    };
+    let window = match planned
+        .as_ref()
+        .map(|plan| (plan.windows.first(), plan.windows.last()))
+    {
+        Some((Some(first), Some(last))) => Window {
+            start: first.start,
+            end: last.end,
+        },
+        _ => {
+            let now = Utc::now();
+            Window {
+                start: now,
+                end: now,
+            }
+        }
+    };
+    let record = RunRecord::skipped(&job.spec.name, window, &job.model.sha256, busy.to_string());
+    let recorded =
+        tokio::time::timeout(std::time::Duration::from_secs(5), db.insert_run(&record)).await;
+    if !matches!(recorded, Ok(Ok(()))) {
+        tracing::debug!("could not record the busy run in the ledger");
+    }
+}
+
 /// Score `window` for `job` and commit it whole, or fail and write nothing but the ledger's
 /// record of the failure.
 #[tracing::instrument(skip_all, fields(job = %job.spec.name, window = %window, run_id = tracing::field::Empty))]
-pub async fn run_window<B: Backend>(
+async fn run_window<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
     window: Window,
-) -> anyhow::Result<RunSummary> {
+    advance: Advance,
+    gap: Option<Window>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<WindowSummary> {
     let run_id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("run_id", run_id.as_str());
     let mut record = RunRecord {
@@ -59,16 +232,25 @@ pub async fn run_window<B: Backend>(
         pid: i64::from(std::process::id()),
     };
     db.insert_run(&record).await?;
-    tracing::info!("run started");
+    tracing::info!("window started");
 
-    match score_window(db, job, window, &mut record).await {
+    let scored = tokio::select! {
+        // Dropping the window's future drops its transaction: nothing of it is committed.
+        outcome = score_window(db, job, window, advance, gap, &mut record) => outcome,
+        signal = shutdown.requested() => Err(Interrupted {
+            signal,
+            what: format!("window {window} was rolled back, nothing of it was written"),
+        }
+        .into()),
+    };
+    match scored {
         Ok(()) => {
             tracing::info!(
                 rows_read = record.rows_read,
                 rows_written = record.rows_written,
                 "window committed"
             );
-            Ok(RunSummary {
+            Ok(WindowSummary {
                 run_id,
                 window,
                 rows_read: record.rows_read,
@@ -80,8 +262,16 @@ pub async fn run_window<B: Backend>(
             record.rows_written = 0; // the window's transaction was rolled back
             record.finished_at = Some(Utc::now());
             record.error = Some(format!("{err:#}"));
-            if let Err(ledger_err) = db.fail_run(&record).await {
-                tracing::warn!(error = %format!("{ledger_err:#}"), "could not record the failure in the ledger");
+            let recorded =
+                tokio::time::timeout(std::time::Duration::from_secs(10), db.fail_run(&record))
+                    .await;
+            if !matches!(recorded, Ok(Ok(()))) {
+                tracing::warn!(
+                    "could not record the failure in the ledger; the next run marks it abandoned"
+                );
+            }
+            if err.is::<Interrupted>() || err.is::<Contention>() {
+                return Err(err);
             }
             Err(err.context(format!(
                 "job `{}`: window {window} was not written",
@@ -96,6 +286,8 @@ async fn score_window<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
     window: Window,
+    advance: Advance,
+    gap: Option<Window>,
     record: &mut RunRecord,
 ) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
@@ -114,27 +306,53 @@ async fn score_window<B: Backend>(
         async move { db.read_window(&job.spec, &job.shape, window, sender).await }
             .instrument(tracing::Span::current())
     });
-    let written = async {
-        while let Some(chunk) = chunks.recv().await {
-            record.rows_read += chunk.frame.height() as i64;
-            let scored = score_chunk(Arc::clone(job), chunk).await?;
-            B::upsert_results(&mut tx, &job.results, &stamp, &scored).await?;
-            record.rows_written += scored.rows() as i64;
-            tracing::debug!(rows_written = record.rows_written, "chunk written");
-        }
-        anyhow::Ok(())
+    // Abort the reader however this function ends, including when its future is dropped.
+    let reader = AbortOnDrop(reader);
+    while let Some(chunk) = chunks.recv().await {
+        record.rows_read += chunk.frame.height() as i64;
+        let scored = score_chunk(Arc::clone(job), chunk).await?;
+        B::upsert_results(&mut tx, &job.results, &stamp, &scored).await?;
+        record.rows_written += scored.rows() as i64;
+        tracing::debug!(rows_written = record.rows_written, "chunk written");
     }
-    .await;
-    if written.is_err() {
-        reader.abort();
-    }
-    written?;
-    reader.await.context("the window's reader stopped")??;
+    reader.join().await?;
 
+    if let Some(gap) = gap {
+        let reason = "catch_up = \"latest\": missed windows were not scored".to_owned();
+        B::insert_run_in(
+            &mut tx,
+            &RunRecord::skipped(&job.spec.name, gap, &job.model.sha256, reason),
+        )
+        .await?;
+        tracing::warn!(skipped = %gap, "catch_up = latest: skipping missed windows");
+    }
+    if let Advance::From(from) = advance
+        && !B::advance_watermark(&mut tx, &job.spec.name, from, window.end, &record.run_id).await?
+    {
+        return Err(Contention::WatermarkMoved {
+            job: job.spec.name.clone(),
+            window,
+        }
+        .into());
+    }
     record.status = RunStatus::Succeeded;
     record.finished_at = Some(Utc::now());
     B::finish_run(&mut tx, record).await?;
     B::commit(tx).await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> anyhow::Result<()> {
+        (&mut self.0).await.context("the window's reader stopped")?
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Features, model and output checks for one chunk, on the blocking pool.

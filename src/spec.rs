@@ -69,7 +69,23 @@ pub enum SourceFrom {
 pub struct WindowSpec {
     pub size: TimeDelta,
     pub lateness: TimeDelta,
+    pub catch_up: CatchUp,
+    /// With `catch_up = "all"`: at most this many windows per run; the rest wait for the next.
+    pub max_catch_up: usize,
 }
+
+/// What a run does about schedule slots missed since the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Score every missed window, oldest first, each in its own transaction.
+    All,
+    /// Score only the newest window; record the missed range as skipped in the ledger.
+    Latest,
+}
+
+/// Default `window.max_catch_up`: two days of 30-minute windows.
+pub const DEFAULT_MAX_CATCH_UP: usize = 96;
 
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
@@ -137,8 +153,9 @@ struct SourceFile {
 #[serde(deny_unknown_fields)]
 struct WindowFile {
     size: String,
-    #[serde(default)]
     lateness: Option<String>,
+    catch_up: Option<CatchUp>,
+    max_catch_up: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,7 +247,12 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
             Some(text) => parse_duration("window.lateness", text)?,
             None => TimeDelta::zero(),
         },
+        catch_up: file.window.catch_up.unwrap_or(CatchUp::All),
+        max_catch_up: file.window.max_catch_up.unwrap_or(DEFAULT_MAX_CATCH_UP),
     };
+    if window.max_catch_up == 0 {
+        return Err("window.max_catch_up must be at least 1".to_owned());
+    }
     if window.size <= TimeDelta::zero() {
         return Err("window.size must be greater than zero".to_owned());
     }
@@ -419,6 +441,13 @@ table = "machine_failure_predictions"
         assert_eq!(spec.outputs[1].column.as_str(), "failure_probability");
         assert_eq!(spec.outputs[1].index, Some(1));
         assert_eq!(spec.source.chunk_rows, DEFAULT_CHUNK_ROWS);
+        assert_eq!(spec.window.catch_up, CatchUp::All);
+        let latest = parse(&EXAMPLE.replace(
+            "lateness = \"2m\"",
+            "lateness = \"2m\"\ncatch_up = \"latest\"",
+        ))
+        .unwrap();
+        assert_eq!(latest.window.catch_up, CatchUp::Latest);
     }
 
     #[test]

@@ -4,10 +4,11 @@ pub mod jobs;
 pub mod migrate;
 pub mod run_job;
 pub mod status;
+pub mod watermark;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, JobsCommand};
+use crate::cli::{Cli, Command, JobsCommand, WatermarkCommand};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
@@ -17,5 +18,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(JobsCommand::Validate { name }) => jobs::validate(global, name).await,
         Command::Migrate => migrate::run(global).await,
         Command::Status(args) => status::run(global, args).await,
+        Command::Watermark(WatermarkCommand::Show { name }) => watermark::show(global, name).await,
+        Command::Watermark(WatermarkCommand::Set { name, time }) => {
+            watermark::set(global, &name, time).await
+        }
     }
 }

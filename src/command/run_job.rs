@@ -1,4 +1,4 @@
-//! `batchscore run-job NAME`: validate the job, plan its window, score it once.
+//! `batchscore run-job NAME`: validate the job, claim it, score its due windows (or a backfill).
 
 use std::process::ExitCode;
 
@@ -8,7 +8,8 @@ use crate::cli::{GlobalArgs, RunJobArgs};
 use crate::db::{self, Backend};
 use crate::error::ConfigError;
 use crate::job::{self, PreparedJob};
-use crate::plan::{WindowRequest, plan_window};
+use crate::plan::{WindowRequest, plan_windows};
+use crate::shutdown::Shutdown;
 use crate::{run, spec, with_backend};
 
 pub async fn run(global: &GlobalArgs, args: RunJobArgs) -> anyhow::Result<ExitCode> {
@@ -23,12 +24,11 @@ async fn run_with<B: Backend>(
     args: RunJobArgs,
 ) -> anyhow::Result<ExitCode> {
     let request = match (args.from, args.to) {
-        (Some(from), Some(to)) => WindowRequest::Explicit { from, to },
-        _ => WindowRequest::Latest {
+        (Some(from), Some(to)) => WindowRequest::Backfill { from, to },
+        _ => WindowRequest::Scheduled {
             now: args.at.unwrap_or_else(Utc::now),
         },
     };
-    let window = plan_window(&spec.window, request).map_err(|p| ConfigError::job(&spec.name, p))?;
     if !args.dry_run {
         // A dry run writes nothing, not even batchscore's own tables.
         db.migrate().await?;
@@ -36,34 +36,83 @@ async fn run_with<B: Backend>(
     let job = job::prepare(db, spec).await?;
 
     if args.dry_run {
-        let rows = db.count_window(&job.spec, window).await?;
-        print_plan(&job, window, rows);
+        print_plan(db, &job, request).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let summary = run::run_window(db, &job, window).await?;
-    println!(
-        "{}: scored {} rows of window {} into {} (run {})",
-        job.spec.name, summary.rows_written, summary.window, job.results.table, summary.run_id
-    );
+    let shutdown = Shutdown::listen()?;
+    let summary = run::run_job(db, &job, request, args.lease, &shutdown).await?;
+    let name = &job.spec.name;
+    if summary.windows.is_empty() {
+        println!("{name}: up to date, no window is due");
+    }
+    for window in &summary.windows {
+        println!(
+            "{name}: scored {} rows of window {} into {} (run {})",
+            window.rows_written, window.window, job.results.table, window.run_id
+        );
+    }
+    if let Some(skipped) = summary.skipped {
+        println!(
+            "{name}: skipped missed range {skipped} (catch_up = \"latest\"), recorded in the ledger"
+        );
+    }
+    if summary.left_behind > 0 {
+        println!(
+            "{name}: {} more window(s) due, left for the next run (window.max_catch_up)",
+            summary.left_behind
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_plan(job: &PreparedJob, window: crate::plan::Window, rows: i64) {
-    println!("job:     {}", job.spec.name);
-    println!("window:  {window}");
-    println!("rows:    {rows}");
-    println!("source:  {}", crate::source::source_description(&job.spec));
+async fn print_plan<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    request: WindowRequest,
+) -> anyhow::Result<()> {
+    // Before the first migration there is no watermark table, and a dry run must not create it.
+    let watermarks = crate::ident::TableName::parse("batchscore_watermarks").expect("a valid name");
+    let watermark = if db.table_columns(&watermarks).await?.is_some() {
+        db.watermark(&job.spec.name).await?
+    } else {
+        None
+    };
+    let plan = plan_windows(&job.spec.window, watermark, request)
+        .map_err(|p| ConfigError::job(&job.spec.name, p))?;
+    println!("job:       {}", job.spec.name);
+    match watermark {
+        Some(w) => println!(
+            "watermark: {}",
+            w.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        ),
+        None => println!("watermark: none yet"),
+    }
+    if plan.windows.is_empty() {
+        println!("windows:   none due (up to date)");
+    }
+    for window in &plan.windows {
+        let rows = db.count_window(&job.spec, *window).await?;
+        println!("window:    {window}  rows: {rows}");
+    }
+    if let Some(skipped) = plan.skipped {
+        println!("skipped:   {skipped} (catch_up = \"latest\")");
+    }
     println!(
-        "model:   {} (sha256 {})",
+        "source:    {}",
+        crate::source::source_description(&job.spec)
+    );
+    println!(
+        "model:     {} (sha256 {})",
         job.model.path.display(),
         job.model.sha256
     );
-    println!("         {}", job.model.signature());
+    println!("           {}", job.model.signature());
     let outputs: Vec<String> = job
         .outputs
         .iter()
         .map(|o| format!("{} = {}", o.spec.column, o.spec.reference()))
         .collect();
-    println!("results: {} ({})", job.results.table, outputs.join(", "));
-    println!("dry run: nothing was written");
+    println!("results:   {} ({})", job.results.table, outputs.join(", "));
+    println!("dry run:   nothing was written");
+    Ok(())
 }

@@ -11,8 +11,10 @@ pub mod sqlite;
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use crate::claim::{Claim, ClaimOutcome};
 use crate::error::ConfigError;
 use crate::ident::TableName;
 use crate::ledger::RunRecord;
@@ -26,8 +28,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a run needs from a database. Futures are `Send` so runs can be spawned on the runtime.
 pub trait Backend: Clone + Send + Sync + 'static {
-    /// The window's transaction: results, quarantine and the ledger commit in it, or not at all.
+    /// The window's transaction: results, the ledger and the watermark commit in it, or not at all.
     type Tx: Send;
+    /// What keeps a claim held besides its row (PostgreSQL: the advisory lock's connection).
+    type Lock: Send;
 
     /// Apply batchscore's own migrations (embedded in the binary).
     fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -82,6 +86,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Record a run as started, committed at once so even a crashed run leaves a trace.
     fn insert_run(&self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send;
 
+    /// Record a ledger row inside the window's transaction (a range `latest` catch-up skipped).
+    fn insert_run_in(
+        tx: &mut Self::Tx,
+        run: &RunRecord,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Mark the job's rows still `running` as `abandoned`: called by the claim's new holder, so
+    /// whoever left them is gone. Returns how many.
+    fn abandon_runs(&self, job: &str) -> impl Future<Output = anyhow::Result<u64>> + Send;
+
     /// Record how a run ended, inside the window's transaction.
     fn finish_run(
         tx: &mut Self::Tx,
@@ -92,6 +106,50 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn fail_run(&self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     fn commit(tx: Self::Tx) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// The job's watermark: the end of its last committed window.
+    fn watermark(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<DateTime<Utc>>>> + Send;
+
+    /// Every job's watermark, by job name.
+    fn watermarks(
+        &self,
+    ) -> impl Future<Output = anyhow::Result<Vec<(String, DateTime<Utc>)>>> + Send;
+
+    /// Move the watermark from `from` to `to` inside the window's transaction, only if it is
+    /// still `from` (compare-and-set). Returns false when another run moved it first.
+    fn advance_watermark(
+        tx: &mut Self::Tx,
+        job: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        run_id: &str,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
+
+    /// Set the watermark to any time (the explicit `watermark set` command).
+    fn set_watermark(
+        &self,
+        job: &str,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Claim the job for one run, or say who holds it.
+    fn claim(
+        &self,
+        claim: &Claim,
+    ) -> impl Future<Output = anyhow::Result<ClaimOutcome<Self::Lock>>> + Send;
+
+    /// Extend the claim's lease; false if this run no longer holds it.
+    fn renew_claim(&self, claim: &Claim) -> impl Future<Output = anyhow::Result<bool>> + Send;
+
+    /// Give the claim up.
+    fn release_claim(
+        &self,
+        lock: Self::Lock,
+        claim: &Claim,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// The latest runs, newest first, of one job or all.
     fn recent_runs(

@@ -5,16 +5,19 @@
 //! `UNNEST` into `INSERT … ON CONFLICT`, which keeps them bulk without a staging table.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use polars::prelude::*;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column as _, Postgres, Row, SqlSafeStr, Transaction, TypeInfo};
 use tokio::sync::mpsc;
 
 use super::{Backend, CONNECT_TIMEOUT};
+use crate::claim::{Claim, ClaimOutcome, Holder};
 use crate::ident::TableName;
 use crate::ledger::{RunRecord, RunStatus};
 use crate::plan::Window;
@@ -25,6 +28,8 @@ use crate::spec::{JobSpec, SourceFrom};
 #[derive(Clone)]
 pub struct PostgresBackend {
     pool: PgPool,
+    /// For the claim's own connection, outside the pool (see [`Backend::claim`]).
+    options: Arc<PgConnectOptions>,
 }
 
 impl PostgresBackend {
@@ -36,11 +41,19 @@ impl PostgresBackend {
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(PostgresBackend { pool })
+        Ok(PostgresBackend {
+            pool,
+            options: Arc::new(options),
+        })
     }
 }
+
+/// The job's advisory lock. Advisory locks are per database, so the key hashes the schema too:
+/// like the claims table, a job's lock belongs to the schema batchscore's tables live in.
+const LOCK_JOB: &str = "SELECT pg_try_advisory_lock(hashtextextended('batchscore job ' || current_schema() || '.' || $1, 0))";
+const UNLOCK_JOB: &str = "SELECT pg_advisory_unlock(hashtextextended('batchscore job ' || current_schema() || '.' || $1, 0))";
 
 fn classify(type_name: &str) -> ColumnKind {
     match type_name.to_ascii_uppercase().as_str() {
@@ -87,6 +100,7 @@ fn key_type(kind: KeyKind) -> &'static str {
 
 impl Backend for PostgresBackend {
     type Tx = Transaction<'static, Postgres>;
+    type Lock = PgConnection;
 
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("migrations/postgres")
@@ -285,28 +299,159 @@ impl Backend for PostgresBackend {
     }
 
     async fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
-             rows_written, model_sha256, started_at, finished_at, error, host, pid) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        insert_run(&self.pool, run).await
+    }
+
+    async fn insert_run_in(tx: &mut Self::Tx, run: &RunRecord) -> anyhow::Result<()> {
+        insert_run(&mut **tx, run).await
+    }
+
+    async fn abandon_runs(&self, job: &str) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE batchscore_runs SET status = 'abandoned', finished_at = now(), \
+             error = 'the process running it stopped before finishing (killed, crashed or lost its claim)' \
+             WHERE job = $1 AND status = 'running'",
         )
-        .bind(&run.run_id)
-        .bind(&run.job)
-        .bind(run.window_start)
-        .bind(run.window_end)
-        .bind(run.status.as_str())
-        .bind(run.rows_read)
-        .bind(run.rows_written)
-        .bind(&run.model_sha256)
-        .bind(run.started_at)
-        .bind(run.finished_at)
-        .bind(&run.error)
-        .bind(&run.host)
-        .bind(run.pid)
+        .bind(job)
         .execute(&self.pool)
         .await
-        .context("recording the run in batchscore_runs")?;
+        .context("marking abandoned runs in batchscore_runs")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn watermark(&self, job: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar("SELECT watermark FROM batchscore_watermarks WHERE job = $1")
+            .bind(job)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading the watermark")
+    }
+
+    async fn watermarks(&self) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+        sqlx::query_as("SELECT job, watermark FROM batchscore_watermarks ORDER BY job")
+            .fetch_all(&self.pool)
+            .await
+            .context("reading watermarks")
+    }
+
+    async fn advance_watermark(
+        tx: &mut Self::Tx,
+        job: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        run_id: &str,
+    ) -> anyhow::Result<bool> {
+        // Under READ COMMITTED a concurrent mover makes this wait, then re-check the WHERE
+        // against the committed row: exactly one of two racing runs moves it.
+        let query = match from {
+            None => sqlx::query(
+                "INSERT INTO batchscore_watermarks (job, watermark, run_id, updated_at) \
+                 VALUES ($1, $2, $3, now()) ON CONFLICT (job) DO NOTHING",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE batchscore_watermarks SET watermark = $2, run_id = $3, updated_at = now() \
+                 WHERE job = $1 AND watermark = $4 AND watermark < $2",
+            ),
+        };
+        let done = query
+            .bind(job)
+            .bind(to)
+            .bind(run_id)
+            .bind(from)
+            .execute(&mut **tx)
+            .await
+            .context("moving the watermark")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_watermark(&self, job: &str, to: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO batchscore_watermarks (job, watermark, run_id, updated_at) VALUES ($1, $2, NULL, now()) \
+             ON CONFLICT (job) DO UPDATE SET watermark = excluded.watermark, run_id = NULL, updated_at = now()",
+        )
+        .bind(job)
+        .bind(to)
+        .execute(&self.pool)
+        .await
+        .context("setting the watermark")?;
         Ok(())
+    }
+
+    /// A session advisory lock, on a connection of its own that lives as long as the claim:
+    /// if the process dies the server closes the connection and the lock goes with it. The
+    /// claim row beside it names the holder for whoever finds the job busy.
+    async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<PgConnection>> {
+        let mut conn = PgConnection::connect_with(&self.options)
+            .await
+            .context("opening the claim's connection")?;
+        // The holder writes its claim row just after taking the lock and deletes it just before
+        // letting go: when the lock is taken but no row names a holder, it is starting or
+        // finishing, so look again, then try the lock again.
+        let mut attempts = 0;
+        loop {
+            let locked: bool = sqlx::query_scalar(LOCK_JOB)
+                .bind(&claim.job)
+                .fetch_one(&mut conn)
+                .await
+                .context("taking the job's advisory lock")?;
+            if locked {
+                break;
+            }
+            attempts += 1;
+            if let Some(holder) = self.read_holder(&claim.job).await? {
+                let _ = conn.close().await;
+                return Ok(ClaimOutcome::Busy(Some(holder)));
+            }
+            if attempts == 25 {
+                let _ = conn.close().await;
+                return Ok(ClaimOutcome::Busy(None));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        sqlx::query(
+            "INSERT INTO batchscore_claims (job, claim_id, host, pid, claimed_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (job) DO UPDATE SET claim_id = excluded.claim_id, host = excluded.host, \
+             pid = excluded.pid, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at",
+        )
+        .bind(&claim.job)
+        .bind(&claim.claim_id)
+        .bind(&claim.host)
+        .bind(claim.pid)
+        .bind(claim.claimed_at)
+        .bind(claim.expires_at())
+        .execute(&mut conn)
+        .await
+        .context("recording the claim")?;
+        Ok(ClaimOutcome::Acquired(conn))
+    }
+
+    async fn renew_claim(&self, claim: &Claim) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE batchscore_claims SET expires_at = $3 WHERE job = $1 AND claim_id = $2",
+        )
+        .bind(&claim.job)
+        .bind(&claim.claim_id)
+        .bind(claim.expires_at())
+        .execute(&self.pool)
+        .await
+        .context("renewing the claim")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_claim(&self, mut lock: PgConnection, claim: &Claim) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM batchscore_claims WHERE job = $1 AND claim_id = $2")
+            .bind(&claim.job)
+            .bind(&claim.claim_id)
+            .execute(&mut lock)
+            .await
+            .context("releasing the claim")?;
+        sqlx::query(UNLOCK_JOB)
+            .bind(&claim.job)
+            .execute(&mut lock)
+            .await
+            .context("releasing the job's advisory lock")?;
+        lock.close().await.context("closing the claim's connection")
     }
 
     async fn finish_run(tx: &mut Self::Tx, run: &RunRecord) -> anyhow::Result<()> {
@@ -347,6 +492,56 @@ fn array_type(column: &Column) -> anyhow::Result<&'static str> {
             column.name()
         ),
     })
+}
+
+impl PostgresBackend {
+    async fn read_holder(&self, job: &str) -> anyhow::Result<Option<Holder>> {
+        type HolderRow = (String, String, i64, DateTime<Utc>, DateTime<Utc>);
+        let row: Option<HolderRow> = sqlx::query_as(
+            "SELECT claim_id, host, pid, claimed_at, expires_at FROM batchscore_claims WHERE job = $1",
+        )
+        .bind(job)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading the job's claim")?;
+        Ok(
+            row.map(|(claim_id, host, pid, claimed_at, expires_at)| Holder {
+                claim_id,
+                host,
+                pid,
+                claimed_at,
+                expires_at,
+            }),
+        )
+    }
+}
+
+async fn insert_run<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    run: &RunRecord,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
+         rows_written, model_sha256, started_at, finished_at, error, host, pid) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&run.run_id)
+    .bind(&run.job)
+    .bind(run.window_start)
+    .bind(run.window_end)
+    .bind(run.status.as_str())
+    .bind(run.rows_read)
+    .bind(run.rows_written)
+    .bind(&run.model_sha256)
+    .bind(run.started_at)
+    .bind(run.finished_at)
+    .bind(&run.error)
+    .bind(&run.host)
+    .bind(run.pid)
+    .execute(executor)
+    .await
+    .context("recording the run in batchscore_runs")?;
+    Ok(())
 }
 
 async fn update_run<'e>(

@@ -21,6 +21,7 @@ use sqlx::{
 use tokio::sync::mpsc;
 
 use super::{Backend, CONNECT_TIMEOUT};
+use crate::claim::{Claim, ClaimOutcome, Holder};
 use crate::ident::TableName;
 use crate::ledger::{RunRecord, RunStatus};
 use crate::plan::Window;
@@ -129,6 +130,8 @@ fn sqlite_type(result: ResultType) -> &'static str {
 
 impl Backend for SqliteBackend {
     type Tx = Transaction<'static, Sqlite>;
+    // One machine: the claim row, with the holder's pid checked on this host, is enough.
+    type Lock = ();
 
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("migrations/sqlite")
@@ -322,27 +325,150 @@ impl Backend for SqliteBackend {
     }
 
     async fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
-             rows_written, model_sha256, started_at, finished_at, error, host, pid) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        insert_run(&self.pool, run).await
+    }
+
+    async fn insert_run_in(tx: &mut Self::Tx, run: &RunRecord) -> anyhow::Result<()> {
+        insert_run(&mut **tx, run).await
+    }
+
+    async fn abandon_runs(&self, job: &str) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE batchscore_runs SET status = 'abandoned', finished_at = ?2, \
+             error = 'the process running it stopped before finishing (killed, crashed or lost its claim)' \
+             WHERE job = ?1 AND status = 'running'",
         )
-        .bind(&run.run_id)
-        .bind(&run.job)
-        .bind(to_text(run.window_start))
-        .bind(to_text(run.window_end))
-        .bind(run.status.as_str())
-        .bind(run.rows_read)
-        .bind(run.rows_written)
-        .bind(&run.model_sha256)
-        .bind(to_text(run.started_at))
-        .bind(run.finished_at.map(to_text))
-        .bind(&run.error)
-        .bind(&run.host)
-        .bind(run.pid)
+        .bind(job)
+        .bind(to_text(Utc::now()))
         .execute(&self.pool)
         .await
-        .context("recording the run in batchscore_runs")?;
+        .context("marking abandoned runs in batchscore_runs")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn watermark(&self, job: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT watermark FROM batchscore_watermarks WHERE job = ?1")
+                .bind(job)
+                .fetch_optional(&self.pool)
+                .await
+                .context("reading the watermark")?;
+        text.as_deref().map(from_text).transpose()
+    }
+
+    async fn watermarks(&self) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT job, watermark FROM batchscore_watermarks ORDER BY job")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading watermarks")?;
+        rows.into_iter()
+            .map(|(job, text)| Ok((job, from_text(&text)?)))
+            .collect()
+    }
+
+    async fn advance_watermark(
+        tx: &mut Self::Tx,
+        job: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        run_id: &str,
+    ) -> anyhow::Result<bool> {
+        let query = match from {
+            None => sqlx::query(
+                "INSERT INTO batchscore_watermarks (job, watermark, run_id, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (job) DO NOTHING",
+            ),
+            // Fixed-width UTC text: equality and order are those of the times.
+            Some(_) => sqlx::query(
+                "UPDATE batchscore_watermarks SET watermark = ?2, run_id = ?3, updated_at = ?4 \
+                 WHERE job = ?1 AND watermark = ?5 AND watermark < ?2",
+            ),
+        };
+        let done = query
+            .bind(job)
+            .bind(to_text(to))
+            .bind(run_id)
+            .bind(to_text(Utc::now()))
+            .bind(from.map(to_text))
+            .execute(&mut **tx)
+            .await
+            .context("moving the watermark")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_watermark(&self, job: &str, to: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO batchscore_watermarks (job, watermark, run_id, updated_at) VALUES (?1, ?2, NULL, ?3) \
+             ON CONFLICT (job) DO UPDATE SET watermark = excluded.watermark, run_id = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(job)
+        .bind(to_text(to))
+        .bind(to_text(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .context("setting the watermark")?;
+        Ok(())
+    }
+
+    async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<()>> {
+        // A holder that is finishing deletes its row between our two statements: look again.
+        for _ in 0..25 {
+            let takeover = match read_holder(&self.pool, &claim.job).await? {
+                Some(holder) if !holder.is_gone(Utc::now(), &claim.host) => {
+                    return Ok(ClaimOutcome::Busy(Some(holder)));
+                }
+                Some(gone) => Some(gone.claim_id),
+                None => None,
+            };
+            // Insert, or take over exactly the holder judged gone above: if anyone claimed the
+            // job in between, the row's claim_id differs and nothing is returned.
+            let won: Option<String> = sqlx::query_scalar(
+                "INSERT INTO batchscore_claims (job, claim_id, host, pid, claimed_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (job) DO UPDATE SET claim_id = excluded.claim_id, host = excluded.host, \
+                 pid = excluded.pid, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at \
+                 WHERE batchscore_claims.claim_id IS ?7 \
+                 RETURNING claim_id",
+            )
+            .bind(&claim.job)
+            .bind(&claim.claim_id)
+            .bind(&claim.host)
+            .bind(claim.pid)
+            .bind(to_text(claim.claimed_at))
+            .bind(to_text(claim.expires_at()))
+            .bind(takeover)
+            .fetch_optional(&self.pool)
+            .await
+            .context("claiming the job")?;
+            if won.is_some() {
+                return Ok(ClaimOutcome::Acquired(()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(ClaimOutcome::Busy(None))
+    }
+
+    async fn renew_claim(&self, claim: &Claim) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE batchscore_claims SET expires_at = ?3 WHERE job = ?1 AND claim_id = ?2",
+        )
+        .bind(&claim.job)
+        .bind(&claim.claim_id)
+        .bind(to_text(claim.expires_at()))
+        .execute(&self.pool)
+        .await
+        .context("renewing the claim")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_claim(&self, _lock: (), claim: &Claim) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM batchscore_claims WHERE job = ?1 AND claim_id = ?2")
+            .bind(&claim.job)
+            .bind(&claim.claim_id)
+            .execute(&self.pool)
+            .await
+            .context("releasing the claim")?;
         Ok(())
     }
 
@@ -371,6 +497,54 @@ impl Backend for SqliteBackend {
         .context("reading batchscore_runs")?;
         rows.iter().map(run_from_row).collect()
     }
+}
+
+async fn read_holder(pool: &SqlitePool, job: &str) -> anyhow::Result<Option<Holder>> {
+    let row: Option<(String, String, i64, String, String)> = sqlx::query_as(
+        "SELECT claim_id, host, pid, claimed_at, expires_at FROM batchscore_claims WHERE job = ?1",
+    )
+    .bind(job)
+    .fetch_optional(pool)
+    .await
+    .context("reading the job's claim")?;
+    row.map(|(claim_id, host, pid, claimed_at, expires_at)| {
+        Ok(Holder {
+            claim_id,
+            host,
+            pid,
+            claimed_at: from_text(&claimed_at)?,
+            expires_at: from_text(&expires_at)?,
+        })
+    })
+    .transpose()
+}
+
+async fn insert_run<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    run: &RunRecord,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
+         rows_written, model_sha256, started_at, finished_at, error, host, pid) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .bind(&run.run_id)
+    .bind(&run.job)
+    .bind(to_text(run.window_start))
+    .bind(to_text(run.window_end))
+    .bind(run.status.as_str())
+    .bind(run.rows_read)
+    .bind(run.rows_written)
+    .bind(&run.model_sha256)
+    .bind(to_text(run.started_at))
+    .bind(run.finished_at.map(to_text))
+    .bind(&run.error)
+    .bind(&run.host)
+    .bind(run.pid)
+    .execute(executor)
+    .await
+    .context("recording the run in batchscore_runs")?;
+    Ok(())
 }
 
 async fn update_run<'e>(

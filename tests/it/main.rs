@@ -5,3 +5,4 @@
 mod bad_input;
 mod scoring;
 mod support;
+mod windows;

@@ -402,9 +402,8 @@ async fn dry_run_prints_the_plan_and_writes_nothing() {
     let out = p.batchscore(&["run-job", "machine_failure", &a, &b, &c, &d, "--dry-run"]);
     assert_exit(&out, 0);
     let text = stdout(&out);
-    assert!(text.contains("rows:    60"), "{text}");
     assert!(
-        text.contains("[2026-01-10T00:30:00Z, 2026-01-10T01:00:00Z)"),
+        text.contains("window:    [2026-01-10T00:30:00Z, 2026-01-10T01:00:00Z)  rows: 60"),
         "{text}"
     );
     assert!(text.contains("features: float32[rows, 4]"), "{text}");

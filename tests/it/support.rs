@@ -141,14 +141,72 @@ impl Project {
 
     /// Run the binary with this project's database and jobs directory.
     pub fn batchscore(&self, args: &[&str]) -> Output {
-        assert_cmd::Command::new(env!("CARGO_BIN_EXE_batchscore"))
+        self.command(args).output().unwrap()
+    }
+
+    /// The binary, set up for this project, to spawn and manage by hand.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_batchscore"));
+        command
             .args(args)
             .env("DATABASE_URL", &self.url)
             .env("BATCHSCORE_JOBS_DIR", self.jobs_dir())
             .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
-            .output()
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// The job's watermark as RFC 3339 text, if it has one.
+    pub async fn watermark(&self, job: &str) -> Option<String> {
+        let sql = match self.kind {
+            Kind::Sqlite => {
+                format!("SELECT watermark FROM batchscore_watermarks WHERE job = '{job}'")
+            }
+            Kind::Postgres => format!(
+                "SELECT to_char(watermark AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM batchscore_watermarks WHERE job = '{job}'"
+            ),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&self.pool)
+            .await
             .unwrap()
+            .map(|r| r.get::<String, _>(0))
+    }
+
+    /// Seed `sensor_readings` with `rows` synthetic rows, row `i` (key `i`) at `t0 + i * 0.6 s`
+    /// (a thousand rows per ten minutes), with features that vary deterministically.
+    pub async fn seed_synthetic(&self, rows: usize) {
+        self.execute(match self.kind {
+            Kind::Sqlite => {
+                "CREATE TABLE sensor_readings (reading_id INTEGER PRIMARY KEY, recorded_at TEXT NOT NULL, \
+                 temperature REAL, vibration REAL, pressure REAL, rpm INTEGER)"
+            }
+            Kind::Postgres => {
+                "CREATE TABLE sensor_readings (reading_id bigint PRIMARY KEY, recorded_at timestamptz NOT NULL, \
+                 temperature double precision, vibration double precision, pressure double precision, rpm integer)"
+            }
+        })
+        .await;
+        self.seed_synthetic_range(0, rows).await;
+    }
+
+    /// Insert synthetic rows with keys `from..to` (see [`Project::seed_synthetic`]).
+    pub async fn seed_synthetic_range(&self, from: usize, to: usize) {
+        let last = to - 1;
+        let insert = match self.kind {
+            Kind::Sqlite => format!(
+                "WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
+                 INSERT INTO sensor_readings SELECT i, \
+                 strftime('%Y-%m-%dT%H:%M:%fZ', unixepoch('2026-01-10T00:00:00Z') + i * 0.6, 'unixepoch'), \
+                 60 + (i * 37 % 200) / 10.0, (i * 13 % 60) / 10.0, 4 + (i * 7 % 20) / 10.0, 900 + (i * 101 % 2700) FROM n"
+            ),
+            Kind::Postgres => format!(
+                "INSERT INTO sensor_readings SELECT i, timestamptz '2026-01-10T00:00:00Z' + i * interval '0.6 seconds', \
+                 60 + (i * 37 % 200) / 10.0, (i * 13 % 60) / 10.0, 4 + (i * 7 % 20) / 10.0, 900 + (i * 101 % 2700) \
+                 FROM generate_series({from}, {last}) AS i"
+            ),
+        };
+        self.execute(&insert).await;
     }
 
     pub async fn execute(&self, sql: &str) {

@@ -1,0 +1,553 @@
+//! Windows that are never lost, never scored twice, never half-written: watermarks, catch-up,
+//! backfill, claims under races and kills, signals; on SQLite and PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+
+use crate::support::*;
+
+/// Ten-minute windows, one minute of lateness; `{catch_up}` is filled per test.
+const JOB: &str = r#"
+schedule = "*/10 * * * *"
+[source]
+table = "sensor_readings"
+key = "reading_id"
+timestamp = "recorded_at"
+features = ["temperature", "vibration", "pressure", "rpm"]
+chunk_rows = 400
+[window]
+size = "10m"
+lateness = "1m"
+catch_up = "{catch_up}"
+max_catch_up = 50
+[model]
+path = "{models}/machine_failure.onnx"
+[outputs]
+failure_label = "label"
+failure_probability = "probabilities[1]"
+[sink]
+table = "predictions"
+"#;
+
+fn job(catch_up: &str) -> String {
+    JOB.replace("{catch_up}", catch_up)
+}
+
+/// `t0 + minutes`, as RFC 3339.
+fn at(minutes: i64) -> String {
+    rfc3339(t0() + chrono::TimeDelta::minutes(minutes))
+}
+
+fn ts(minutes: i64) -> String {
+    // How the ledger and watermark tables print times, in both databases.
+    (t0() + chrono::TimeDelta::minutes(minutes))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// (window_start, window_end, status, rows_written) of every ledger row, ordered by window.
+async fn ledger(p: &Project) -> Vec<(String, String, String, i64)> {
+    let sql = match p.kind {
+        Kind::Sqlite => {
+            "SELECT window_start, window_end, status, rows_written FROM batchscore_runs ORDER BY window_start, started_at"
+        }
+        Kind::Postgres => {
+            "SELECT to_char(window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+             to_char(window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status, rows_written \
+             FROM batchscore_runs ORDER BY window_start, started_at"
+        }
+    };
+    sqlx::query(sql)
+        .fetch_all(&p.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// key → (label, probability) of the results table.
+async fn predictions(p: &Project) -> BTreeMap<i64, (i64, f64)> {
+    if !p.table_exists("predictions").await {
+        return BTreeMap::new();
+    }
+    sqlx::query("SELECT CAST(reading_id AS BIGINT), CAST(failure_label AS BIGINT), failure_probability FROM predictions")
+        .fetch_all(&p.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
+}
+
+/// Keys of synthetic rows in `[from, to)` minutes after t0 (1000 rows per ten minutes).
+fn keys(from_minutes: i64, to_minutes: i64) -> Vec<i64> {
+    (from_minutes * 100..to_minutes * 100).collect()
+}
+
+async fn catch_up_all_scores_every_missed_window(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(12_000).await;
+    p.write_job("job", &job("all"));
+    // First run: [t0+10m, t0+20m).
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(21)]), 0);
+    assert_eq!(p.watermark("job").await.as_deref(), Some(ts(20).as_str()));
+    // Five slots missed: 31, 41, 51, 61, 71.
+    let out = p.batchscore(&["run-job", "job", "--at", &at(71)]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out).matches("scored 1000 rows").count(),
+        5,
+        "{}",
+        stdout(&out)
+    );
+    let expected: Vec<(String, String, String, i64)> = (1..=6)
+        .map(|w| (ts(w * 10), ts(w * 10 + 10), "succeeded".to_owned(), 1000))
+        .collect();
+    assert_eq!(
+        ledger(&p).await,
+        expected,
+        "six contiguous windows, in order"
+    );
+    assert_eq!(p.watermark("job").await.as_deref(), Some(ts(70).as_str()));
+    let scored: Vec<i64> = predictions(&p).await.into_keys().collect();
+    assert_eq!(scored, keys(10, 70), "every row of every window, once");
+    // Running again at the same time finds nothing due.
+    let out = p.batchscore(&["run-job", "job", "--at", &at(71)]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn sqlite_catch_up_all() {
+    catch_up_all_scores_every_missed_window(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_catch_up_all() {
+    catch_up_all_scores_every_missed_window(Kind::Postgres).await;
+}
+
+async fn catch_up_latest_scores_one_window_and_records_the_gap(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(12_000).await;
+    p.write_job("job", &job("latest"));
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(21)]), 0);
+    let out = p.batchscore(&["run-job", "job", "--at", &at(71)]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("skipped missed range"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        ledger(&p).await,
+        vec![
+            (ts(10), ts(20), "succeeded".to_owned(), 1000),
+            (ts(20), ts(60), "skipped".to_owned(), 0),
+            (ts(60), ts(70), "succeeded".to_owned(), 1000),
+        ]
+    );
+    assert_eq!(p.watermark("job").await.as_deref(), Some(ts(70).as_str()));
+    let scored: Vec<i64> = predictions(&p).await.into_keys().collect();
+    assert_eq!(scored, [keys(10, 20), keys(60, 70)].concat());
+}
+
+#[tokio::test]
+async fn sqlite_catch_up_latest() {
+    catch_up_latest_scores_one_window_and_records_the_gap(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_catch_up_latest() {
+    catch_up_latest_scores_one_window_and_records_the_gap(Kind::Postgres).await;
+}
+
+async fn late_rows_are_scored_by_the_next_run(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(6_000).await;
+    // Rows of [t0+20m, t0+21m) arrive late: after the run at t0+21m has planned up to t0+20m.
+    p.execute("DELETE FROM sensor_readings WHERE reading_id >= 2000 AND reading_id < 2100")
+        .await;
+    p.write_job("job", &job("all"));
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(21)]), 0);
+    p.seed_synthetic_range(2000, 2100).await;
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(31)]), 0);
+    let scored: Vec<i64> = predictions(&p).await.into_keys().collect();
+    assert_eq!(scored, keys(10, 30), "the late rows are not lost");
+}
+
+#[tokio::test]
+async fn sqlite_late_rows() {
+    late_rows_are_scored_by_the_next_run(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_late_rows() {
+    late_rows_are_scored_by_the_next_run(Kind::Postgres).await;
+}
+
+async fn backfill_is_idempotent_and_leaves_the_watermark(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(12_000).await;
+    p.write_job("job", &job("all"));
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(21)]), 0);
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(51)]), 0);
+    let before = predictions(&p).await;
+    let watermark = p.watermark("job").await;
+    // Overlaps the scored [10m, 50m) and reaches before it.
+    let out = p.batchscore(&["run-job", "job", "--from", &at(0), "--to", &at(35)]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out).matches("scored 1000 rows").count(),
+        3,
+        "10-minute steps"
+    );
+    assert!(stdout(&out).contains("scored 500 rows"), "{}", stdout(&out));
+    let after = predictions(&p).await;
+    assert_eq!(
+        p.watermark("job").await,
+        watermark,
+        "backfills leave the watermark alone"
+    );
+    for (key, value) in &before {
+        assert_eq!(after.get(key), Some(value), "key {key} changed");
+    }
+    assert_eq!(after.keys().copied().collect::<Vec<_>>(), keys(0, 50));
+}
+
+#[tokio::test]
+async fn sqlite_backfill() {
+    backfill_is_idempotent_and_leaves_the_watermark(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_backfill() {
+    backfill_is_idempotent_and_leaves_the_watermark(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn watermark_never_moves_into_the_future_or_back_implicitly() {
+    let p = Project::sqlite().await;
+    p.seed_synthetic(1_000).await;
+    p.write_job("job", &job("all"));
+    let future = rfc3339(chrono::Utc::now() + chrono::TimeDelta::hours(2));
+    let out = p.batchscore(&["run-job", "job", "--at", &future]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("ends in the future"),
+        "{}",
+        stderr(&out)
+    );
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(41)]), 0);
+    // An earlier --at plans nothing: the watermark does not move back.
+    let out = p.batchscore(&["run-job", "job", "--at", &at(21)]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("up to date"));
+    assert_eq!(p.watermark("job").await.as_deref(), Some(ts(40).as_str()));
+    // Only the explicit command moves it back.
+    let out = p.batchscore(&["watermark", "set", "job", &at(20)]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("watermark moved from 2026-01-10T00:40:00Z to 2026-01-10T00:20:00Z"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("watermark set by hand"));
+    assert_eq!(p.watermark("job").await.as_deref(), Some(ts(20).as_str()));
+    let out = p.batchscore(&["watermark", "show"]);
+    assert!(
+        stdout(&out).contains("2026-01-10T00:20:00Z"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A clean, uninterrupted run over the same data: what every other scenario must end equal to.
+async fn golden(kind: Kind, rows: usize, at_minutes: i64) -> BTreeMap<i64, (i64, f64)> {
+    let p = Project::new(kind).await.unwrap();
+    p.seed_synthetic(rows).await;
+    p.write_job("job", &job("all"));
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &at(at_minutes)]),
+        0,
+    );
+    predictions(&p).await
+}
+
+fn assert_same_predictions(actual: &BTreeMap<i64, (i64, f64)>, golden: &BTreeMap<i64, (i64, f64)>) {
+    assert_eq!(
+        actual.len(),
+        golden.len(),
+        "row count differs from the clean run"
+    );
+    for (key, (label, probability)) in golden {
+        let (l, p) = actual
+            .get(key)
+            .unwrap_or_else(|| panic!("key {key} missing"));
+        assert_eq!(l, label, "key {key}");
+        assert!(
+            (p - probability).abs() < 1e-9,
+            "key {key}: {p} vs {probability}"
+        );
+    }
+}
+
+async fn racing_runs_commit_each_window_once(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    // One long first window (the job's size is 10m; the first run scores 10m of a dense table).
+    p.seed_synthetic(12_000).await;
+    p.write_job("job", &job("all"));
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    // Start eight at once, all planning as of t0+101m: the first run's single window.
+    let at_101 = at(101);
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            p.command(&["run-job", "job", "--at", &at_101])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<i32> = outputs.iter().map(|o| o.status.code().unwrap()).collect();
+    assert!(
+        codes.iter().all(|c| *c == 0 || *c == 75),
+        "exit codes {codes:?}: {}",
+        outputs.iter().map(stderr).collect::<String>()
+    );
+    eprintln!("race exit codes: {codes:?}");
+    let scored: Vec<_> = outputs
+        .iter()
+        .filter(|o| stdout(o).contains("scored 1000 rows"))
+        .collect();
+    assert_eq!(
+        scored.len(),
+        1,
+        "exactly one run scores the window; codes {codes:?}"
+    );
+    for busy in outputs.iter().filter(|o| o.status.code() == Some(75)) {
+        let err = stderr(busy);
+        assert!(
+            err.contains("is busy") && err.contains("host ") && err.contains("pid "),
+            "{err}"
+        );
+    }
+    let succeeded: Vec<_> = ledger(&p)
+        .await
+        .into_iter()
+        .filter(|r| r.2 == "succeeded")
+        .collect();
+    assert_eq!(
+        succeeded,
+        vec![(ts(90), ts(100), "succeeded".to_owned(), 1000)]
+    );
+    let skipped = ledger(&p)
+        .await
+        .into_iter()
+        .filter(|r| r.2 == "skipped")
+        .count();
+    assert_eq!(
+        skipped,
+        codes.iter().filter(|c| **c == 75).count(),
+        "every busy run is in the ledger"
+    );
+    assert_same_predictions(&predictions(&p).await, &golden(kind, 12_000, 101).await);
+}
+
+#[tokio::test]
+async fn sqlite_eight_racing_runs() {
+    racing_runs_commit_each_window_once(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_eight_racing_runs() {
+    racing_runs_commit_each_window_once(Kind::Postgres).await;
+}
+
+/// Rerun until the job is free (a killed holder's PostgreSQL session may take a moment to end).
+fn rerun_until_done(p: &Project, args: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = p.batchscore(args);
+        match out.status.code() {
+            Some(0) => return,
+            Some(75) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            _ => assert_exit(&out, 0),
+        }
+    }
+}
+
+async fn killed_runs_leave_whole_windows_only(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    // Twelve ten-minute windows of a thousand rows each, scored from a watermark set at t0.
+    p.seed_synthetic(12_000).await;
+    p.write_job("job", &job("all"));
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    let at_121 = at(121);
+    // Time one clean run, so the kills land anywhere inside one: start-up, reading, scoring,
+    // writing, committing, between windows.
+    assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
+    let started = Instant::now();
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at_121]), 0);
+    let full = started.elapsed().as_millis() as u64;
+    let mut seed = 0x9e37_79b9_u64;
+    let mut killed_mid_run = 0;
+    for round in 0..20 {
+        assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
+        let mut child = p
+            .command(&["run-job", "job", "--at", &at_121])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % full.max(1)));
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // Whatever was committed is whole: each window's ledger row matches the results.
+        for (start, end, status, rows) in ledger(&p).await {
+            assert!(
+                status != "succeeded" || rows == 1000,
+                "round {round}: window [{start}, {end}) {status} with {rows} rows"
+            );
+        }
+        rerun_until_done(&p, &["run-job", "job", "--at", &at_121]);
+        assert_eq!(
+            p.watermark("job").await.as_deref(),
+            Some(ts(120).as_str()),
+            "round {round}"
+        );
+        let running = ledger(&p)
+            .await
+            .into_iter()
+            .filter(|r| r.2 == "running")
+            .count();
+        assert_eq!(running, 0, "round {round}: a run is stuck as running");
+    }
+    assert!(
+        killed_mid_run >= 15,
+        "only {killed_mid_run} of 20 kills hit a running process"
+    );
+    let golden = golden(kind, 12_000, 121).await;
+    // The golden run starts without a watermark: its first window is [110m, 120m); compare the
+    // rows both scored, and check every other window's rows are there too.
+    let actual = predictions(&p).await;
+    assert_eq!(actual.keys().copied().collect::<Vec<_>>(), keys(0, 120));
+    let overlap: BTreeMap<_, _> = actual
+        .iter()
+        .filter(|(k, _)| golden.contains_key(k))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    assert_same_predictions(&overlap, &golden);
+    if kind == Kind::Postgres {
+        let held = p
+            .count(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
+                 AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('batchscore job ' || current_schema() || '.job', 0)",
+            )
+            .await;
+        assert_eq!(held, 0, "no advisory lock is left behind");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_twenty_killed_runs() {
+    killed_runs_leave_whole_windows_only(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_twenty_killed_runs() {
+    killed_runs_leave_whole_windows_only(Kind::Postgres).await;
+}
+
+async fn sigterm_rolls_back_the_open_window(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(60_000).await;
+    // One big window: [0, 100m), 10,000 rows in small chunks, so the run is mid-window when
+    // the signal arrives.
+    p.write_job(
+        "job",
+        &job("all")
+            .replace("size = \"10m\"", "size = \"100m\"")
+            .replace("chunk_rows = 400", "chunk_rows = 100"),
+    );
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    let child = p
+        .command(&["run-job", "job", "--from", &at(0), "--to", &at(100)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the window has started, then ask it to stop.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ledger(&p).await.iter().all(|r| r.2 != "running") {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe_sigterm(child.id());
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    assert_exit(&out, 143);
+    let err = stderr(&out);
+    assert!(
+        err.contains("interrupted by SIGTERM") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert_eq!(
+        predictions(&p).await.len(),
+        0,
+        "nothing of the window is written"
+    );
+    let rows = ledger(&p).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].2, "failed");
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sqlite_sigterm() {
+    sigterm_rolls_back_the_open_window(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_sigterm() {
+    sigterm_rolls_back_the_open_window(Kind::Postgres).await;
+}
