@@ -74,6 +74,9 @@ pub enum Command {
     Migrate,
     /// Recent runs from the ledger.
     Status(StatusArgs),
+    /// Run every job on its schedule until SIGTERM (SIGHUP reloads the jobs).
+    #[command(after_help = DAEMON_EXIT_CODES)]
+    Daemon(DaemonArgs),
     /// Show or set job watermarks (the end of each job's last committed window).
     #[command(subcommand)]
     Watermark(WatermarkCommand),
@@ -126,6 +129,39 @@ pub struct StatusArgs {
     /// How many runs to show.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+}
+
+const DAEMON_EXIT_CODES: &str = "\
+Exit codes:
+  0   clean shutdown: every running window finished within the grace period
+  1   shutdown had to roll back a window that did not finish within --shutdown-grace
+  2   configuration error: no valid job (or any invalid job with --strict), bad --listen address";
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Refuse to start if any job is invalid (default: report it and schedule the rest).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Most jobs running at once (default: the number of cores).
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
+
+    /// On SIGTERM/SIGINT, how long running windows may take to finish before they are rolled back.
+    #[arg(long, default_value = "30s", value_parser = parse_std_duration)]
+    pub shutdown_grace: std::time::Duration,
+
+    /// Serve GET /healthz and GET /metrics (Prometheus) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// How long a job's claim outlives its last renewal (see run-job --lease).
+    #[arg(long, default_value = crate::claim::DEFAULT_LEASE, value_parser = parse_duration)]
+    pub lease: chrono::TimeDelta,
+}
+
+fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 30s: {e}"))
 }
 
 #[derive(Debug, Subcommand)]

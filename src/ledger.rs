@@ -92,6 +92,19 @@ impl RunRecord {
     }
 }
 
+/// What a run recorded in the ledger, counted as it goes (also when it fails part-way): the
+/// daemon's metrics add these up, so they match the ledger row for row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// Rows read by windows that failed, so were not written.
+    pub rows_rejected: u64,
+}
+
 /// This machine's name, for the ledger: which host ran (or holds) a job.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -22,9 +22,9 @@ use crate::db::Backend;
 use crate::error::{ConfigError, Contention, Interrupted};
 use crate::features::feature_matrix;
 use crate::job::PreparedJob;
-use crate::ledger::{RunRecord, RunStatus, hostname};
+use crate::ledger::{RunRecord, RunStatus, Tally, hostname};
 use crate::plan::{Plan, Window, WindowRequest, plan_windows};
-use crate::shutdown::Shutdown;
+use crate::shutdown::Stop;
 use crate::sink::{RunStamp, ScoredChunk};
 use crate::source::SourceChunk;
 
@@ -63,7 +63,8 @@ pub async fn run_job<B: Backend>(
     job: &Arc<PreparedJob>,
     request: WindowRequest,
     lease: TimeDelta,
-    shutdown: &Shutdown,
+    stop: &Stop,
+    tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
     let claim = Claim::new(name, lease);
@@ -74,11 +75,13 @@ pub async fn run_job<B: Backend>(
                 job: name.clone(),
                 holder,
             };
-            record_busy(db, job, request, &busy).await;
+            if record_busy(db, job, request, &busy).await {
+                tally.skipped += 1;
+            }
             return Err(busy.into());
         }
     };
-    let outcome = run_claimed(db, job, request, &claim, shutdown).await;
+    let outcome = run_claimed(db, job, request, &claim, stop, tally).await;
     if let Err(err) = db.release_claim(lock, &claim).await {
         // The lease (and on PostgreSQL the closed connection) frees the job anyway.
         tracing::warn!(error = %format!("{err:#}"), "could not release the claim");
@@ -91,7 +94,8 @@ async fn run_claimed<B: Backend>(
     job: &Arc<PreparedJob>,
     request: WindowRequest,
     claim: &Claim,
-    shutdown: &Shutdown,
+    stop: &Stop,
+    tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
     let abandoned = db.abandon_runs(name).await?;
@@ -119,7 +123,7 @@ async fn run_claimed<B: Backend>(
         false => Advance::Never,
     };
     for (i, window) in plan.windows.iter().enumerate() {
-        if let Some(signal) = shutdown.signal() {
+        if let Some(signal) = stop.drain.signal() {
             return Err(Interrupted {
                 signal,
                 what: format!("stopped before window {window}; {i} earlier window(s) of this run were committed"),
@@ -132,7 +136,7 @@ async fn run_claimed<B: Backend>(
             return Err(Contention::ClaimLost { job: name.clone() }.into());
         }
         let gap = if i == 0 { plan.skipped } else { None };
-        windows.push(run_window(db, job, *window, advance, gap, shutdown).await?);
+        windows.push(run_window(db, job, *window, advance, gap, stop, tally).await?);
         if let Advance::From(_) = advance {
             advance = Advance::From(Some(window.end));
         }
@@ -167,13 +171,13 @@ fn plan(
 }
 
 /// A run that found the job busy leaves a `skipped` row in the ledger (best effort: the job's
-/// holder may be writing, and this must not wait on it).
+/// holder may be writing, and this must not wait on it). Returns whether it did.
 async fn record_busy<B: Backend>(
     db: &B,
     job: &PreparedJob,
     request: WindowRequest,
     busy: &Contention,
-) {
+) -> bool {
     // The range this run would have scored, as far as the (possibly moving) watermark says.
     let planned = match db.watermark(&job.spec.name).await {
         Ok(watermark) => plan_windows(&job.spec.window, watermark, request).ok(),
@@ -198,9 +202,11 @@ async fn record_busy<B: Backend>(
     let record = RunRecord::skipped(&job.spec.name, window, &job.model.sha256, busy.to_string());
     let recorded =
         tokio::time::timeout(std::time::Duration::from_secs(5), db.insert_run(&record)).await;
-    if !matches!(recorded, Ok(Ok(()))) {
+    let recorded = matches!(recorded, Ok(Ok(())));
+    if !recorded {
         tracing::debug!("could not record the busy run in the ledger");
     }
+    recorded
 }
 
 /// Score `window` for `job` and commit it whole, or fail and write nothing but the ledger's
@@ -212,7 +218,8 @@ async fn run_window<B: Backend>(
     window: Window,
     advance: Advance,
     gap: Option<Window>,
-    shutdown: &Shutdown,
+    stop: &Stop,
+    tally: &mut Tally,
 ) -> anyhow::Result<WindowSummary> {
     let run_id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("run_id", run_id.as_str());
@@ -237,7 +244,7 @@ async fn run_window<B: Backend>(
     let scored = tokio::select! {
         // Dropping the window's future drops its transaction: nothing of it is committed.
         outcome = score_window(db, job, window, advance, gap, &mut record) => outcome,
-        signal = shutdown.requested() => Err(Interrupted {
+        signal = stop.abort.requested() => Err(Interrupted {
             signal,
             what: format!("window {window} was rolled back, nothing of it was written"),
         }
@@ -250,6 +257,10 @@ async fn run_window<B: Backend>(
                 rows_written = record.rows_written,
                 "window committed"
             );
+            tally.succeeded += 1;
+            tally.skipped += u64::from(gap.is_some());
+            tally.rows_read += record.rows_read as u64;
+            tally.rows_written += record.rows_written as u64;
             Ok(WindowSummary {
                 run_id,
                 window,
@@ -258,6 +269,9 @@ async fn run_window<B: Backend>(
             })
         }
         Err(err) => {
+            tally.failed += 1;
+            tally.rows_read += record.rows_read as u64;
+            tally.rows_rejected += record.rows_read as u64;
             record.status = RunStatus::Failed;
             record.rows_written = 0; // the window's transaction was rolled back
             record.finished_at = Some(Utc::now());

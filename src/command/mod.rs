@@ -1,5 +1,6 @@
 //! The subcommands, one file each; [`dispatch`] routes a parsed command line to them.
 
+pub mod daemon;
 pub mod jobs;
 pub mod migrate;
 pub mod run_job;
@@ -18,6 +19,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(JobsCommand::Validate { name }) => jobs::validate(global, name).await,
         Command::Migrate => migrate::run(global).await,
         Command::Status(args) => status::run(global, args).await,
+        Command::Daemon(args) => daemon::run(global, args).await,
         Command::Watermark(WatermarkCommand::Show { name }) => watermark::show(global, name).await,
         Command::Watermark(WatermarkCommand::Set { name, time }) => {
             watermark::set(global, &name, time).await

@@ -9,7 +9,7 @@ use crate::db::{self, Backend};
 use crate::error::ConfigError;
 use crate::job::{self, PreparedJob};
 use crate::plan::{WindowRequest, plan_windows};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Stop};
 use crate::{run, spec, with_backend};
 
 pub async fn run(global: &GlobalArgs, args: RunJobArgs) -> anyhow::Result<ExitCode> {
@@ -39,8 +39,16 @@ async fn run_with<B: Backend>(
         print_plan(db, &job, request).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let shutdown = Shutdown::listen()?;
-    let summary = run::run_job(db, &job, request, args.lease, &shutdown).await?;
+    let stop = Stop::at_once(Shutdown::listen()?);
+    let summary = run::run_job(
+        db,
+        &job,
+        request,
+        args.lease,
+        &stop,
+        &mut Default::default(),
+    )
+    .await?;
     let name = &job.spec.name;
     if summary.windows.is_empty() {
         println!("{name}: up to date, no window is due");

@@ -3,6 +3,7 @@
 //! values computed by ONNX Runtime's Python API (`tests/fixtures`, written by `models/train.py`).
 
 mod bad_input;
+mod daemon;
 mod scoring;
 mod support;
 mod windows;

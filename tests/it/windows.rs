@@ -510,7 +510,7 @@ async fn sigterm_rolls_back_the_open_window(kind: Kind) {
         assert!(Instant::now() < deadline, "the run never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    unsafe_sigterm(child.id());
+    signal(&child, "TERM");
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -532,14 +532,6 @@ async fn sigterm_rolls_back_the_open_window(kind: Kind) {
     let rows = ledger(&p).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].2, "failed");
-}
-
-fn unsafe_sigterm(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]

@@ -1,0 +1,22 @@
+//! `batchscore daemon`: the long-running scheduler.
+
+use std::process::ExitCode;
+
+use crate::cli::{DaemonArgs, GlobalArgs};
+use crate::daemon::{self, DaemonOptions};
+use crate::{db, with_backend};
+
+pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let db = db::connect(&global.database_url).await?;
+    let options = DaemonOptions {
+        jobs_dir: global.jobs_dir.clone(),
+        strict: args.strict,
+        max_concurrent: args
+            .max_concurrent
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        shutdown_grace: args.shutdown_grace,
+        listen: args.listen,
+        lease: args.lease,
+    };
+    with_backend!(db, backend => daemon::run(backend, options).await)
+}

@@ -1,0 +1,514 @@
+//! `batchscore daemon`: every job of the jobs directory on its own schedule, until SIGTERM.
+//!
+//! Jobs are validated at start (an invalid one is reported and not scheduled) and on SIGHUP,
+//! which re-reads the jobs directory and model files; a job whose new definition is invalid keeps
+//! running on its old one. Fire times come from [`crate::schedule`] (right across DST) and are
+//! handed to tokio-cron-scheduler as one-shot jobs, one at a time per job. A tick that finds its
+//! job still running is skipped: the next run catches up through the watermark. Every run goes
+//! through [`crate::run::run_job`], so it takes the same claim as `run-job` and system cron.
+//!
+//! Shutdown (SIGTERM/SIGINT): `/healthz` turns 503, nothing new starts, running windows get
+//! `--shutdown-grace` to finish, then whatever is still open is rolled back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use uuid::Uuid;
+
+use crate::db::Backend;
+use crate::error::{ConfigError, Contention, EXIT_RUN_FAILED, Interrupted};
+use crate::http::{self, Health};
+use crate::job::{self, PreparedJob};
+use crate::ledger::Tally;
+use crate::metrics::Metrics;
+use crate::plan::WindowRequest;
+use crate::schedule::next_fire;
+use crate::shutdown::{Shutdown, Signal, Stop, Trigger};
+use crate::spec::{self, job_names};
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub jobs_dir: PathBuf,
+    pub strict: bool,
+    pub max_concurrent: usize,
+    pub shutdown_grace: Duration,
+    pub listen: Option<SocketAddr>,
+    pub lease: TimeDelta,
+}
+
+/// One scheduled job.
+struct Entry {
+    job: Arc<PreparedJob>,
+    /// The job file's text and the model's hash: what a reload compares to see a change.
+    fingerprint: (String, String),
+    /// Bumped when the job is replaced or removed, so a tick scheduled for the old definition
+    /// does nothing.
+    generation: u64,
+    running: Arc<AtomicBool>,
+    tick: Option<Uuid>,
+}
+
+struct Daemon<B: Backend> {
+    db: B,
+    options: DaemonOptions,
+    scheduler: JobScheduler,
+    jobs: Mutex<HashMap<String, Entry>>,
+    watermarks: Mutex<HashMap<String, DateTime<Utc>>>,
+    next_generation: std::sync::atomic::AtomicU64,
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
+    health: Health,
+    stop: Stop,
+    /// Each run holds a clone; shutdown takes the original and waits for the channel to close.
+    runs: Mutex<Option<mpsc::Sender<()>>>,
+    rolled_back: AtomicBool,
+}
+
+impl<B: Backend> http::Status for Daemon<B> {
+    fn healthy(&self) -> bool {
+        self.health.get()
+    }
+
+    fn metrics(&self) -> String {
+        let now = Utc::now();
+        for (job, watermark) in self.watermarks.lock().expect("not poisoned").iter() {
+            self.metrics
+                .watermark_lag
+                .get_or_create(&Metrics::label(job))
+                .set((now - *watermark).as_seconds_f64());
+        }
+        self.metrics.encode()
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT. Exit code: 0 after a clean shutdown, 1 if a window
+/// had to be rolled back because it did not finish within the grace period.
+pub async fn run<B: Backend>(db: B, options: DaemonOptions) -> anyhow::Result<ExitCode> {
+    db.migrate().await?;
+    let drain = Shutdown::listen()?;
+    let (abort_trigger, abort) = Shutdown::new();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let scheduler = JobScheduler::new()
+        .await
+        .context("starting the scheduler")?;
+    let (runs, mut runs_done) = mpsc::channel::<()>(1);
+    let daemon = Arc::new(Daemon {
+        permits: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
+        db,
+        options,
+        scheduler,
+        jobs: Mutex::new(HashMap::new()),
+        watermarks: Mutex::new(HashMap::new()),
+        next_generation: 1.into(),
+        metrics: Metrics::default(),
+        health: Health::default(),
+        stop: Stop {
+            drain: drain.clone(),
+            abort,
+        },
+        runs: Mutex::new(Some(runs)),
+        rolled_back: AtomicBool::new(false),
+    });
+
+    let (loaded, invalid) = daemon.load_all().await;
+    for (name, err) in &invalid {
+        tracing::error!(job = %name, error = %format!("{err:#}"), "invalid job: not scheduled");
+    }
+    if loaded.is_empty() {
+        return Err(ConfigError::Job {
+            job: "*".to_owned(),
+            problem: format!("no valid job in {}", daemon.options.jobs_dir.display()),
+        }
+        .into());
+    }
+    if daemon.options.strict && !invalid.is_empty() {
+        return Err(ConfigError::Job {
+            job: invalid[0].0.clone(),
+            problem: format!("{} invalid job(s) and --strict is set", invalid.len()),
+        }
+        .into());
+    }
+
+    let http_stop = Arc::new(tokio::sync::Notify::new());
+    let http = match daemon.options.listen {
+        Some(addr) => Some(
+            http::serve(addr, Arc::clone(&daemon), {
+                let stop = Arc::clone(&http_stop);
+                async move { stop.notified().await }
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    daemon
+        .scheduler
+        .start()
+        .await
+        .context("starting the scheduler")?;
+    for (name, job, fingerprint) in loaded {
+        daemon.add(name, job, fingerprint).await;
+    }
+    daemon.catch_up_missed_slots().await;
+    daemon.health.set(true);
+    tracing::info!(
+        jobs = daemon.jobs.lock().expect("not poisoned").len(),
+        "daemon started"
+    );
+
+    let signal = loop {
+        tokio::select! {
+            signal = drain.requested() => break signal,
+            _ = hangup.recv() => daemon.reload().await,
+        }
+    };
+    daemon
+        .shut_down(signal, abort_trigger, &mut runs_done)
+        .await;
+    http_stop.notify_one();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    if daemon.rolled_back.load(Ordering::SeqCst) {
+        return Ok(ExitCode::from(EXIT_RUN_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl<B: Backend> Daemon<B> {
+    /// Load and prepare every job file: the valid ones with their fingerprints, and the errors.
+    #[allow(clippy::type_complexity)]
+    async fn load_all(
+        &self,
+    ) -> (
+        Vec<(String, Arc<PreparedJob>, (String, String))>,
+        Vec<(String, anyhow::Error)>,
+    ) {
+        let names = match job_names(&self.options.jobs_dir) {
+            Ok(names) => names,
+            Err(err) => return (Vec::new(), vec![("*".to_owned(), err.into())]),
+        };
+        let (mut valid, mut invalid) = (Vec::new(), Vec::new());
+        for name in names {
+            let path = self.options.jobs_dir.join(format!("{name}.toml"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let prepared = async {
+                let spec = spec::load_job(&self.options.jobs_dir, &name)?;
+                job::prepare(&self.db, spec).await
+            }
+            .await;
+            match prepared {
+                Ok(job) => {
+                    let fingerprint = (text, job.model.sha256.clone());
+                    valid.push((name, job, fingerprint));
+                }
+                Err(err) => invalid.push((name, err)),
+            }
+        }
+        (valid, invalid)
+    }
+
+    async fn add(
+        self: &Arc<Self>,
+        name: String,
+        job: Arc<PreparedJob>,
+        fingerprint: (String, String),
+    ) {
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(job = %name, schedule = %job.spec.schedule.expression, timezone = %job.spec.schedule.timezone, "scheduled");
+        let old = self.jobs.lock().expect("not poisoned").insert(
+            name.clone(),
+            Entry {
+                job,
+                fingerprint,
+                generation,
+                running: Arc::new(AtomicBool::new(false)),
+                tick: None,
+            },
+        );
+        if let Some(old) = old {
+            self.unschedule(old.tick).await;
+        }
+        self.schedule_next(&name, generation, Utc::now()).await;
+    }
+
+    async fn unschedule(&self, tick: Option<Uuid>) {
+        if let Some(tick) = tick {
+            // The tick may have just fired; its generation check makes it a no-op either way.
+            let _ = self.scheduler.remove(&tick).await;
+        }
+    }
+
+    /// Put the job's next fire time into the scheduler, as a one-shot job. (Boxed, and `Send` by
+    /// signature: it schedules a tick that calls it again, a cycle the compiler cannot see
+    /// through on its own.)
+    fn schedule_next<'a>(
+        self: &'a Arc<Self>,
+        name: &'a str,
+        generation: u64,
+        after: DateTime<Utc>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.schedule_next_inner(name, generation, after))
+    }
+
+    /// The fire time is the first slot after `after`: the previous slot, not the moment its tick
+    /// ran, so a tick delivered early or late neither repeats nor skips a slot.
+    async fn schedule_next_inner(
+        self: &Arc<Self>,
+        name: &str,
+        generation: u64,
+        after: DateTime<Utc>,
+    ) {
+        let Some(schedule) = self
+            .current(name, generation)
+            .map(|(job, _)| job.spec.schedule.clone())
+        else {
+            return;
+        };
+        let Some(at) = next_fire(&schedule, after) else {
+            tracing::warn!(job = %name, "the schedule never fires again");
+            return;
+        };
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        let daemon = Arc::clone(self);
+        let job_name = name.to_owned();
+        let tick = Job::new_one_shot_at_instant_async(Instant::now() + wait, move |_, _| {
+            let daemon = Arc::clone(&daemon);
+            let name = job_name.clone();
+            Box::pin(async move { daemon.tick(&name, generation, at).await })
+        });
+        let added = match tick {
+            Ok(tick) => self.scheduler.add(tick).await.map_err(anyhow::Error::from),
+            Err(err) => Err(err.into()),
+        };
+        match added {
+            Ok(uuid) => {
+                Metrics::set_time(&self.metrics.next_run, name, at);
+                if let Some(entry) = self.jobs.lock().expect("not poisoned").get_mut(name)
+                    && entry.generation == generation
+                {
+                    entry.tick = Some(uuid);
+                }
+            }
+            Err(err) => {
+                tracing::error!(job = %name, error = %format!("{err:#}"), "could not schedule the next run")
+            }
+        }
+    }
+
+    /// The job's prepared definition and running flag, if `generation` is still current.
+    fn current(&self, name: &str, generation: u64) -> Option<(Arc<PreparedJob>, Arc<AtomicBool>)> {
+        let jobs = self.jobs.lock().expect("not poisoned");
+        let entry = jobs.get(name).filter(|e| e.generation == generation)?;
+        Some((Arc::clone(&entry.job), Arc::clone(&entry.running)))
+    }
+
+    /// A scheduler tick for the slot at `at`: schedule the next one, then start a run unless
+    /// one is going.
+    async fn tick(self: Arc<Self>, name: &str, generation: u64, at: DateTime<Utc>) {
+        // tokio-cron-scheduler keeps one-shot times in whole seconds and polls every 500 ms: a
+        // tick may arrive before its slot. Wait for it, so the run plans from the slot's time.
+        if let Ok(early) = (at - Utc::now()).to_std() {
+            tokio::time::sleep(early).await;
+        }
+        if self.stop.drain.signal().is_some() || self.current(name, generation).is_none() {
+            return;
+        }
+        self.schedule_next(name, generation, at).await;
+        self.start_run(name, generation);
+    }
+
+    fn start_run(self: &Arc<Self>, name: &str, generation: u64) {
+        let Some((job, running)) = self.current(name, generation) else {
+            return;
+        };
+        let Some(done) = self.runs.lock().expect("not poisoned").clone() else {
+            return; // shutting down
+        };
+        if running.swap(true, Ordering::SeqCst) {
+            tracing::warn!(job = %name, "tick skipped: the previous run is still going; the next run catches up from the watermark");
+            self.metrics
+                .ticks_skipped
+                .get_or_create(&Metrics::label(name))
+                .inc();
+            return;
+        }
+        let daemon = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = daemon.permits.acquire().await;
+            daemon.run_once(&job).await;
+            running.store(false, Ordering::SeqCst);
+            drop(done);
+        });
+    }
+
+    async fn run_once(&self, job: &Arc<PreparedJob>) {
+        let name = job.spec.name.as_str();
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let request = WindowRequest::Scheduled { now: Utc::now() };
+        let outcome = crate::run::run_job(
+            &self.db,
+            job,
+            request,
+            self.options.lease,
+            &self.stop,
+            &mut tally,
+        )
+        .await;
+        let label = Metrics::label(name);
+        let m = &self.metrics;
+        m.windows
+            .get_or_create(&Metrics::outcome(name, "succeeded"))
+            .inc_by(tally.succeeded);
+        m.windows
+            .get_or_create(&Metrics::outcome(name, "failed"))
+            .inc_by(tally.failed);
+        m.windows
+            .get_or_create(&Metrics::outcome(name, "skipped"))
+            .inc_by(tally.skipped);
+        m.rows_read.get_or_create(&label).inc_by(tally.rows_read);
+        m.rows_written
+            .get_or_create(&label)
+            .inc_by(tally.rows_written);
+        m.rows_rejected
+            .get_or_create(&label)
+            .inc_by(tally.rows_rejected);
+        m.run_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        if tally.succeeded > 0 {
+            Metrics::set_time(&m.last_success, name, Utc::now());
+        }
+        let outcome = match outcome {
+            Ok(_) => "ok",
+            Err(err) if err.is::<Contention>() => {
+                tracing::info!(job = %name, "{err:#}");
+                "busy"
+            }
+            Err(err) if err.is::<Interrupted>() => {
+                self.rolled_back.store(true, Ordering::SeqCst);
+                tracing::warn!(job = %name, "{err:#}");
+                "interrupted"
+            }
+            Err(err) => {
+                tracing::error!(job = %name, error = %format!("{err:#}"), "run failed");
+                "failed"
+            }
+        };
+        m.runs.get_or_create(&Metrics::outcome(name, outcome)).inc();
+        if let Ok(Some(watermark)) = self.db.watermark(name).await {
+            self.watermarks
+                .lock()
+                .expect("not poisoned")
+                .insert(name.to_owned(), watermark);
+        }
+    }
+
+    /// Slots missed while the daemon was down: a job whose watermark is a whole schedule slot
+    /// behind runs now, and its catch-up policy decides what that means.
+    async fn catch_up_missed_slots(self: &Arc<Self>) {
+        let now = Utc::now();
+        let entries: Vec<(String, u64, Arc<PreparedJob>)> = self
+            .jobs
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(name, e)| (name.clone(), e.generation, Arc::clone(&e.job)))
+            .collect();
+        for (name, generation, job) in entries {
+            let Ok(Some(watermark)) = self.db.watermark(&name).await else {
+                continue;
+            };
+            self.watermarks
+                .lock()
+                .expect("not poisoned")
+                .insert(name.clone(), watermark);
+            let missed = next_fire(&job.spec.schedule, watermark + job.spec.window.lateness)
+                .is_some_and(|slot| slot <= now);
+            if missed {
+                tracing::info!(job = %name, watermark = %watermark, "slots were missed while the daemon was down: catching up");
+                self.start_run(&name, generation);
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the jobs directory and models. Added and changed jobs take effect, removed
+    /// ones stop; a job whose new definition is invalid keeps its old one.
+    async fn reload(self: &Arc<Self>) {
+        tracing::info!("SIGHUP: reloading jobs");
+        let (loaded, invalid) = self.load_all().await;
+        for (name, err) in &invalid {
+            if self.jobs.lock().expect("not poisoned").contains_key(name) {
+                tracing::error!(job = %name, error = %format!("{err:#}"), "new definition is invalid: keeps running on the old one");
+            } else {
+                tracing::error!(job = %name, error = %format!("{err:#}"), "invalid job: not scheduled");
+            }
+        }
+        let present: Vec<String> = loaded
+            .iter()
+            .map(|(n, _, _)| n.clone())
+            .chain(invalid.iter().map(|(n, _)| n.clone()))
+            .collect();
+        let removed: Vec<(String, Option<Uuid>)> = {
+            let mut jobs = self.jobs.lock().expect("not poisoned");
+            let gone: Vec<String> = jobs
+                .keys()
+                .filter(|n| !present.contains(n))
+                .cloned()
+                .collect();
+            gone.into_iter()
+                .filter_map(|n| jobs.remove(&n).map(|e| (n, e.tick)))
+                .collect()
+        };
+        for (name, tick) in removed {
+            tracing::info!(job = %name, "job file removed: unscheduled");
+            self.unschedule(tick).await;
+        }
+        for (name, job, fingerprint) in loaded {
+            let unchanged = self
+                .jobs
+                .lock()
+                .expect("not poisoned")
+                .get(&name)
+                .is_some_and(|e| e.fingerprint == fingerprint);
+            if !unchanged {
+                self.add(name, job, fingerprint).await;
+            }
+        }
+    }
+
+    async fn shut_down(&self, signal: Signal, abort: Trigger, runs_done: &mut mpsc::Receiver<()>) {
+        self.health.set(false);
+        tracing::info!(grace = ?self.options.shutdown_grace, "shutting down: no new runs; running windows may finish");
+        let ticks: Vec<Option<Uuid>> = self
+            .jobs
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .map(|e| e.tick)
+            .collect();
+        for tick in ticks {
+            self.unschedule(tick).await;
+        }
+        drop(self.runs.lock().expect("not poisoned").take());
+        if tokio::time::timeout(self.options.shutdown_grace, runs_done.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace is over: rolling back the windows still open");
+            abort.trip(signal);
+            // A rollback is quick; give it a few seconds before giving up on the runs.
+            let _ = tokio::time::timeout(Duration::from_secs(10), runs_done.recv()).await;
+        }
+        tracing::info!("daemon stopped");
+    }
+}

@@ -1,0 +1,501 @@
+//! `batchscore daemon`: scheduling, no overlap, graceful shutdown, SIGHUP reload, health and
+//! metrics, and two daemons on one database; all through the real binary.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+
+use crate::support::*;
+
+/// Scores `readings` every second into `{sink}`; windows of `{size}`, one second of lateness.
+const JOB: &str = r#"
+schedule = "{schedule}"
+[source]
+table = "readings"
+key = "id"
+timestamp = "ts"
+features = ["temperature", "vibration", "pressure", "rpm"]
+chunk_rows = {chunk_rows}
+[window]
+size = "{size}"
+lateness = "1s"
+[model]
+path = "{models}/machine_failure.onnx"
+[outputs]
+failure_probability = "probabilities[1]"
+[sink]
+table = "{sink}"
+"#;
+
+fn job(sink: &str, size: &str, chunk_rows: usize) -> String {
+    JOB.replace("{schedule}", "* * * * * *")
+        .replace("{sink}", sink)
+        .replace("{size}", size)
+        .replace("{chunk_rows}", &chunk_rows.to_string())
+}
+
+async fn create_readings(p: &Project) {
+    p.execute(match p.kind {
+        Kind::Sqlite => {
+            "CREATE TABLE readings (id INTEGER PRIMARY KEY, ts TEXT NOT NULL, temperature REAL, \
+             vibration REAL, pressure REAL, rpm INTEGER)"
+        }
+        Kind::Postgres => {
+            "CREATE TABLE readings (id bigserial PRIMARY KEY, ts timestamptz NOT NULL, \
+             temperature double precision, vibration double precision, pressure double precision, rpm integer)"
+        }
+    })
+    .await;
+}
+
+/// Insert five rows stamped with the current time, as an application would.
+async fn insert_now(pool: &sqlx::AnyPool, kind: Kind) {
+    let sql = match kind {
+        Kind::Sqlite => {
+            "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
+             SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 60 + v, v / 3.0, 4 + v / 10.0, 900 + 100 * v \
+             FROM (SELECT 1 AS v UNION ALL SELECT 5 UNION ALL SELECT 9 UNION ALL SELECT 13 UNION ALL SELECT 17)"
+        }
+        Kind::Postgres => {
+            "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
+             SELECT clock_timestamp(), 60 + v, v / 3.0, 4 + v / 10.0, 900 + 100 * v FROM unnest(ARRAY[1, 5, 9, 13, 17]) AS v"
+        }
+    };
+    sqlx::raw_sql(sql).execute(pool).await.unwrap();
+}
+
+/// Seed `rows` readings spread over the hour before now.
+async fn seed_last_hour(p: &Project, rows: usize) {
+    let sql = match p.kind {
+        Kind::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
+             SELECT strftime('%Y-%m-%dT%H:%M:%fZ', unixepoch('now', 'subsec') - 3600 + i * 3590.0 / {rows}, 'unixepoch'), \
+             60 + i % 20, (i % 60) / 10.0, 4 + (i % 20) / 10.0, 900 + i % 2700 FROM n"
+        ),
+        Kind::Postgres => format!(
+            "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
+             SELECT now() - interval '3600 seconds' + i * (interval '3590 seconds' / {rows}), \
+             60 + i % 20, (i % 60) / 10.0, 4 + (i % 20) / 10.0, 900 + i % 2700 FROM generate_series(1, {rows}) AS i"
+        ),
+    };
+    p.execute(&sql).await;
+}
+
+fn start_daemon(p: &Project, extra: &[&str]) -> Child {
+    let mut args = vec!["daemon"];
+    args.extend_from_slice(extra);
+    p.command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then the exit code and stderr, failing if it takes longer than `within`.
+fn stop_daemon(child: Child, within: Duration) -> (i32, String) {
+    signal(&child, "TERM");
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() <= within,
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+/// (start, end) in unix seconds of the job's committed windows, in order.
+async fn committed_windows(p: &Project, job: &str) -> Vec<(f64, f64)> {
+    let sql = match p.kind {
+        Kind::Sqlite => format!(
+            "SELECT unixepoch(window_start, 'subsec'), unixepoch(window_end, 'subsec') FROM batchscore_runs \
+             WHERE job = '{job}' AND status = 'succeeded' ORDER BY window_start"
+        ),
+        Kind::Postgres => format!(
+            "SELECT extract(epoch FROM window_start)::float8, extract(epoch FROM window_end)::float8 FROM batchscore_runs \
+             WHERE job = '{job}' AND status = 'succeeded' ORDER BY window_start"
+        ),
+    };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&p.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Every reading: id → unix seconds.
+async fn readings(p: &Project) -> BTreeMap<i64, f64> {
+    let sql = match p.kind {
+        Kind::Sqlite => "SELECT id, unixepoch(ts, 'subsec') FROM readings",
+        Kind::Postgres => "SELECT id, extract(epoch FROM ts)::float8 FROM readings",
+    };
+    sqlx::query(sql)
+        .fetch_all(&p.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn scored_ids(p: &Project, sink: &str) -> Vec<i64> {
+    if !p.table_exists(sink).await {
+        return vec![];
+    }
+    let sql = format!("SELECT CAST(id AS BIGINT) FROM {sink} ORDER BY id");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&p.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Windows are contiguous, and the results hold exactly the rows inside them, once.
+async fn assert_every_eligible_row_scored_once(
+    p: &Project,
+    job: &str,
+    sink: &str,
+    min_windows: usize,
+) {
+    let windows = committed_windows(p, job).await;
+    assert!(
+        windows.len() >= min_windows,
+        "job {job}: only {} windows committed",
+        windows.len()
+    );
+    for pair in windows.windows(2) {
+        assert_eq!(
+            pair[0].1, pair[1].0,
+            "job {job}: windows {pair:?} are not contiguous"
+        );
+    }
+    let (start, end) = (windows[0].0, windows.last().unwrap().1);
+    let eligible: Vec<i64> = readings(p)
+        .await
+        .into_iter()
+        .filter(|(_, t)| *t >= start && *t < end)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!eligible.is_empty());
+    assert_eq!(
+        scored_ids(p, sink).await,
+        eligible,
+        "job {job}: scored rows differ from the rows of its windows"
+    );
+}
+
+/// Spawn a task that inserts rows every 100 ms until the returned sender is dropped.
+fn feed(p: &Project) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let (pool, kind) = (p.pool.clone(), p.kind);
+    tokio::spawn(async move {
+        loop {
+            insert_now(&pool, kind).await;
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
+    stop
+}
+
+#[tokio::test]
+async fn two_jobs_every_second_score_every_row_once() {
+    let p = Project::sqlite().await;
+    create_readings(&p).await;
+    insert_now(&p.pool, p.kind).await;
+    p.write_job("a", &job("scores_a", "1s", 1000));
+    p.write_job("b", &job("scores_b", "1s", 1000));
+    let feeding = feed(&p);
+    let daemon = start_daemon(&p, &[]);
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    drop(feeding);
+    let (code, err) = stop_daemon(daemon, Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+    assert_every_eligible_row_scored_once(&p, "a", "scores_a", 3).await;
+    assert_every_eligible_row_scored_once(&p, "b", "scores_b", 3).await;
+}
+
+#[tokio::test]
+async fn two_daemons_on_one_postgres_database_commit_each_window_once() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    create_readings(&p).await;
+    insert_now(&p.pool, p.kind).await;
+    p.write_job("a", &job("scores_a", "1s", 1000));
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    let feeding = feed(&p);
+    let first = start_daemon(&p, &[]);
+    let second = start_daemon(&p, &[]);
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    drop(feeding);
+    let (code, err) = stop_daemon(first, Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = stop_daemon(second, Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+    // Contiguous windows with no repeats: no window was committed twice.
+    assert_every_eligible_row_scored_once(&p, "a", "scores_a", 3).await;
+}
+
+/// A first window of an hour of dense rows in small chunks: slow enough to outlast ticks.
+async fn slow_project() -> Project {
+    let p = Project::sqlite().await;
+    create_readings(&p).await;
+    seed_last_hour(&p, 600_000).await;
+    p.write_job("slow", &job("slow_scores", "1h", 50));
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    p
+}
+
+async fn wait_until_running(p: &Project) {
+    eventually(20, "the first window to start", || async {
+        p.count("SELECT count(*) FROM batchscore_runs WHERE status = 'running'")
+            .await
+            > 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_run_skips_ticks_and_sigterm_rolls_back_within_the_grace() {
+    let p = slow_project().await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = start_daemon(&p, &["--listen", &listen, "--shutdown-grace", "1s"]);
+    wait_until_running(&p).await;
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    // Ticks keep coming every second while the first window is being scored.
+    eventually(20, "a skipped tick", || async {
+        http_get(port, "/metrics")
+            .is_some_and(|(_, body)| body.contains("batchscore_ticks_skipped_total{job=\"slow\"} "))
+    })
+    .await;
+    signal(&daemon, "TERM");
+    // Not yet exited (the grace runs), but no longer healthy.
+    eventually(5, "/healthz to turn 503", || async {
+        http_get(port, "/healthz").map(|r| r.0) != Some(200)
+    })
+    .await;
+    let started = Instant::now();
+    let out = daemon.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a rolled-back window makes the exit code 1:\n{err}"
+    );
+    assert!(
+        err.contains("tick skipped: the previous run is still going"),
+        "{err}"
+    );
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(
+        scored_ids(&p, "slow_scores").await.is_empty(),
+        "nothing half-written"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM batchscore_runs WHERE status = 'running'")
+            .await,
+        0
+    );
+
+    // The next start scores the window (no watermark yet: the first window again), and a
+    // graceful shutdown lets it finish.
+    let daemon = start_daemon(&p, &["--shutdown-grace", "60s"]);
+    wait_until_running(&p).await;
+    let (code, err) = stop_daemon(daemon, Duration::from_secs(90));
+    assert_eq!(code, 0, "{err}");
+    let windows = committed_windows(&p, "slow").await;
+    assert_eq!(windows.len(), 1, "{err}");
+    let (start, end) = windows[0];
+    let eligible = readings(&p)
+        .await
+        .into_values()
+        .filter(|t| *t >= start && *t < end)
+        .count();
+    assert_eq!(scored_ids(&p, "slow_scores").await.len(), eligible);
+}
+
+/// Check Prometheus text: every sample line is `name{labels} number`, every family typed.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            let parts: Vec<&str> = line.splitn(4, ' ').collect();
+            if parts.get(1) == Some(&"TYPE") {
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "unknown"].contains(&parts[3]),
+                    "bad TYPE line {line:?}"
+                );
+            }
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        assert!(
+            name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()),
+            "bad name in {line:?}"
+        );
+        assert_eq!(
+            name.matches('{').count(),
+            name.matches('}').count(),
+            "bad labels in {line:?}"
+        );
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.insert(name.to_owned(), value);
+    }
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    samples
+}
+
+#[tokio::test]
+async fn sighup_reloads_jobs_and_metrics_match_the_ledger() {
+    let p = Project::sqlite().await;
+    create_readings(&p).await;
+    insert_now(&p.pool, p.kind).await;
+    p.write_job("a", &job("scores_a", "1s", 1000));
+    let port = free_port();
+    let daemon = start_daemon(&p, &["--listen", &format!("127.0.0.1:{port}")]);
+    let metric = |name: &str| {
+        let name = name.to_owned();
+        async move {
+            http_get(port, "/metrics")
+                .map(|(_, body)| parse_metrics(&body).get(&name).copied().unwrap_or(0.0))
+        }
+    };
+    eventually(20, "two runs", || async {
+        metric("batchscore_runs_total{job=\"a\",outcome=\"ok\"}")
+            .await
+            .unwrap_or(0.0)
+            >= 2.0
+    })
+    .await;
+
+    // A new schedule: once a year. Ticks stop, and the next run moves to January.
+    let yearly = job("scores_a", "1s", 1000).replace("* * * * * *", "0 0 0 1 1 *");
+    p.write_job("a", &yearly);
+    signal(&daemon, "HUP");
+    eventually(10, "the new schedule", || async {
+        metric("batchscore_next_run_timestamp_seconds{job=\"a\"}")
+            .await
+            .unwrap_or(0.0)
+            > (chrono::Utc::now() + chrono::TimeDelta::days(1)).timestamp() as f64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a run started before the reload finishes
+    let before = metric("batchscore_runs_total{job=\"a\",outcome=\"ok\"}")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        metric("batchscore_runs_total{job=\"a\",outcome=\"ok\"}")
+            .await
+            .unwrap(),
+        before,
+        "no more runs"
+    );
+
+    // Now idle: the counters equal the ledger.
+    let committed = p
+        .count("SELECT count(*) FROM batchscore_runs WHERE job = 'a' AND status = 'succeeded'")
+        .await;
+    assert_eq!(
+        metric("batchscore_windows_total{job=\"a\",outcome=\"succeeded\"}")
+            .await
+            .unwrap(),
+        committed as f64
+    );
+    let written = p
+        .count("SELECT coalesce(sum(rows_written), 0) FROM batchscore_runs WHERE job = 'a'")
+        .await;
+    assert_eq!(
+        metric("batchscore_rows_written_total{job=\"a\"}")
+            .await
+            .unwrap(),
+        written as f64
+    );
+    assert!(
+        metric("batchscore_watermark_lag_seconds{job=\"a\"}")
+            .await
+            .unwrap()
+            > 0.0
+    );
+
+    // An invalid edit keeps the old definition; a new file is picked up.
+    p.write_job("a", &yearly.replace("0 0 0 1 1 *", "every full moon"));
+    p.write_job("b", &job("scores_b", "1s", 1000));
+    signal(&daemon, "HUP");
+    eventually(20, "job b to run", || async {
+        metric("batchscore_runs_total{job=\"b\",outcome=\"ok\"}")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    assert_eq!(
+        metric("batchscore_runs_total{job=\"a\",outcome=\"ok\"}")
+            .await
+            .unwrap(),
+        before,
+        "a keeps its yearly schedule"
+    );
+    let (code, err) = stop_daemon(daemon, Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("new definition is invalid: keeps running on the old one"),
+        "{err}"
+    );
+    assert!(err.contains("every full moon"), "{err}");
+}
+
+#[tokio::test]
+async fn invalid_jobs_are_reported_and_strict_refuses_them() {
+    let p = Project::sqlite().await;
+    create_readings(&p).await;
+    p.write_job("good", &job("scores", "1s", 1000));
+    p.write_job(
+        "broken",
+        &job("scores", "1s", 1000).replace("\"rpm\"", "\"speed\""),
+    );
+    let out = p.batchscore(&["daemon", "--strict"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--strict"), "{}", stderr(&out));
+
+    let port = free_port();
+    let daemon = start_daemon(&p, &["--listen", &format!("127.0.0.1:{port}")]);
+    eventually(20, "the daemon to listen", || async {
+        http_get(port, "/healthz").map(|r| r.0) == Some(200)
+    })
+    .await;
+    let (code, err) = stop_daemon(daemon, Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("invalid job: not scheduled") && err.contains("feature column `speed`"),
+        "{err}"
+    );
+
+    std::fs::remove_file(p.jobs_dir().join("good.toml")).unwrap();
+    let out = p.batchscore(&["daemon"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("no valid job"), "{}", stderr(&out));
+}
