@@ -7,6 +7,9 @@ Regenerates, deterministically (fixed seeds):
   tests/fixtures/*.json         feature rows with the predictions ONNX Runtime's
                                 Python API gives for them: the reference values the
                                 Rust tests compare batchscore's results against.
+  tests/fixtures/overflow.onnx  a linear model whose float32 output overflows to
+                                infinity for large inputs: the tests' source of bad
+                                predictions.
 
 Needs: pip install scikit-learn skl2onnx onnxruntime numpy
 Run from anywhere: python3 models/train.py
@@ -20,6 +23,7 @@ import onnxruntime as ort
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
+from sklearn.linear_model import LinearRegression
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -50,7 +54,7 @@ def deliveries(rng, n):
     return x, minutes
 
 
-def export(model, n_features, name):
+def export(model, n_features, name, directory=MODELS):
     onx = to_onnx(
         model,
         initial_types=[("features", FloatTensorType([None, n_features]))],
@@ -58,7 +62,7 @@ def export(model, n_features, name):
         options={id(model): {"zipmap": False}} if hasattr(model, "predict_proba") else None,
         target_opset=17,
     )
-    path = MODELS / f"{name}.onnx"
+    path = directory / f"{name}.onnx"
     path.write_bytes(onx.SerializeToString())
     return path
 
@@ -99,7 +103,15 @@ def main():
     fx, _ = deliveries(rng, 240)
     write_fixture("delivery_eta", ["distance_km", "items", "hour", "raining"], fx, reference(path, fx))
 
-    for p in sorted(MODELS.glob("*.onnx")):
+    # Output = 1e30 * temperature: above about 3.4e8 the float32 product is infinite.
+    x = np.arange(8, dtype=np.float64).reshape(2, 4)
+    overflow = LinearRegression().fit(x, [0.0, 1.0])
+    overflow.coef_ = np.array([1e30, 0.0, 0.0, 0.0])
+    overflow.intercept_ = 0.0
+    path = export(overflow, 4, "overflow", FIXTURES)
+    assert np.isinf(reference(path, np.array([[1e9, 0, 0, 0]]))["variable"]).all()
+
+    for p in sorted([*MODELS.glob("*.onnx"), *FIXTURES.glob("*.onnx")]):
         print(f"wrote {p.relative_to(ROOT)} ({p.stat().st_size} bytes)")
 
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::claim::Holder;
+use crate::features::BadRow;
 use crate::plan::Window;
 use crate::shutdown::Signal;
 
@@ -56,6 +57,25 @@ pub enum Contention {
         "job `{job}`: this run lost its claim (its lease lapsed and another run took the job); stopping before the next window"
     )]
     ClaimLost { job: String },
+}
+
+/// A window whose bad rows its job does not accept: nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum BadWindow {
+    #[error("bad_rows.policy = \"fail\" and {first}")]
+    Policy { first: BadRow },
+    #[error(
+        "{bad} of {read} rows are bad ({:.2}%), more than bad_rows.max_fraction = {}%: {summary}; first: {first}",
+        *bad as f64 * 100.0 / *read as f64,
+        max_fraction * 100.0
+    )]
+    TooMany {
+        bad: i64,
+        read: i64,
+        max_fraction: f64,
+        summary: String,
+        first: BadRow,
+    },
 }
 
 /// The run was stopped by a signal; its open window was rolled back.

@@ -19,6 +19,9 @@ pub struct PreparedJob {
     pub outputs: Vec<BoundOutput>,
     pub shape: SourceShape,
     pub results: ResultsTable,
+    /// Whether the results table existed when the job was prepared: then it is not created
+    /// again, so a role that may write it but not create tables can run the job.
+    pub results_exist: bool,
 }
 
 /// Check everything that can be checked without scoring; every failure is a [`ConfigError`]
@@ -37,8 +40,9 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
     let shape = SourceShape::check(&spec, &columns, B::timestamp_ok).map_err(fail)?;
 
     let results = ResultsTable::new(&spec, shape.key, &outputs);
-    if let Some(existing) = db.table_columns(&results.table).await? {
-        results.check_existing(&existing).map_err(fail)?;
+    let existing = db.table_columns(&results.table).await?;
+    if let Some(existing) = &existing {
+        results.check_existing(existing).map_err(fail)?;
     }
     Ok(Arc::new(PreparedJob {
         spec,
@@ -46,5 +50,6 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
         outputs,
         shape,
         results,
+        results_exist: existing.is_some(),
     }))
 }

@@ -62,6 +62,12 @@ pub struct RunRecord {
     pub status: RunStatus,
     pub rows_read: i64,
     pub rows_written: i64,
+    /// Rows found bad, whatever the policy then did with them.
+    pub rows_bad: i64,
+    pub rows_quarantined: i64,
+    pub rows_skipped: i64,
+    /// Why rows were bad: "column reason: count; ...".
+    pub bad_rows: Option<String>,
     pub model_sha256: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -82,6 +88,10 @@ impl RunRecord {
             status: RunStatus::Skipped,
             rows_read: 0,
             rows_written: 0,
+            rows_bad: 0,
+            rows_quarantined: 0,
+            rows_skipped: 0,
+            bad_rows: None,
             model_sha256: model_sha256.to_owned(),
             started_at: now,
             finished_at: Some(now),

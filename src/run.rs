@@ -19,14 +19,15 @@ use tracing::Instrument;
 
 use crate::claim::{Claim, ClaimOutcome};
 use crate::db::Backend;
-use crate::error::{ConfigError, Contention, Interrupted};
-use crate::features::feature_matrix;
+use crate::error::{BadWindow, ConfigError, Contention, Interrupted};
+use crate::features::{BadRow, extract_features};
 use crate::job::PreparedJob;
 use crate::ledger::{RunRecord, RunStatus, Tally, hostname};
 use crate::plan::{Plan, Window, WindowRequest, plan_windows};
 use crate::shutdown::Stop;
 use crate::sink::{RunStamp, ScoredChunk};
 use crate::source::SourceChunk;
+use crate::spec::BadRowPolicy;
 
 /// Chunks the reader may run ahead of scoring.
 const READ_AHEAD: usize = 2;
@@ -231,6 +232,10 @@ async fn run_window<B: Backend>(
         status: RunStatus::Running,
         rows_read: 0,
         rows_written: 0,
+        rows_bad: 0,
+        rows_quarantined: 0,
+        rows_skipped: 0,
+        bad_rows: None,
         model_sha256: job.model.sha256.clone(),
         started_at: Utc::now(),
         finished_at: None,
@@ -261,6 +266,7 @@ async fn run_window<B: Backend>(
             tally.skipped += u64::from(gap.is_some());
             tally.rows_read += record.rows_read as u64;
             tally.rows_written += record.rows_written as u64;
+            tally.rows_rejected += (record.rows_quarantined + record.rows_skipped) as u64;
             Ok(WindowSummary {
                 run_id,
                 window,
@@ -273,7 +279,11 @@ async fn run_window<B: Backend>(
             tally.rows_read += record.rows_read as u64;
             tally.rows_rejected += record.rows_read as u64;
             record.status = RunStatus::Failed;
-            record.rows_written = 0; // the window's transaction was rolled back
+            // The window's transaction was rolled back: nothing went anywhere. `rows_bad` and
+            // `bad_rows` still say what was found.
+            record.rows_written = 0;
+            record.rows_quarantined = 0;
+            record.rows_skipped = 0;
             record.finished_at = Some(Utc::now());
             record.error = Some(format!("{err:#}"));
             let recorded =
@@ -305,13 +315,21 @@ async fn score_window<B: Backend>(
     record: &mut RunRecord,
 ) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    B::create_results_table(&mut tx, &job.results).await?;
+    if !job.results_exist {
+        B::create_results_table(&mut tx, &job.results).await?;
+    }
     let stamp = RunStamp {
         run_id: record.run_id.clone(),
         window,
         model_version: job.model.sha256.clone(),
         scored_at: Utc::now(),
     };
+
+    let bad_rows = &job.spec.bad_rows;
+    // Rows scored now leave the quarantine; asked once, so jobs with none pay nothing per chunk.
+    let has_quarantined = bad_rows.policy == BadRowPolicy::Quarantine
+        && B::has_quarantined(&mut tx, &job.spec.name).await?;
+    let mut found = BadRowCounts::default();
 
     let (sender, mut chunks) = mpsc::channel::<SourceChunk>(READ_AHEAD);
     let reader = tokio::spawn({
@@ -324,12 +342,47 @@ async fn score_window<B: Backend>(
     let reader = AbortOnDrop(reader);
     while let Some(chunk) = chunks.recv().await {
         record.rows_read += chunk.frame.height() as i64;
-        let scored = score_chunk(Arc::clone(job), chunk).await?;
+        let (scored, bad) = score_chunk(Arc::clone(job), chunk).await?;
+        if let Some(first) = bad.first() {
+            found.add(&bad);
+            record.rows_bad += bad.len() as i64;
+            record.bad_rows = Some(found.summary());
+            match bad_rows.policy {
+                BadRowPolicy::Fail => {
+                    return Err(BadWindow::Policy {
+                        first: first.clone(),
+                    }
+                    .into());
+                }
+                BadRowPolicy::Quarantine => {
+                    B::quarantine(&mut tx, &job.spec.name, &stamp, &bad).await?;
+                    record.rows_quarantined += bad.len() as i64;
+                }
+                BadRowPolicy::Skip => record.rows_skipped += bad.len() as i64,
+            }
+        }
+        let Some(scored) = scored else { continue };
         B::upsert_results(&mut tx, &job.results, &stamp, &scored).await?;
+        if has_quarantined {
+            B::release_quarantined(&mut tx, &job.spec.name, scored.keys_as_text()).await?;
+        }
         record.rows_written += scored.rows() as i64;
         tracing::debug!(rows_written = record.rows_written, "chunk written");
     }
     reader.join().await?;
+    if record.rows_bad > 0 {
+        tracing::warn!(rows_bad = record.rows_bad, policy = bad_rows.policy.as_str(), reasons = %found.summary(), "window has bad rows");
+        if record.rows_bad as f64 > bad_rows.max_fraction * record.rows_read as f64 {
+            return Err(BadWindow::TooMany {
+                bad: record.rows_bad,
+                read: record.rows_read,
+                max_fraction: bad_rows.max_fraction,
+                summary: found.summary(),
+                first: found.first.clone().expect("counted a bad row"),
+            }
+            .into());
+        }
+    }
 
     if let Some(gap) = gap {
         let reason = "catch_up = \"latest\": missed windows were not scored".to_owned();
@@ -369,16 +422,58 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Features, model and output checks for one chunk, on the blocking pool.
-async fn score_chunk(job: Arc<PreparedJob>, chunk: SourceChunk) -> anyhow::Result<ScoredChunk> {
+/// Features, model and output checks for one chunk, on the blocking pool: the scored rows (if
+/// any are left) and the rows that could not be scored.
+async fn score_chunk(
+    job: Arc<PreparedJob>,
+    chunk: SourceChunk,
+) -> anyhow::Result<(Option<ScoredChunk>, Vec<BadRow>)> {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let matrix = feature_matrix(&chunk, job.model.input_type)?;
-        let outputs = job.model.score(&matrix, &job.outputs)?;
-        let key = chunk.frame.columns()[0].clone();
-        Ok(ScoredChunk::new(key, outputs)?)
+        let features = extract_features(&chunk, job.model.input_type, &job.spec.bad_rows.fill);
+        let mut bad = features.bad;
+        if features.rows.is_empty() {
+            return Ok((None, bad));
+        }
+        let outputs = job.model.score(&features.matrix, &job.outputs)?;
+        let (scored, bad_outputs) = ScoredChunk::new(&chunk, &features.rows, outputs);
+        bad.extend(bad_outputs);
+        Ok((scored, bad))
     })
     .await
     .context("the scoring task panicked")?
+}
+
+/// Bad rows by reason, for the ledger and messages.
+#[derive(Default)]
+struct BadRowCounts {
+    counts: std::collections::BTreeMap<String, u64>,
+    first: Option<BadRow>,
+}
+
+impl BadRowCounts {
+    fn add(&mut self, rows: &[BadRow]) {
+        for row in rows {
+            *self
+                .counts
+                .entry(format!("{} {}", row.column, row.reason))
+                .or_default() += 1;
+        }
+        if self.first.is_none() {
+            self.first = rows.first().cloned();
+        }
+    }
+
+    /// "vibration is NULL: 3; temperature is NaN: 1", most common first.
+    fn summary(&self) -> String {
+        let mut counts: Vec<(&String, &u64)> = self.counts.iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let parts: Vec<String> = counts
+            .iter()
+            .take(10)
+            .map(|(reason, n)| format!("{reason}: {n}"))
+            .collect();
+        parts.join("; ")
+    }
 }

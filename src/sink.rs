@@ -5,13 +5,13 @@
 
 use chrono::{DateTime, Utc};
 use ort::value::TensorElementType;
-use polars::prelude::{Column, DataFrame};
+use polars::prelude::{AnyValue, BooleanChunked, Column, DataFrame, NewChunkedArray};
 
-use crate::features::BadRow;
+use crate::features::{BadRow, bad_row};
 use crate::ident::{Ident, TableName};
 use crate::model::BoundOutput;
 use crate::plan::Window;
-use crate::source::KeyKind;
+use crate::source::{KeyKind, SourceChunk};
 use crate::spec::{JobSpec, RESULT_META_COLUMNS};
 
 /// The stored type of a result column, from the ONNX output's element type.
@@ -101,28 +101,60 @@ pub struct ScoredChunk {
 }
 
 impl ScoredChunk {
-    /// Put keys and predictions side by side, refusing a NaN or infinite prediction: a score
-    /// the application would read as truth must be a real number.
-    pub fn new(key: Column, outputs: Vec<Column>) -> Result<ScoredChunk, BadRow> {
+    /// Put the keys of the scored rows (`rows`, indexes into `chunk`) beside their predictions.
+    /// A NaN or infinite prediction makes its row bad instead: a score the application would
+    /// read as truth must be a real number. `None` when no row is left.
+    pub fn new(
+        chunk: &SourceChunk,
+        rows: &[usize],
+        outputs: Vec<Column>,
+    ) -> (Option<ScoredChunk>, Vec<BadRow>) {
+        let mut keep = vec![true; rows.len()];
+        let mut bad = Vec::new();
         for output in &outputs {
             let Ok(values) = output.f64() else { continue };
-            if let Some(row) = values
-                .iter()
-                .position(|v| v.is_some_and(|v| !v.is_finite()))
-            {
-                return Err(BadRow {
-                    key: key.get(row).map(|v| v.to_string()).unwrap_or_default(),
-                    column: output.name().to_string(),
-                    reason: "got a NaN or infinite prediction from the model".to_owned(),
-                });
+            for (i, value) in values.iter().enumerate() {
+                if keep[i] && value.is_some_and(|v| !v.is_finite()) {
+                    keep[i] = false;
+                    let reason = "is a NaN or infinite prediction of the model".to_owned();
+                    bad.push(bad_row(chunk, rows[i], output.name().as_str(), reason));
+                }
             }
         }
-        let rows = key.len();
+        let mut selected = vec![false; chunk.frame.height()];
+        for (i, row) in rows.iter().enumerate() {
+            selected[*row] = keep[i];
+        }
+        let key = chunk.frame.columns()[0]
+            .filter(&BooleanChunked::from_slice("keep".into(), &selected))
+            .expect("the mask has one entry per row");
         let mut columns = Vec::with_capacity(outputs.len() + 1);
         columns.push(key);
-        columns.extend(outputs);
-        let frame = DataFrame::new(rows, columns).expect("the model returns one value per row");
-        Ok(ScoredChunk { frame })
+        let keep = BooleanChunked::from_slice("keep".into(), &keep);
+        for output in outputs {
+            columns.push(
+                output
+                    .filter(&keep)
+                    .expect("the mask has one entry per scored row"),
+            );
+        }
+        let height = columns[0].len();
+        let scored = (height > 0).then(|| ScoredChunk {
+            frame: DataFrame::new(height, columns).expect("the model returns one value per row"),
+        });
+        (scored, bad)
+    }
+
+    /// The keys, as text (how the quarantine stores them).
+    pub fn keys_as_text(&self) -> Vec<String> {
+        let key = &self.frame.columns()[0];
+        (0..key.len())
+            .map(|i| match key.get(i) {
+                Ok(AnyValue::String(s)) => s.to_owned(),
+                Ok(other) => other.to_string(),
+                Err(_) => String::new(),
+            })
+            .collect()
     }
 
     pub fn rows(&self) -> usize {

@@ -125,6 +125,8 @@ pub struct CellProblem {
     pub row: usize,
     pub feature: usize,
     pub reason: String,
+    /// The value as the database held it, for the quarantine.
+    pub raw: String,
 }
 
 /// Up to `chunk_rows` source rows: the key column, then one Float64 column per feature (null
@@ -211,12 +213,13 @@ impl ChunkBuilder {
     }
 
     /// A cell that holds something other than a number: stored as null, with the reason kept.
-    pub fn push_unreadable(&mut self, feature: usize, reason: String) {
+    pub fn push_unreadable(&mut self, feature: usize, reason: String, raw: String) {
         self.features[feature].append_null();
         self.problems.push(CellProblem {
             row: self.rows,
             feature,
             reason,
+            raw,
         });
     }
 

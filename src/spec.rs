@@ -40,7 +40,43 @@ pub struct JobSpec {
     pub model: ModelSpec,
     pub outputs: Vec<OutputSpec>,
     pub sink: SinkSpec,
+    pub bad_rows: BadRowsSpec,
 }
+
+/// What happens to a row that cannot be scored (a NULL, NaN, infinite, non-numeric or
+/// out-of-range feature, or a NaN or infinite prediction).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRowsSpec {
+    pub policy: BadRowPolicy,
+    /// More than this fraction of a window bad fails the window: nothing is written.
+    pub max_fraction: f64,
+    /// Per feature, in `source.features` order: the value that replaces a bad one, if any.
+    pub fill: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRowPolicy {
+    /// Write the row's key, the reason and its raw features to `batchscore_quarantine`.
+    Quarantine,
+    /// Count and log it only.
+    Skip,
+    /// Fail the whole window.
+    Fail,
+}
+
+impl BadRowPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadRowPolicy::Quarantine => "quarantine",
+            BadRowPolicy::Skip => "skip",
+            BadRowPolicy::Fail => "fail",
+        }
+    }
+}
+
+/// Default `bad_rows.max_fraction`: one row in a hundred.
+pub const DEFAULT_MAX_BAD_FRACTION: f64 = 0.01;
 
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -132,6 +168,17 @@ struct JobFile {
     model: ModelFile,
     outputs: toml::Table,
     sink: SinkFile,
+    #[serde(default)]
+    bad_rows: BadRowsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BadRowsFile {
+    policy: Option<BadRowPolicy>,
+    max_fraction: Option<f64>,
+    #[serde(default)]
+    fill: toml::Table,
 }
 
 fn utc() -> String {
@@ -268,6 +315,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
     }
 
     let outputs = check_outputs(&file.outputs, &source.key)?;
+    let bad_rows = check_bad_rows(file.bad_rows, &source.features)?;
     let sink = SinkSpec {
         table: TableName::parse(&file.sink.table).map_err(|e| format!("sink.table: {e}"))?,
     };
@@ -286,6 +334,36 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         model,
         outputs,
         sink,
+        bad_rows,
+    })
+}
+
+fn check_bad_rows(file: BadRowsFile, features: &[Ident]) -> Result<BadRowsSpec, String> {
+    let max_fraction = file.max_fraction.unwrap_or(DEFAULT_MAX_BAD_FRACTION);
+    if !(0.0..=1.0).contains(&max_fraction) {
+        return Err(format!(
+            "bad_rows.max_fraction = {max_fraction} must be between 0 and 1"
+        ));
+    }
+    let mut fill = vec![None; features.len()];
+    for (column, value) in &file.fill {
+        let index = features
+            .iter()
+            .position(|f| f.as_str() == column)
+            .ok_or_else(|| {
+                format!("bad_rows.fill.{column}: `{column}` is not one of source.features")
+            })?;
+        let value = value
+            .as_float()
+            .or_else(|| value.as_integer().map(|i| i as f64))
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("bad_rows.fill.{column} must be a finite number"))?;
+        fill[index] = Some(value);
+    }
+    Ok(BadRowsSpec {
+        policy: file.policy.unwrap_or(BadRowPolicy::Quarantine),
+        max_fraction,
+        fill,
     })
 }
 
@@ -442,6 +520,17 @@ table = "machine_failure_predictions"
         assert_eq!(spec.outputs[1].index, Some(1));
         assert_eq!(spec.source.chunk_rows, DEFAULT_CHUNK_ROWS);
         assert_eq!(spec.window.catch_up, CatchUp::All);
+        assert_eq!(spec.bad_rows.policy, BadRowPolicy::Quarantine);
+        assert_eq!(spec.bad_rows.max_fraction, DEFAULT_MAX_BAD_FRACTION);
+        let filled = parse(&format!(
+            "{EXAMPLE}\n[bad_rows]\npolicy = \"skip\"\nmax_fraction = 0.2\nfill = {{ rpm = 1500, vibration = 0.5 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(filled.bad_rows.policy, BadRowPolicy::Skip);
+        assert_eq!(
+            filled.bad_rows.fill,
+            vec![None, Some(0.5), None, Some(1500.0)]
+        );
         let latest = parse(&EXAMPLE.replace(
             "lateness = \"2m\"",
             "lateness = \"2m\"\ncatch_up = \"latest\"",
@@ -501,6 +590,18 @@ table = "machine_failure_predictions"
             (
                 EXAMPLE.replace("\"pressure\", \"rpm\"", "\"pressure\", \"pressure\""),
                 "twice",
+            ),
+            (
+                format!("{EXAMPLE}\n[bad_rows]\nfill = {{ speed = 1 }}\n"),
+                "not one of source.features",
+            ),
+            (
+                format!("{EXAMPLE}\n[bad_rows]\nmax_fraction = 2.0\n"),
+                "between 0 and 1",
+            ),
+            (
+                format!("{EXAMPLE}\n[bad_rows]\npolicy = \"ignore\"\n"),
+                "unknown variant `ignore`",
             ),
         ];
         for (text, expected) in cases {

@@ -26,6 +26,7 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
         "STATUS",
         "READ",
         "WRITTEN",
+        "BAD",
         "SECONDS",
         "RUN",
         "ERROR",
@@ -36,7 +37,13 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
             .finished_at
             .map(|end| format!("{:.1}", (end - run.started_at).as_seconds_f64()))
             .unwrap_or_default();
-        let error: String = run.error.unwrap_or_default().chars().take(80).collect();
+        let error: String = run
+            .error
+            .or(run.bad_rows)
+            .unwrap_or_default()
+            .chars()
+            .take(80)
+            .collect();
         table.add_row([
             time(run.started_at),
             run.job,
@@ -45,6 +52,7 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
             run.status.to_string(),
             run.rows_read.to_string(),
             run.rows_written.to_string(),
+            run.rows_bad.to_string(),
             seconds,
             run.run_id,
             error,

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::claim::{Claim, ClaimOutcome};
 use crate::error::ConfigError;
+use crate::features::BadRow;
 use crate::ident::TableName;
 use crate::ledger::RunRecord;
 use crate::plan::Window;
@@ -81,6 +82,27 @@ pub trait Backend: Clone + Send + Sync + 'static {
         table: &ResultsTable,
         stamp: &RunStamp,
         chunk: &ScoredChunk,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Whether the job has rows in the quarantine (a row scored later then leaves it).
+    fn has_quarantined(
+        tx: &mut Self::Tx,
+        job: &str,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
+
+    /// Put bad rows in the quarantine, replacing earlier entries of the same keys.
+    fn quarantine(
+        tx: &mut Self::Tx,
+        job: &str,
+        stamp: &RunStamp,
+        rows: &[BadRow],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Take rows that were just scored out of the quarantine.
+    fn release_quarantined(
+        tx: &mut Self::Tx,
+        job: &str,
+        keys: Vec<String>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Record a run as started, committed at once so even a crashed run leaves a trace.

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::{Backend, CONNECT_TIMEOUT};
 use crate::claim::{Claim, ClaimOutcome, Holder};
+use crate::features::BadRow;
 use crate::ident::TableName;
 use crate::ledger::{RunRecord, RunStatus};
 use crate::plan::Window;
@@ -103,7 +104,17 @@ impl Backend for PostgresBackend {
     type Lock = PgConnection;
 
     async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("migrations/postgres")
+        let migrator = sqlx::migrate!("migrations/postgres");
+        // Nothing pending: touch nothing, so a role without CREATE can run jobs.
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        if migrator.iter().all(|m| applied.contains(&m.version)) {
+            return Ok(());
+        }
+        migrator
             .run(&self.pool)
             .await
             .context("applying batchscore's PostgreSQL migrations")
@@ -298,6 +309,59 @@ impl Backend for PostgresBackend {
         Ok(())
     }
 
+    async fn has_quarantined(tx: &mut Self::Tx, job: &str) -> anyhow::Result<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM batchscore_quarantine WHERE job = $1)")
+            .bind(job)
+            .fetch_one(&mut **tx)
+            .await
+            .context("reading batchscore_quarantine")
+    }
+
+    async fn quarantine(
+        tx: &mut Self::Tx,
+        job: &str,
+        stamp: &RunStamp,
+        rows: &[BadRow],
+    ) -> anyhow::Result<()> {
+        let column =
+            |f: fn(&BadRow) -> &String| rows.iter().map(f).cloned().collect::<Vec<String>>();
+        sqlx::query(
+            "INSERT INTO batchscore_quarantine (job, key, run_id, column_name, reason, features, \
+             window_start, window_end, quarantined_at) \
+             SELECT $1, k, $2, c, r, f::jsonb, $3, $4, $5 FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[]) AS u(k, c, r, f) \
+             ON CONFLICT (job, key) DO UPDATE SET run_id = excluded.run_id, column_name = excluded.column_name, \
+             reason = excluded.reason, features = excluded.features, window_start = excluded.window_start, \
+             window_end = excluded.window_end, quarantined_at = excluded.quarantined_at",
+        )
+        .bind(job)
+        .bind(&stamp.run_id)
+        .bind(stamp.window.start)
+        .bind(stamp.window.end)
+        .bind(stamp.scored_at)
+        .bind(column(|r| &r.key))
+        .bind(column(|r| &r.column))
+        .bind(column(|r| &r.reason))
+        .bind(column(|r| &r.features))
+        .execute(&mut **tx)
+        .await
+        .context("writing to batchscore_quarantine")?;
+        Ok(())
+    }
+
+    async fn release_quarantined(
+        tx: &mut Self::Tx,
+        job: &str,
+        keys: Vec<String>,
+    ) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM batchscore_quarantine WHERE job = $1 AND key = ANY($2)")
+            .bind(job)
+            .bind(keys)
+            .execute(&mut **tx)
+            .await
+            .context("releasing scored rows from batchscore_quarantine")?;
+        Ok(())
+    }
+
     async fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         insert_run(&self.pool, run).await
     }
@@ -469,7 +533,8 @@ impl Backend for PostgresBackend {
     async fn recent_runs(&self, job: Option<&str>, limit: u32) -> anyhow::Result<Vec<RunRecord>> {
         let rows = sqlx::query(
             "SELECT run_id, job, window_start, window_end, status, rows_read, rows_written, \
-             model_sha256, started_at, finished_at, error, host, pid FROM batchscore_runs \
+             model_sha256, started_at, finished_at, error, host, pid, rows_bad, \
+             rows_quarantined, rows_skipped, bad_rows FROM batchscore_runs \
              WHERE $1::text IS NULL OR job = $1 ORDER BY started_at DESC LIMIT $2",
         )
         .bind(job)
@@ -522,8 +587,8 @@ async fn insert_run<'e>(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
-         rows_written, model_sha256, started_at, finished_at, error, host, pid) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         rows_written, model_sha256, started_at, finished_at, error, host, pid, rows_bad, \
+         rows_quarantined, rows_skipped, bad_rows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&run.run_id)
     .bind(&run.job)
@@ -538,6 +603,10 @@ async fn insert_run<'e>(
     .bind(&run.error)
     .bind(&run.host)
     .bind(run.pid)
+    .bind(run.rows_bad)
+    .bind(run.rows_quarantined)
+    .bind(run.rows_skipped)
+    .bind(&run.bad_rows)
     .execute(executor)
     .await
     .context("recording the run in batchscore_runs")?;
@@ -550,7 +619,8 @@ async fn update_run<'e>(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE batchscore_runs SET status = $2, rows_read = $3, rows_written = $4, \
-         finished_at = $5, error = $6 WHERE run_id = $1",
+         finished_at = $5, error = $6, rows_bad = $7, \
+         rows_quarantined = $8, rows_skipped = $9, bad_rows = $10 WHERE run_id = $1",
     )
     .bind(&run.run_id)
     .bind(run.status.as_str())
@@ -558,6 +628,10 @@ async fn update_run<'e>(
     .bind(run.rows_written)
     .bind(run.finished_at)
     .bind(&run.error)
+    .bind(run.rows_bad)
+    .bind(run.rows_quarantined)
+    .bind(run.rows_skipped)
+    .bind(&run.bad_rows)
     .execute(executor)
     .await
     .context("updating the run in batchscore_runs")?;
@@ -575,6 +649,10 @@ fn run_from_row(row: &PgRow) -> anyhow::Result<RunRecord> {
             .with_context(|| format!("unknown run status `{status}`"))?,
         rows_read: row.try_get("rows_read")?,
         rows_written: row.try_get("rows_written")?,
+        rows_bad: row.try_get("rows_bad")?,
+        rows_quarantined: row.try_get("rows_quarantined")?,
+        rows_skipped: row.try_get("rows_skipped")?,
+        bad_rows: row.try_get("bad_rows")?,
         model_sha256: row.try_get("model_sha256")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{Backend, CONNECT_TIMEOUT};
 use crate::claim::{Claim, ClaimOutcome, Holder};
+use crate::features::BadRow;
 use crate::ident::TableName;
 use crate::ledger::{RunRecord, RunStatus};
 use crate::plan::Window;
@@ -134,7 +135,17 @@ impl Backend for SqliteBackend {
     type Lock = ();
 
     async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("migrations/sqlite")
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        // Nothing pending: touch nothing, so a role without CREATE can run jobs.
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        if migrator.iter().all(|m| applied.contains(&m.version)) {
+            return Ok(());
+        }
+        migrator
             .run(&self.pool)
             .await
             .context("applying batchscore's SQLite migrations")
@@ -324,6 +335,79 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    async fn has_quarantined(tx: &mut Self::Tx, job: &str) -> anyhow::Result<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM batchscore_quarantine WHERE job = ?1)")
+            .bind(job)
+            .fetch_one(&mut **tx)
+            .await
+            .context("reading batchscore_quarantine")
+    }
+
+    async fn quarantine(
+        tx: &mut Self::Tx,
+        job: &str,
+        stamp: &RunStamp,
+        rows: &[BadRow],
+    ) -> anyhow::Result<()> {
+        use sqlx::Arguments;
+        for batch in rows.chunks(ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..batch.len())
+                .map(|i| {
+                    let p = 6 + 4 * i;
+                    format!(
+                        "(?1, ?{p}, ?2, ?{}, ?{}, ?{}, ?3, ?4, ?5)",
+                        p + 1,
+                        p + 2,
+                        p + 3
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO batchscore_quarantine (job, key, run_id, column_name, reason, features, \
+                 window_start, window_end, quarantined_at) VALUES {} ON CONFLICT (job, key) DO UPDATE SET \
+                 run_id = excluded.run_id, column_name = excluded.column_name, reason = excluded.reason, \
+                 features = excluded.features, window_start = excluded.window_start, \
+                 window_end = excluded.window_end, quarantined_at = excluded.quarantined_at",
+                values.join(", ")
+            );
+            let mut args = SqliteArguments::default();
+            let constants = [
+                job.to_owned(),
+                stamp.run_id.clone(),
+                to_text(stamp.window.start),
+                to_text(stamp.window.end),
+                to_text(stamp.scored_at),
+            ];
+            for value in constants {
+                args.add(value).map_err(anyhow::Error::from_boxed)?;
+            }
+            for row in batch {
+                for value in [&row.key, &row.column, &row.reason, &row.features] {
+                    args.add(value.clone()).map_err(anyhow::Error::from_boxed)?;
+                }
+            }
+            sqlx::query_with(AssertSqlSafe(sql), args)
+                .execute(&mut **tx)
+                .await
+                .context("writing to batchscore_quarantine")?;
+        }
+        Ok(())
+    }
+
+    async fn release_quarantined(
+        tx: &mut Self::Tx,
+        job: &str,
+        keys: Vec<String>,
+    ) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM batchscore_quarantine WHERE job = ?1 AND key IN (SELECT value FROM json_each(?2))")
+            .bind(job)
+            .bind(serde_json::to_string(&keys)?)
+            .execute(&mut **tx)
+            .await
+            .context("releasing scored rows from batchscore_quarantine")?;
+        Ok(())
+    }
+
     async fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         insert_run(&self.pool, run).await
     }
@@ -487,7 +571,8 @@ impl Backend for SqliteBackend {
     async fn recent_runs(&self, job: Option<&str>, limit: u32) -> anyhow::Result<Vec<RunRecord>> {
         let rows = sqlx::query(
             "SELECT run_id, job, window_start, window_end, status, rows_read, rows_written, \
-             model_sha256, started_at, finished_at, error, host, pid FROM batchscore_runs \
+             model_sha256, started_at, finished_at, error, host, pid, rows_bad, \
+             rows_quarantined, rows_skipped, bad_rows FROM batchscore_runs \
              WHERE ?1 IS NULL OR job = ?1 ORDER BY started_at DESC LIMIT ?2",
         )
         .bind(job)
@@ -525,8 +610,8 @@ async fn insert_run<'e>(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
-         rows_written, model_sha256, started_at, finished_at, error, host, pid) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         rows_written, model_sha256, started_at, finished_at, error, host, pid, rows_bad, \
+         rows_quarantined, rows_skipped, bad_rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )
     .bind(&run.run_id)
     .bind(&run.job)
@@ -541,6 +626,10 @@ async fn insert_run<'e>(
     .bind(&run.error)
     .bind(&run.host)
     .bind(run.pid)
+    .bind(run.rows_bad)
+    .bind(run.rows_quarantined)
+    .bind(run.rows_skipped)
+    .bind(&run.bad_rows)
     .execute(executor)
     .await
     .context("recording the run in batchscore_runs")?;
@@ -553,7 +642,8 @@ async fn update_run<'e>(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE batchscore_runs SET status = ?2, rows_read = ?3, rows_written = ?4, \
-         finished_at = ?5, error = ?6 WHERE run_id = ?1",
+         finished_at = ?5, error = ?6, rows_bad = ?7, \
+         rows_quarantined = ?8, rows_skipped = ?9, bad_rows = ?10 WHERE run_id = ?1",
     )
     .bind(&run.run_id)
     .bind(run.status.as_str())
@@ -561,6 +651,10 @@ async fn update_run<'e>(
     .bind(run.rows_written)
     .bind(run.finished_at.map(to_text))
     .bind(&run.error)
+    .bind(run.rows_bad)
+    .bind(run.rows_quarantined)
+    .bind(run.rows_skipped)
+    .bind(&run.bad_rows)
     .execute(executor)
     .await
     .context("updating the run in batchscore_runs")?;
@@ -579,6 +673,10 @@ fn run_from_row(row: &SqliteRow) -> anyhow::Result<RunRecord> {
             .with_context(|| format!("unknown run status `{status}`"))?,
         rows_read: row.try_get("rows_read")?,
         rows_written: row.try_get("rows_written")?,
+        rows_bad: row.try_get("rows_bad")?,
+        rows_quarantined: row.try_get("rows_quarantined")?,
+        rows_skipped: row.try_get("rows_skipped")?,
+        bad_rows: row.try_get("bad_rows")?,
         model_sha256: row.try_get("model_sha256")?,
         started_at: from_text(row.try_get("started_at")?)?,
         finished_at: finished_at.as_deref().map(from_text).transpose()?,
@@ -676,11 +774,16 @@ fn decode_row(
             "TEXT" => {
                 let text = <&str as Decode<Sqlite>>::decode(value).unwrap_or("?");
                 let shown: String = text.chars().take(40).collect();
-                chunk.push_unreadable(feature, format!("holds text '{shown}', not a number"));
+                chunk.push_unreadable(
+                    feature,
+                    format!("holds text '{shown}', not a number"),
+                    text.to_owned(),
+                );
             }
             other => chunk.push_unreadable(
                 feature,
                 format!("holds a {} value, not a number", other.to_lowercase()),
+                format!("({})", other.to_lowercase()),
             ),
         }
     }

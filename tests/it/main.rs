@@ -3,7 +3,9 @@
 //! values computed by ONNX Runtime's Python API (`tests/fixtures`, written by `models/train.py`).
 
 mod bad_input;
+mod bad_rows;
 mod daemon;
+mod hardening;
 mod scoring;
 mod support;
 mod windows;
