@@ -340,34 +340,46 @@ async fn score_window<B: Backend>(
     });
     // Abort the reader however this function ends, including when its future is dropped.
     let reader = AbortOnDrop(reader);
-    while let Some(chunk) = chunks.recv().await {
-        record.rows_read += chunk.frame.height() as i64;
-        let (scored, bad) = score_chunk(Arc::clone(job), chunk).await?;
-        if let Some(first) = bad.first() {
-            found.add(&bad);
-            record.rows_bad += bad.len() as i64;
-            record.bad_rows = Some(found.summary());
-            match bad_rows.policy {
-                BadRowPolicy::Fail => {
-                    return Err(BadWindow::Policy {
-                        first: first.clone(),
+    // Three stages at once: the reader task fetches ahead, chunk n scores on the blocking pool,
+    // and chunk n-1 is written here meanwhile.
+    let mut scoring: Option<tokio::task::JoinHandle<anyhow::Result<Scored>>> = None;
+    loop {
+        let next = chunks.recv().await.map(|chunk| {
+            record.rows_read += chunk.frame.height() as i64;
+            spawn_scoring(Arc::clone(job), chunk)
+        });
+        if let Some(previous) = std::mem::replace(&mut scoring, next) {
+            let (scored, bad) = previous.await.context("the scoring task panicked")??;
+            if let Some(first) = bad.first() {
+                found.add(&bad);
+                record.rows_bad += bad.len() as i64;
+                record.bad_rows = Some(found.summary());
+                match bad_rows.policy {
+                    BadRowPolicy::Fail => {
+                        return Err(BadWindow::Policy {
+                            first: first.clone(),
+                        }
+                        .into());
                     }
-                    .into());
+                    BadRowPolicy::Quarantine => {
+                        B::quarantine(&mut tx, &job.spec.name, &stamp, &bad).await?;
+                        record.rows_quarantined += bad.len() as i64;
+                    }
+                    BadRowPolicy::Skip => record.rows_skipped += bad.len() as i64,
                 }
-                BadRowPolicy::Quarantine => {
-                    B::quarantine(&mut tx, &job.spec.name, &stamp, &bad).await?;
-                    record.rows_quarantined += bad.len() as i64;
+            }
+            if let Some(scored) = scored {
+                B::upsert_results(&mut tx, &job.results, &stamp, &scored).await?;
+                if has_quarantined {
+                    B::release_quarantined(&mut tx, &job.spec.name, scored.keys_as_text()).await?;
                 }
-                BadRowPolicy::Skip => record.rows_skipped += bad.len() as i64,
+                record.rows_written += scored.rows() as i64;
+                tracing::debug!(rows_written = record.rows_written, "chunk written");
             }
         }
-        let Some(scored) = scored else { continue };
-        B::upsert_results(&mut tx, &job.results, &stamp, &scored).await?;
-        if has_quarantined {
-            B::release_quarantined(&mut tx, &job.spec.name, scored.keys_as_text()).await?;
+        if scoring.is_none() {
+            break;
         }
-        record.rows_written += scored.rows() as i64;
-        tracing::debug!(rows_written = record.rows_written, "chunk written");
     }
     reader.join().await?;
     if record.rows_bad > 0 {
@@ -422,12 +434,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Features, model and output checks for one chunk, on the blocking pool: the scored rows (if
-/// any are left) and the rows that could not be scored.
-async fn score_chunk(
+/// A scored chunk (if any row is left) and the rows that could not be scored.
+type Scored = (Option<ScoredChunk>, Vec<BadRow>);
+
+/// Features, model and output checks for one chunk, started on the blocking pool.
+fn spawn_scoring(
     job: Arc<PreparedJob>,
     chunk: SourceChunk,
-) -> anyhow::Result<(Option<ScoredChunk>, Vec<BadRow>)> {
+) -> tokio::task::JoinHandle<anyhow::Result<Scored>> {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
@@ -441,8 +455,6 @@ async fn score_chunk(
         bad.extend(bad_outputs);
         Ok((scored, bad))
     })
-    .await
-    .context("the scoring task panicked")?
 }
 
 /// Bad rows by reason, for the ledger and messages.

@@ -13,7 +13,9 @@ use futures_util::TryStreamExt;
 use polars::prelude::*;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Column as _, Postgres, Row, SqlSafeStr, Transaction, TypeInfo};
+use sqlx::{
+    AssertSqlSafe, Column as _, ConnectOptions, Postgres, Row, SqlSafeStr, Transaction, TypeInfo,
+};
 use tokio::sync::mpsc;
 
 use super::{Backend, CONNECT_TIMEOUT};
@@ -38,7 +40,9 @@ impl PostgresBackend {
         let options = PgConnectOptions::from_str(url)?
             .application_name("batchscore")
             // Columns of type `timestamp` (without time zone) are read as UTC.
-            .options([("TimeZone", "UTC")]);
+            .options([("TimeZone", "UTC")])
+            // Streaming a window is a long statement by design, not a slow one worth a warning.
+            .disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(CONNECT_TIMEOUT)
