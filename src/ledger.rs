@@ -77,15 +77,14 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// A ledger row for a window that was not scored, with the reason in `error`.
-    pub fn skipped(job: &str, window: Window, model_sha256: &str, reason: String) -> RunRecord {
-        let now = Utc::now();
+    /// A new ledger row for `window`, started now by this process, with nothing counted yet.
+    pub fn start(job: &str, window: Window, model_sha256: &str) -> RunRecord {
         RunRecord {
             run_id: uuid::Uuid::now_v7().to_string(),
             job: job.to_owned(),
             window_start: window.start,
             window_end: window.end,
-            status: RunStatus::Skipped,
+            status: RunStatus::Running,
             rows_read: 0,
             rows_written: 0,
             rows_bad: 0,
@@ -93,11 +92,22 @@ impl RunRecord {
             rows_skipped: 0,
             bad_rows: None,
             model_sha256: model_sha256.to_owned(),
-            started_at: now,
-            finished_at: Some(now),
-            error: Some(reason),
+            started_at: Utc::now(),
+            finished_at: None,
+            error: None,
             host: hostname(),
             pid: i64::from(std::process::id()),
+        }
+    }
+
+    /// A ledger row for a window that was not scored, with the reason in `error`.
+    pub fn skipped(job: &str, window: Window, model_sha256: &str, reason: String) -> RunRecord {
+        let record = RunRecord::start(job, window, model_sha256);
+        RunRecord {
+            status: RunStatus::Skipped,
+            finished_at: Some(record.started_at),
+            error: Some(reason),
+            ..record
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::db::Backend;
 use crate::error::{BadWindow, ConfigError, Contention, Interrupted};
 use crate::features::{BadRow, extract_features};
 use crate::job::PreparedJob;
-use crate::ledger::{RunRecord, RunStatus, Tally, hostname};
+use crate::ledger::{RunRecord, RunStatus, Tally};
 use crate::plan::{Plan, Window, WindowRequest, plan_windows};
 use crate::shutdown::Stop;
 use crate::sink::{RunStamp, ScoredChunk};
@@ -222,27 +222,9 @@ async fn run_window<B: Backend>(
     stop: &Stop,
     tally: &mut Tally,
 ) -> anyhow::Result<WindowSummary> {
-    let run_id = uuid::Uuid::now_v7().to_string();
+    let mut record = RunRecord::start(&job.spec.name, window, &job.model.sha256);
+    let run_id = record.run_id.clone();
     tracing::Span::current().record("run_id", run_id.as_str());
-    let mut record = RunRecord {
-        run_id: run_id.clone(),
-        job: job.spec.name.clone(),
-        window_start: window.start,
-        window_end: window.end,
-        status: RunStatus::Running,
-        rows_read: 0,
-        rows_written: 0,
-        rows_bad: 0,
-        rows_quarantined: 0,
-        rows_skipped: 0,
-        bad_rows: None,
-        model_sha256: job.model.sha256.clone(),
-        started_at: Utc::now(),
-        finished_at: None,
-        error: None,
-        host: hostname(),
-        pid: i64::from(std::process::id()),
-    };
     db.insert_run(&record).await?;
     tracing::info!("window started");
 
