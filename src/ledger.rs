@@ -121,7 +121,7 @@ pub struct Tally {
     pub skipped: u64,
     pub rows_read: u64,
     pub rows_written: u64,
-    /// Rows read by windows that failed, so were not written.
+    /// Rows read but not written: bad rows, and the rows of windows that failed.
     pub rows_rejected: u64,
 }
 

@@ -36,7 +36,8 @@ pub struct Metrics {
     pub ticks_skipped: Family<JobLabel, Counter>,
     pub rows_read: Family<JobLabel, Counter>,
     pub rows_written: Family<JobLabel, Counter>,
-    /// Rows read by windows that failed, so were not written.
+    /// Rows read but not written: bad rows (quarantined or skipped) and the rows of windows that
+    /// failed.
     pub rows_rejected: Family<JobLabel, Counter>,
     pub run_seconds: Family<JobLabel, Histogram, fn() -> Histogram>,
     pub last_success: Family<JobLabel, FloatGauge>,
@@ -87,7 +88,7 @@ impl Default for Metrics {
         );
         registry.register(
             "rows_rejected",
-            "Rows read by windows that failed and wrote nothing",
+            "Rows read but not written: bad rows, and the rows of windows that failed",
             metrics.rows_rejected.clone(),
         );
         registry.register(
