@@ -124,18 +124,13 @@ pub async fn run<B: Backend>(db: B, options: DaemonOptions) -> anyhow::Result<Ex
         tracing::error!(job = %name, error = %format!("{err:#}"), "invalid job: not scheduled");
     }
     if loaded.is_empty() {
-        return Err(ConfigError::Job {
-            job: "*".to_owned(),
-            problem: format!("no valid job in {}", daemon.options.jobs_dir.display()),
-        }
-        .into());
+        let dir = daemon.options.jobs_dir.display();
+        return Err(ConfigError::Daemon(format!("no valid job in {dir}")).into());
     }
     if daemon.options.strict && !invalid.is_empty() {
-        return Err(ConfigError::Job {
-            job: invalid[0].0.clone(),
-            problem: format!("{} invalid job(s) and --strict is set", invalid.len()),
-        }
-        .into());
+        let names: Vec<&str> = invalid.iter().map(|(name, _)| name.as_str()).collect();
+        let problem = format!("invalid job(s) {} and --strict is set", names.join(", "));
+        return Err(ConfigError::Daemon(problem).into());
     }
 
     let http_stop = Arc::new(tokio::sync::Notify::new());

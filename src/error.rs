@@ -32,6 +32,9 @@ pub enum ConfigError {
     Database { target: String, problem: String },
     #[error("{0}")]
     OnnxRuntime(String),
+    /// The daemon cannot start as configured (no valid job, a bad `--listen` address).
+    #[error("daemon: {0}")]
+    Daemon(String),
 }
 
 impl ConfigError {

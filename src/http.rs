@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+
+use crate::error::ConfigError;
 
 /// What the handlers read: whether the scheduler is running, and the metrics text.
 pub trait Status: Send + Sync + 'static {
@@ -27,7 +28,7 @@ pub async fn serve<S: Status>(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .map_err(|e| ConfigError::Daemon(format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, "serving /healthz and /metrics");
     let app = Router::new()
         .route("/healthz", get(healthz::<S>))

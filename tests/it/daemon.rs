@@ -479,7 +479,19 @@ async fn invalid_jobs_are_reported_and_strict_refuses_them() {
     );
     let out = p.batchscore(&["daemon", "--strict"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("--strict"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid job(s) broken and --strict is set"),
+        "{}",
+        stderr(&out)
+    );
+    // An address this machine does not have (TEST-NET-1) cannot be listened on.
+    let out = p.batchscore(&["daemon", "--listen", "192.0.2.1:9464"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("daemon: cannot listen on 192.0.2.1:9464"),
+        "{}",
+        stderr(&out)
+    );
 
     let port = free_port();
     let daemon = start_daemon(&p, &["--listen", &format!("127.0.0.1:{port}")]);
