@@ -302,15 +302,7 @@ async fn policies(kind: Kind) {
     assert_eq!(reasons.as_deref(), Some("temperature is NULL: 2"));
 }
 
-#[tokio::test]
-async fn sqlite_bad_row_policies() {
-    policies(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_bad_row_policies() {
-    policies(Kind::Postgres).await;
-}
+on_both_databases!(policies);
 
 async fn bad_predictions_are_bad_rows(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -340,15 +332,7 @@ async fn bad_predictions_are_bad_rows(kind: Kind) {
     assert_eq!(p.count(infinite).await, 0);
 }
 
-#[tokio::test]
-async fn sqlite_bad_predictions() {
-    bad_predictions_are_bad_rows(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_bad_predictions() {
-    bad_predictions_are_bad_rows(Kind::Postgres).await;
-}
+on_both_databases!(bad_predictions_are_bad_rows);
 
 /// One random window: rows with bad cells here and there, and a threshold.
 fn window_strategy(kind: Kind) -> impl Strategy<Value = (Vec<Vec<Cell>>, f64)> {

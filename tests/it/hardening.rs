@@ -91,15 +91,7 @@ async fn schema_drift_fails_before_anything_is_written(kind: Kind) {
     .await;
 }
 
-#[tokio::test]
-async fn sqlite_schema_drift() {
-    schema_drift_fails_before_anything_is_written(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_schema_drift() {
-    schema_drift_fails_before_anything_is_written(Kind::Postgres).await;
-}
+on_both_databases!(schema_drift_fails_before_anything_is_written);
 
 #[tokio::test]
 async fn a_pinned_model_that_changed_is_refused() {

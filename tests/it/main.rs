@@ -2,10 +2,13 @@
 //! PostgreSQL server, with the real ONNX Runtime. Predictions are checked against reference
 //! values computed by ONNX Runtime's Python API (`tests/fixtures`, written by `models/train.py`).
 
+// First, so its macros are in scope in every test module.
+#[macro_use]
+mod support;
+
 mod bad_input;
 mod bad_rows;
 mod daemon;
 mod hardening;
 mod scoring;
-mod support;
 mod windows;

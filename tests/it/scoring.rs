@@ -274,15 +274,7 @@ async fn regressor_with_text_keys_and_query(kind: Kind) {
     }
 }
 
-#[tokio::test]
-async fn sqlite_regressor_text_keys_boolean_feature_query_source() {
-    regressor_with_text_keys_and_query(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_regressor_text_keys_boolean_numeric_features_query_source() {
-    regressor_with_text_keys_and_query(Kind::Postgres).await;
-}
+on_both_databases!(regressor_with_text_keys_and_query);
 
 async fn rerun_is_idempotent(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -330,15 +322,7 @@ async fn rerun_is_idempotent(kind: Kind) {
     assert_machine_failure_window(&p, &fixture).await;
 }
 
-#[tokio::test]
-async fn sqlite_rerun_replaces_without_duplicates() {
-    rerun_is_idempotent(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_rerun_replaces_without_duplicates() {
-    rerun_is_idempotent(Kind::Postgres).await;
-}
+on_both_databases!(rerun_is_idempotent);
 
 async fn empty_window_succeeds(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -371,15 +355,7 @@ async fn empty_window_succeeds(kind: Kind) {
     );
 }
 
-#[tokio::test]
-async fn sqlite_empty_window() {
-    empty_window_succeeds(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_empty_window() {
-    empty_window_succeeds(Kind::Postgres).await;
-}
+on_both_databases!(empty_window_succeeds);
 
 #[tokio::test]
 async fn at_plans_the_latest_window_before_the_lateness_margin() {

@@ -310,6 +310,25 @@ pub fn model_path(name: &str) -> PathBuf {
     Path::new(REPO).join("models").join(format!("{name}.onnx"))
 }
 
+/// Two tests running `body(Kind)`, `BODY::sqlite` and `BODY::postgres`, named after `body`.
+macro_rules! on_both_databases {
+    ($body:ident) => {
+        mod $body {
+            use $crate::support::Kind;
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$body(Kind::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$body(Kind::Postgres).await;
+            }
+        }
+    };
+}
+
 /// A free TCP port on loopback (bound, then released for the daemon to take).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

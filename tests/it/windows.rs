@@ -122,15 +122,7 @@ async fn catch_up_all_scores_every_missed_window(kind: Kind) {
     assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
 }
 
-#[tokio::test]
-async fn sqlite_catch_up_all() {
-    catch_up_all_scores_every_missed_window(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_catch_up_all() {
-    catch_up_all_scores_every_missed_window(Kind::Postgres).await;
-}
+on_both_databases!(catch_up_all_scores_every_missed_window);
 
 async fn catch_up_latest_scores_one_window_and_records_the_gap(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -159,15 +151,7 @@ async fn catch_up_latest_scores_one_window_and_records_the_gap(kind: Kind) {
     assert_eq!(scored, [keys(10, 20), keys(60, 70)].concat());
 }
 
-#[tokio::test]
-async fn sqlite_catch_up_latest() {
-    catch_up_latest_scores_one_window_and_records_the_gap(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_catch_up_latest() {
-    catch_up_latest_scores_one_window_and_records_the_gap(Kind::Postgres).await;
-}
+on_both_databases!(catch_up_latest_scores_one_window_and_records_the_gap);
 
 async fn late_rows_are_scored_by_the_next_run(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -185,15 +169,7 @@ async fn late_rows_are_scored_by_the_next_run(kind: Kind) {
     assert_eq!(scored, keys(10, 30), "the late rows are not lost");
 }
 
-#[tokio::test]
-async fn sqlite_late_rows() {
-    late_rows_are_scored_by_the_next_run(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_late_rows() {
-    late_rows_are_scored_by_the_next_run(Kind::Postgres).await;
-}
+on_both_databases!(late_rows_are_scored_by_the_next_run);
 
 async fn backfill_is_idempotent_and_leaves_the_watermark(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -226,15 +202,7 @@ async fn backfill_is_idempotent_and_leaves_the_watermark(kind: Kind) {
     assert_eq!(after.keys().copied().collect::<Vec<_>>(), keys(0, 50));
 }
 
-#[tokio::test]
-async fn sqlite_backfill() {
-    backfill_is_idempotent_and_leaves_the_watermark(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_backfill() {
-    backfill_is_idempotent_and_leaves_the_watermark(Kind::Postgres).await;
-}
+on_both_databases!(backfill_is_idempotent_and_leaves_the_watermark);
 
 #[tokio::test]
 async fn watermark_never_moves_into_the_future_or_back_implicitly() {
@@ -371,15 +339,7 @@ async fn racing_runs_commit_each_window_once(kind: Kind) {
     assert_same_predictions(&predictions(&p).await, &golden(kind, 12_000, 101).await);
 }
 
-#[tokio::test]
-async fn sqlite_eight_racing_runs() {
-    racing_runs_commit_each_window_once(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_eight_racing_runs() {
-    racing_runs_commit_each_window_once(Kind::Postgres).await;
-}
+on_both_databases!(racing_runs_commit_each_window_once);
 
 /// Rerun until the job is free (a killed holder's PostgreSQL session may take a moment to end).
 fn rerun_until_done(p: &Project, args: &[&str]) {
@@ -475,15 +435,7 @@ async fn killed_runs_leave_whole_windows_only(kind: Kind) {
     }
 }
 
-#[tokio::test]
-async fn sqlite_twenty_killed_runs() {
-    killed_runs_leave_whole_windows_only(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_twenty_killed_runs() {
-    killed_runs_leave_whole_windows_only(Kind::Postgres).await;
-}
+on_both_databases!(killed_runs_leave_whole_windows_only);
 
 async fn sigterm_rolls_back_the_open_window(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -535,12 +487,4 @@ async fn sigterm_rolls_back_the_open_window(kind: Kind) {
     assert_eq!(rows[0].2, "failed");
 }
 
-#[tokio::test]
-async fn sqlite_sigterm() {
-    sigterm_rolls_back_the_open_window(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_sigterm() {
-    sigterm_rolls_back_the_open_window(Kind::Postgres).await;
-}
+on_both_databases!(sigterm_rolls_back_the_open_window);
