@@ -409,11 +409,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        insert_run(&self.pool, run).await
+        write_run(&self.pool, run).await
     }
 
     async fn insert_run_in(tx: &mut Self::Tx, run: &RunRecord) -> anyhow::Result<()> {
-        insert_run(&mut **tx, run).await
+        write_run(&mut **tx, run).await
     }
 
     async fn abandon_runs(&self, job: &str) -> anyhow::Result<u64> {
@@ -557,11 +557,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn finish_run(tx: &mut Self::Tx, run: &RunRecord) -> anyhow::Result<()> {
-        update_run(&mut **tx, run).await
+        write_run(&mut **tx, run).await
     }
 
     async fn fail_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        update_run(&self.pool, run).await
+        write_run(&self.pool, run).await
     }
 
     async fn commit(tx: Self::Tx) -> anyhow::Result<()> {
@@ -604,14 +604,20 @@ async fn read_holder(pool: &SqlitePool, job: &str) -> anyhow::Result<Option<Hold
     .transpose()
 }
 
-async fn insert_run<'e>(
+/// Insert the ledger row, or update how it ended: the one statement for starting, finishing
+/// and failing a run.
+async fn write_run<'e>(
     executor: impl sqlx::SqliteExecutor<'e>,
     run: &RunRecord,
 ) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
          rows_written, model_sha256, started_at, finished_at, error, host, pid, rows_bad, \
-         rows_quarantined, rows_skipped, bad_rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+         rows_quarantined, rows_skipped, bad_rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+         ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, rows_read = excluded.rows_read, \
+         rows_written = excluded.rows_written, finished_at = excluded.finished_at, error = excluded.error, \
+         rows_bad = excluded.rows_bad, rows_quarantined = excluded.rows_quarantined, \
+         rows_skipped = excluded.rows_skipped, bad_rows = excluded.bad_rows",
     )
     .bind(&run.run_id)
     .bind(&run.job)
@@ -633,31 +639,6 @@ async fn insert_run<'e>(
     .execute(executor)
     .await
     .context("recording the run in batchscore_runs")?;
-    Ok(())
-}
-
-async fn update_run<'e>(
-    executor: impl sqlx::SqliteExecutor<'e>,
-    run: &RunRecord,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE batchscore_runs SET status = ?2, rows_read = ?3, rows_written = ?4, \
-         finished_at = ?5, error = ?6, rows_bad = ?7, \
-         rows_quarantined = ?8, rows_skipped = ?9, bad_rows = ?10 WHERE run_id = ?1",
-    )
-    .bind(&run.run_id)
-    .bind(run.status.as_str())
-    .bind(run.rows_read)
-    .bind(run.rows_written)
-    .bind(run.finished_at.map(to_text))
-    .bind(&run.error)
-    .bind(run.rows_bad)
-    .bind(run.rows_quarantined)
-    .bind(run.rows_skipped)
-    .bind(&run.bad_rows)
-    .execute(executor)
-    .await
-    .context("updating the run in batchscore_runs")?;
     Ok(())
 }
 
