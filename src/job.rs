@@ -39,9 +39,9 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
     let columns = db.describe_source(&spec).await.map_err(fail)?;
     let shape = SourceShape::check(&spec, &columns, B::timestamp_ok).map_err(fail)?;
 
-    let results = ResultsTable::new(&spec, shape.key, &outputs);
-    let existing = db.table_columns(&results.table).await?;
-    if let Some(existing) = &existing {
+    let mut results = ResultsTable::new(&spec, shape.key, &outputs);
+    results.existing = db.table_columns(&results.table).await?;
+    if let Some(existing) = &results.existing {
         results.check_existing(existing).map_err(fail)?;
     }
     Ok(Arc::new(PreparedJob {
@@ -49,7 +49,7 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
         model,
         outputs,
         shape,
+        results_exist: results.existing.is_some(),
         results,
-        results_exist: existing.is_some(),
     }))
 }

@@ -5,7 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use ort::value::TensorElementType;
-use polars::prelude::{AnyValue, BooleanChunked, Column, DataFrame, NewChunkedArray};
+use polars::prelude::{
+    AnyValue, BooleanChunked, Column, DataFrame, DataType, Float64Chunked, Int64Chunked,
+    NewChunkedArray, StringChunked,
+};
 
 use crate::features::{BadRow, bad_row};
 use crate::ident::{Ident, TableName};
@@ -43,6 +46,9 @@ pub struct ResultsTable {
     pub key: Ident,
     pub key_kind: KeyKind,
     pub outputs: Vec<(Ident, ResultType)>,
+    /// The table's columns and their declared types as the database described them when the job
+    /// was prepared; `None` when the table did not exist (batchscore creates it).
+    pub existing: Option<Vec<(String, String)>>,
 }
 
 impl ResultsTable {
@@ -55,6 +61,7 @@ impl ResultsTable {
                 .iter()
                 .map(|o| (o.spec.column.clone(), o.result_type))
                 .collect(),
+            existing: None,
         }
     }
 
@@ -67,11 +74,11 @@ impl ResultsTable {
     }
 
     /// An existing results table must have every column batchscore writes.
-    pub fn check_existing(&self, existing: &[String]) -> Result<(), String> {
+    pub fn check_existing(&self, existing: &[(String, String)]) -> Result<(), String> {
         let missing: Vec<&str> = self
             .column_names()
             .into_iter()
-            .filter(|name| !existing.iter().any(|e| e == name))
+            .filter(|name| !existing.iter().any(|(e, _)| e == name))
             .collect();
         if missing.is_empty() {
             Ok(())
@@ -159,5 +166,33 @@ impl ScoredChunk {
 
     pub fn rows(&self) -> usize {
         self.frame.height()
+    }
+
+    /// The columns, key first, each typed once so writers need not match types per value.
+    pub fn typed_columns(&self) -> anyhow::Result<Vec<ResultColumn<'_>>> {
+        self.frame.columns().iter().map(ResultColumn::of).collect()
+    }
+}
+
+/// A column of a [`ScoredChunk`] by its type.
+pub enum ResultColumn<'a> {
+    Float(&'a Float64Chunked),
+    Integer(&'a Int64Chunked),
+    Boolean(&'a BooleanChunked),
+    Text(&'a StringChunked),
+}
+
+impl<'a> ResultColumn<'a> {
+    fn of(column: &'a Column) -> anyhow::Result<Self> {
+        Ok(match column.dtype() {
+            DataType::Float64 => ResultColumn::Float(column.f64()?),
+            DataType::Int64 => ResultColumn::Integer(column.i64()?),
+            DataType::Boolean => ResultColumn::Boolean(column.bool()?),
+            DataType::String => ResultColumn::Text(column.str()?),
+            other => anyhow::bail!(
+                "result column `{}` has unexpected type {other}",
+                column.name()
+            ),
+        })
     }
 }

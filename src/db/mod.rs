@@ -46,11 +46,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Whether a column of this kind can hold the times a window slices on.
     fn timestamp_ok(kind: &ColumnKind) -> bool;
 
-    /// The columns of an existing results table, or `None` if there is no such table.
+    /// The columns of an existing table and their declared types, or `None` if there is no
+    /// such table.
     fn table_columns(
         &self,
         table: &TableName,
-    ) -> impl Future<Output = anyhow::Result<Option<Vec<String>>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Option<Vec<(String, String)>>>> + Send;
 
     /// How many source rows fall in the window (for `--dry-run`).
     fn count_window(

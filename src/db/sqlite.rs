@@ -9,15 +9,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures_util::TryStreamExt;
-use polars::prelude::*;
+use rusqlite::types::ValueRef;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous, SqliteValueRef,
+    LockedSqliteHandle, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{
-    AssertSqlSafe, Column as _, ConnectOptions, Decode, Row, SqlSafeStr, Sqlite, Transaction,
-    TypeInfo, ValueRef,
+    AssertSqlSafe, Column as _, ConnectOptions, Row, SqlSafeStr, Sqlite, Transaction, TypeInfo,
 };
 use tokio::sync::mpsc;
 
@@ -27,18 +25,13 @@ use crate::features::BadRow;
 use crate::ident::TableName;
 use crate::ledger::{RunRecord, RunStatus};
 use crate::plan::Window;
-use crate::sink::{ResultType, ResultsTable, RunStamp, ScoredChunk};
+use crate::sink::{ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk};
 use crate::source::{ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::{JobSpec, SourceFrom};
 
-/// SQLite's limit on bound parameters in one statement.
-const MAX_PARAMS: usize = 32_766;
-/// Rows per multi-row INSERT: enough to amortise each statement, few enough to keep it cheap to
-/// prepare once and reuse from the statement cache.
+/// Rows per multi-row INSERT into the quarantine: enough to amortise each statement, few enough
+/// to keep it cheap to prepare once and reuse from the statement cache.
 const ROWS_PER_INSERT: usize = 500;
-/// Rows sqlx's SQLite worker may buffer ahead of the reader (its default is 50). Measured on a
-/// 1M-row window: 50 → 3.7 s, 1,024 → 2.9 s, 8,192 → 2.8 s; a few megabytes of rows at most.
-const ROW_BUFFER: usize = 4096;
 
 #[derive(Clone)]
 pub struct SqliteBackend {
@@ -54,9 +47,6 @@ impl SqliteBackend {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            // Rows come from sqlx's worker thread one message at a time; a deep buffer lets the
-            // worker run ahead instead of waking the reader for every few rows.
-            .row_buffer_size(ROW_BUFFER)
             // Streaming a window is a long statement by design, not a slow one worth a warning.
             .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
@@ -198,14 +188,18 @@ impl Backend for SqliteBackend {
         !matches!(kind, ColumnKind::Boolean | ColumnKind::Other(_))
     }
 
-    async fn table_columns(&self, table: &TableName) -> anyhow::Result<Option<Vec<String>>> {
+    async fn table_columns(
+        &self,
+        table: &TableName,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
         let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?1, ?2)")
-            .bind(table.name.as_str())
-            .bind(schema)
-            .fetch_all(&self.pool)
-            .await
-            .with_context(|| format!("describing results table {table}"))?;
+        let names: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, type FROM pragma_table_info(?1, ?2)")
+                .bind(table.name.as_str())
+                .bind(schema)
+                .fetch_all(&self.pool)
+                .await
+                .with_context(|| format!("describing results table {table}"))?;
         Ok((!names.is_empty()).then_some(names))
     }
 
@@ -238,21 +232,40 @@ impl Backend for SqliteBackend {
             from_clause(spec),
             window_predicate(spec)
         );
-        let mut rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(to_unix_seconds(window.start))
-            .bind(to_unix_seconds(window.end))
-            .fetch(&self.pool);
-        let mut chunk = ChunkBuilder::new(spec, shape);
-        while let Some(row) = rows.try_next().await.context("reading the window's rows")? {
-            decode_row(&row, spec, shape, &mut chunk)?;
-            if chunk.is_full() && out.send(chunk.take()).await.is_err() {
-                return Ok(()); // the consumer stopped; it reports why
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = out.send(chunk.take()).await;
-        }
-        Ok(())
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .context("reading the window's rows")?;
+        let (spec, shape) = (spec.clone(), shape.clone());
+        let runtime = tokio::runtime::Handle::current();
+        // The statement steps on a blocking thread, rows decoded straight off it: through sqlx,
+        // every value was copied on its worker thread and every row handed across threads.
+        tokio::task::spawn_blocking(move || {
+            let mut locked = runtime
+                .block_on(conn.lock_handle())
+                .context("reading the window's rows")?;
+            with_direct(&mut locked, |db| {
+                let mut select = db.prepare(&sql)?;
+                select.raw_bind_parameter(1, to_unix_seconds(window.start))?;
+                select.raw_bind_parameter(2, to_unix_seconds(window.end))?;
+                let mut rows = select.raw_query();
+                let mut chunk = ChunkBuilder::new(&spec, &shape);
+                while let Some(row) = rows.next()? {
+                    decode_row(row, &spec, &shape, &mut chunk)?;
+                    if chunk.is_full() && out.blocking_send(chunk.take()).is_err() {
+                        return Ok(()); // the consumer stopped; it reports why
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = out.blocking_send(chunk.take());
+                }
+                Ok(())
+            })
+            .context("reading the window's rows")
+        })
+        .await
+        .context("the window's reader panicked")?
     }
 
     async fn begin(&self) -> anyhow::Result<Self::Tx> {
@@ -307,40 +320,38 @@ impl Backend for SqliteBackend {
         stamp: &RunStamp,
         chunk: &ScoredChunk,
     ) -> anyhow::Result<()> {
-        let columns = chunk.frame.columns();
-        let per_row = columns.len();
-        let rows_per_insert = ROWS_PER_INSERT.min(MAX_PARAMS / (per_row + 5));
-        let window_start = to_text(stamp.window.start);
-        let window_end = to_text(stamp.window.end);
-        let scored_at = to_text(stamp.scored_at);
-        let mut offset = 0;
-        while offset < chunk.rows() {
-            let rows = rows_per_insert.min(chunk.rows() - offset);
-            let sql = upsert_sql(table, rows, per_row);
-            let mut args = SqliteArguments::default();
-            use sqlx::Arguments;
-            let stamp_values = [
-                stamp.model_version.as_str(),
-                stamp.run_id.as_str(),
-                window_start.as_str(),
-                window_end.as_str(),
-                scored_at.as_str(),
-            ];
-            for row in offset..offset + rows {
-                for column in columns {
-                    add_value(&mut args, column, row)?;
+        let columns = chunk.typed_columns()?;
+        let sql = upsert_sql(table, columns.len());
+        let stamp_values = [
+            stamp.model_version.clone(),
+            stamp.run_id.clone(),
+            to_text(stamp.window.start),
+            to_text(stamp.window.end),
+            to_text(stamp.scored_at),
+        ];
+        let mut locked = tx
+            .lock_handle()
+            .await
+            .with_context(|| format!("writing results to {}", table.table))?;
+        // One prepared statement for the chunk, executed per row: no SQL text to build or parse
+        // per row, and the stamp, the same for every row, is bound once (SQLite keeps bindings
+        // across executions).
+        on_this_thread(|| {
+            with_direct(&mut locked, |db| {
+                let mut insert = db.prepare(&sql)?;
+                for (i, value) in stamp_values.iter().enumerate() {
+                    insert.raw_bind_parameter(columns.len() + 1 + i, value.as_str())?;
                 }
-                for value in stamp_values {
-                    args.add(value).map_err(anyhow::Error::from_boxed)?;
+                for row in 0..chunk.rows() {
+                    for (i, column) in columns.iter().enumerate() {
+                        bind(&mut insert, i + 1, column, row)?;
+                    }
+                    insert.raw_execute()?;
                 }
-            }
-            sqlx::query_with(AssertSqlSafe(sql), args)
-                .execute(&mut **tx)
-                .await
-                .with_context(|| format!("writing results to {}", table.table))?;
-            offset += rows;
-        }
-        Ok(())
+                Ok(())
+            })
+        })
+        .with_context(|| format!("writing results to {}", table.table))
     }
 
     async fn has_quarantined(tx: &mut Self::Tx, job: &str) -> anyhow::Result<bool> {
@@ -366,7 +377,9 @@ impl Backend for SqliteBackend {
             to_text(stamp.scored_at),
         ];
         for batch in rows.chunks(ROWS_PER_INSERT) {
-            // Anonymous `?`, in column order (see `upsert_sql` for why).
+            // Anonymous `?`, in column order: SQLite finds each numbered `?NNN` by a linear
+            // search, and sqlx asks for every parameter's name, which made binding a statement
+            // of thousands of parameters quadratic.
             let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; batch.len()];
             let sql = format!(
                 "INSERT INTO batchscore_quarantine (job, run_id, window_start, window_end, quarantined_at, \
@@ -667,106 +680,117 @@ fn run_from_row(row: &SqliteRow) -> anyhow::Result<RunRecord> {
     })
 }
 
-/// `INSERT … VALUES (?, ?, …), … ON CONFLICT (key) DO UPDATE …` for `rows` rows of `per_row`
-/// values and the stamp's five. Anonymous `?` on purpose: SQLite finds each numbered `?NNN` by a
-/// linear search, and sqlx asks for every parameter's name, which made binding a 1,500-parameter
-/// statement quadratic (58% of a run's time). Repeating the stamp per row costs far less.
-fn upsert_sql(table: &ResultsTable, rows: usize, per_row: usize) -> String {
+/// `INSERT … VALUES (?1, …) ON CONFLICT (key) DO UPDATE …` for one row of `per_row` values
+/// and the stamp's five.
+fn upsert_sql(table: &ResultsTable, per_row: usize) -> String {
     let names = table.column_names();
     let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let row = format!("({})", vec!["?"; per_row + 5].join(", "));
-    let values = vec![row; rows];
+    let placeholders: Vec<String> = (1..=per_row + 5).map(|i| format!("?{i}")).collect();
     let updates: Vec<String> = quoted[1..]
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
         table.table.quoted(),
         quoted.join(", "),
-        values.join(", "),
+        placeholders.join(", "),
         quoted[0],
         updates.join(", ")
     )
 }
 
-fn add_value(args: &mut SqliteArguments, column: &Column, row: usize) -> anyhow::Result<()> {
-    use sqlx::Arguments;
-    let added = match column.dtype() {
-        DataType::Float64 => args.add(column.f64()?.get(row)),
-        DataType::Int64 => args.add(column.i64()?.get(row)),
-        DataType::Boolean => args.add(column.bool()?.get(row)),
-        DataType::String => args.add(column.str()?.get(row).map(str::to_owned)),
-        other => anyhow::bail!(
-            "result column `{}` has unexpected type {other}",
-            column.name()
-        ),
-    };
-    added.map_err(anyhow::Error::from_boxed)
+/// Bind row `row` of `column` to parameter `index`.
+fn bind(
+    statement: &mut rusqlite::Statement<'_>,
+    index: usize,
+    column: &ResultColumn<'_>,
+    row: usize,
+) -> rusqlite::Result<()> {
+    match column {
+        ResultColumn::Float(values) => statement.raw_bind_parameter(index, values.get(row)),
+        ResultColumn::Integer(values) => statement.raw_bind_parameter(index, values.get(row)),
+        ResultColumn::Boolean(values) => statement.raw_bind_parameter(index, values.get(row)),
+        ResultColumn::Text(values) => statement.raw_bind_parameter(index, values.get(row)),
+    }
 }
 
-/// Decode one source row: key first, then the features, checked value by value.
+/// Run `f` on a rusqlite view of a connection sqlx has handed over (`lock_handle`), for the
+/// hot loops where a prepared statement stepped directly beats sqlx's per-row machinery. The
+/// connection stays sqlx's, transaction included; statements `f` prepares end with it.
+fn with_direct<T>(
+    locked: &mut LockedSqliteHandle<'_>,
+    f: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    // SAFETY: the lock keeps sqlx's worker off the handle for as long as `locked` lives, which
+    // outlives `direct`; `from_handle` makes a view that never closes the handle.
+    let direct = unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
+    f(&direct)
+}
+
+/// Run blocking database work from async code: on a multi-threaded runtime the thread's other
+/// tasks move elsewhere meanwhile; on a current-thread runtime (tests) it simply runs.
+fn on_this_thread<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Decode one source row: key first, then the features, checked value by value (SQLite types
+/// are per value: a REAL column may hold text).
 fn decode_row(
-    row: &SqliteRow,
+    row: &rusqlite::Row<'_>,
     spec: &JobSpec,
     shape: &SourceShape,
     chunk: &mut ChunkBuilder,
 ) -> anyhow::Result<()> {
-    let key = row.try_get_raw(0)?;
     let key_problem = |what: &str| {
         anyhow::anyhow!(
             "a row of the window has {what} in key column `{}`: keys must be unique and not NULL",
             spec.source.key
         )
     };
-    // Ask `is_null` first: for a NULL, sqlx reports the column's declared type, not NULL, and
-    // decoding it would turn the NULL into 0.
-    if key.is_null() {
-        return Err(key_problem("NULL"));
-    }
-    match (shape.key, key.type_info().name()) {
-        (KeyKind::Integer, "INTEGER") => chunk
-            .push_int_key(<i64 as Decode<Sqlite>>::decode(key).map_err(anyhow::Error::from_boxed)?),
-        (KeyKind::Text, "TEXT") => chunk.push_text_key(
-            <&str as Decode<Sqlite>>::decode(key).map_err(anyhow::Error::from_boxed)?,
+    match (shape.key, row.get_ref(0)?) {
+        (_, ValueRef::Null) => return Err(key_problem("NULL")),
+        (KeyKind::Integer, ValueRef::Integer(key)) => chunk.push_int_key(key),
+        (KeyKind::Text, ValueRef::Integer(key)) => chunk.push_text_key(&key.to_string()),
+        (KeyKind::Text, ValueRef::Text(key)) => chunk.push_text_key(
+            std::str::from_utf8(key).map_err(|_| key_problem("text that is not UTF-8"))?,
         ),
-        (KeyKind::Text, "INTEGER") => chunk.push_text_key(
-            &<i64 as Decode<Sqlite>>::decode(key)
-                .map_err(anyhow::Error::from_boxed)?
-                .to_string(),
-        ),
-        (_, other) => return Err(key_problem(&format!("a {} value", other.to_lowercase()))),
+        (_, other) => return Err(key_problem(&format!("a {} value", type_name(other)))),
     }
     for feature in 0..shape.features.len() {
-        let value: SqliteValueRef<'_> = row.try_get_raw(feature + 1)?;
-        if value.is_null() {
-            chunk.push_feature(feature, None);
-            continue;
-        }
-        match value.type_info().name() {
-            "INTEGER" | "REAL" => {
-                let v =
-                    <f64 as Decode<Sqlite>>::decode(value).map_err(anyhow::Error::from_boxed)?;
-                chunk.push_feature(feature, Some(v));
-            }
-            "TEXT" => {
-                let text = <&str as Decode<Sqlite>>::decode(value).unwrap_or("?");
+        match row.get_ref(feature + 1)? {
+            ValueRef::Null => chunk.push_feature(feature, None),
+            ValueRef::Integer(v) => chunk.push_feature(feature, Some(v as f64)),
+            ValueRef::Real(v) => chunk.push_feature(feature, Some(v)),
+            ValueRef::Text(bytes) => {
+                let text = String::from_utf8_lossy(bytes);
                 let shown: String = text.chars().take(40).collect();
                 chunk.push_unreadable(
                     feature,
                     format!("holds text '{shown}', not a number"),
-                    text.to_owned(),
+                    text.into_owned(),
                 );
             }
-            other => chunk.push_unreadable(
-                feature,
-                format!("holds a {} value, not a number", other.to_lowercase()),
-                format!("({})", other.to_lowercase()),
-            ),
+            other => {
+                let kind = type_name(other);
+                chunk.push_unreadable(
+                    feature,
+                    format!("holds a {kind} value, not a number"),
+                    format!("({kind})"),
+                );
+            }
         }
     }
     chunk.end_row();
     Ok(())
+}
+
+/// A value's storage class, as messages name it ("real", "blob").
+fn type_name(value: ValueRef<'_>) -> String {
+    value.data_type().to_string().to_lowercase()
 }
 
 #[cfg(test)]
