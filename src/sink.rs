@@ -168,6 +168,20 @@ impl ScoredChunk {
         self.frame.height()
     }
 
+    /// The chunks' rows, in order, as one chunk; `None` for no chunks.
+    pub fn concat(chunks: Vec<ScoredChunk>) -> Option<ScoredChunk> {
+        let mut chunks = chunks.into_iter();
+        let mut frame = chunks.next()?.frame;
+        for chunk in chunks {
+            frame
+                .vstack_mut_owned(chunk.frame)
+                .expect("scored chunks of one job have the same columns");
+        }
+        // One contiguous buffer per column, for writers that index row by row.
+        frame.rechunk_mut();
+        Some(ScoredChunk { frame })
+    }
+
     /// The columns, key first, each typed once so writers need not match types per value.
     pub fn typed_columns(&self) -> anyhow::Result<Vec<ResultColumn<'_>>> {
         self.frame.columns().iter().map(ResultColumn::of).collect()

@@ -363,15 +363,15 @@ async fn killed_runs_leave_whole_windows_only(kind: Kind) {
     p.write_job("job", &job("all"));
     assert_exit(&p.batchscore(&["migrate"]), 0);
     let at_121 = at(121);
-    // Time a clean run, so the kills land anywhere inside one: start-up, reading, scoring,
-    // writing, committing, between windows. Twice, the longer counting: the first writes new
-    // rows, later ones (like every round below) replace them, by another write path.
-    let mut full = 0;
-    for _ in 0..2 {
+    // Time clean runs, so the kills land anywhere inside one: start-up, reading, scoring,
+    // writing, committing, between windows. The shortest of three counts: other tests load the
+    // machine unevenly, and a kill timed past the end of a run hits nothing.
+    let mut full = u64::MAX;
+    for _ in 0..3 {
         assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
         let started = Instant::now();
         assert_exit(&p.batchscore(&["run-job", "job", "--at", &at_121]), 0);
-        full = full.max(started.elapsed().as_millis() as u64);
+        full = full.min(started.elapsed().as_millis() as u64);
     }
     let mut seed = 0x9e37_79b9_u64;
     let mut killed_mid_run = 0;
