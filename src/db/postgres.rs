@@ -573,18 +573,28 @@ fn binary_copy_fits(table: &ResultsTable) -> bool {
     })
 }
 
-/// Write `chunk` by binary COPY, in one CopyData message.
+/// Write `chunk` by binary COPY: one statement, whatever the chunk's size (the server's cost
+/// per statement is what batching saves), sent in pieces so the client's buffer stays small.
 async fn copy_in(
     tx: &mut Transaction<'static, Postgres>,
     table: &ResultsTable,
     stamp: &RunStamp,
     chunk: &ScoredChunk,
 ) -> anyhow::Result<()> {
+    const PIECE_ROWS: usize = 10_000;
     let names = table.column_names();
     let fields = i16::try_from(names.len()).context("too many result columns")?;
     let columns = chunk.typed_columns()?;
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        table.table.quoted(),
+        quoted.join(", ")
+    );
+    let mut copy = tx.copy_in_raw(&sql).await?;
     // Per row: a length and 8 bytes per number, the sha256 and the run id's UUID.
-    let mut tuples = TupleWriter::with_capacity(chunk.rows() * (names.len() * 12 + 110));
+    let piece = PIECE_ROWS.min(chunk.rows()) * (names.len() * 12 + 110);
+    let mut tuples = TupleWriter::with_capacity(piece);
     for row in 0..chunk.rows() {
         tuples.tuple(fields);
         for column in &columns {
@@ -606,15 +616,13 @@ async fn copy_in(
         tuples.timestamptz(stamp.window.start);
         tuples.timestamptz(stamp.window.end);
         tuples.timestamptz(stamp.scored_at);
+        if (row + 1) % PIECE_ROWS == 0 {
+            copy.send(tuples.bytes()).await?;
+            tuples.clear();
+        }
     }
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let sql = format!(
-        "COPY {} ({}) FROM STDIN (FORMAT binary)",
-        table.table.quoted(),
-        quoted.join(", ")
-    );
-    let mut copy = tx.copy_in_raw(&sql).await?;
-    copy.send(tuples.finish()).await?;
+    tuples.end();
+    copy.send(tuples.bytes()).await?;
     copy.finish().await?;
     Ok(())
 }

@@ -170,7 +170,8 @@ fn be_u32(bytes: &[u8]) -> u32 {
     u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
-/// Encodes tuples into one buffer, header first; [`TupleWriter::finish`] adds the trailer.
+/// Encodes a COPY stream into a buffer that is sent and cleared piece by piece: the header
+/// first, then tuples, then [`TupleWriter::end`] adds the trailer.
 pub struct TupleWriter {
     buf: Vec<u8>,
 }
@@ -226,9 +227,19 @@ impl TupleWriter {
         self.int8(value.timestamp_micros() - PG_EPOCH_UNIX_MICROS);
     }
 
-    pub fn finish(mut self) -> Vec<u8> {
+    /// End the stream (after the last tuple).
+    pub fn end(&mut self) {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
-        self.buf
+    }
+
+    /// What was encoded since the last [`TupleWriter::clear`].
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Forget what was sent, keeping the buffer's capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
     }
 }
 
@@ -246,7 +257,8 @@ mod tests {
         w.int8(i64::MIN);
         w.null();
         w.text("héllo");
-        w.finish()
+        w.end();
+        w.buf
     }
 
     type Row = (Option<i64>, Option<f64>, Option<String>);
@@ -307,7 +319,8 @@ mod tests {
         w.boolean(true); // one byte where int8 expects eight
         w.null();
         w.null();
-        let err = read(&[&w.finish()]).unwrap_err();
+        w.end();
+        let err = read(&[w.bytes()]).unwrap_err();
         assert!(err.to_string().contains("1 bytes where 8"), "{err}");
     }
 
