@@ -1,9 +1,10 @@
 //! PostgreSQL, for production: dialect SQL and decoding for [`Backend`].
 //!
 //! Reads stream the window out with a binary `COPY (SELECT …) TO STDOUT`, every feature cast to
-//! `double precision` by the server, parsed in [`copy`]. Writes go one statement per chunk, as
-//! arrays through `UNNEST` into `INSERT … ON CONFLICT`, which keeps them bulk without a staging
-//! table.
+//! `double precision` by the server, parsed in `copy.rs`. Writes go one statement per batch of
+//! scored chunks: binary `COPY … FROM STDIN` when an index probe shows no key of the batch can be
+//! in the results table yet, `INSERT … ON CONFLICT` through `UNNEST` arrays when some can (see
+//! `upsert_results`).
 
 mod copy;
 
