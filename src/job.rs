@@ -19,9 +19,6 @@ pub struct PreparedJob {
     pub outputs: Vec<BoundOutput>,
     pub shape: SourceShape,
     pub results: ResultsTable,
-    /// Whether the results table existed when the job was prepared: then it is not created
-    /// again, so a role that may write it but not create tables can run the job.
-    pub results_exist: bool,
 }
 
 /// Check everything that can be checked without scoring; every failure is a [`ConfigError`]
@@ -49,7 +46,6 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
         model,
         outputs,
         shape,
-        results_exist: results.existing.is_some(),
         results,
     }))
 }

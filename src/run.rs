@@ -302,7 +302,9 @@ async fn score_window<B: Backend>(
     record: &mut RunRecord,
 ) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    if !job.results_exist {
+    // A table that existed when the job was prepared is not created again, so a role that may
+    // write it but not create tables can run the job.
+    if job.results.existing.is_none() {
         B::create_results_table(&mut tx, &job.results).await?;
     }
     let stamp = RunStamp {

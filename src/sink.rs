@@ -73,6 +73,14 @@ impl ResultsTable {
             .collect()
     }
 
+    /// [`ResultsTable::column_names`], each double-quoted for SQL (they are checked identifiers).
+    pub fn quoted_column_names(&self) -> Vec<String> {
+        self.column_names()
+            .iter()
+            .map(|name| format!("\"{name}\""))
+            .collect()
+    }
+
     /// An existing results table must have every column batchscore writes.
     pub fn check_existing(&self, existing: &[(String, String)]) -> Result<(), String> {
         let missing: Vec<&str> = self

@@ -583,10 +583,9 @@ async fn copy_in(
     chunk: &ScoredChunk,
 ) -> anyhow::Result<()> {
     const PIECE_ROWS: usize = 10_000;
-    let names = table.column_names();
-    let fields = i16::try_from(names.len()).context("too many result columns")?;
+    let quoted = table.quoted_column_names();
+    let fields = i16::try_from(quoted.len()).context("too many result columns")?;
     let columns = chunk.typed_columns()?;
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
     let sql = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         table.table.quoted(),
@@ -594,7 +593,7 @@ async fn copy_in(
     );
     let mut copy = tx.copy_in_raw(&sql).await?;
     // Per row: a length and 8 bytes per number, the sha256 and the run id's UUID.
-    let piece = PIECE_ROWS.min(chunk.rows()) * (names.len() * 12 + 110);
+    let piece = PIECE_ROWS.min(chunk.rows()) * (quoted.len() * 12 + 110);
     let mut tuples = TupleWriter::with_capacity(piece);
     for row in 0..chunk.rows() {
         tuples.tuple(fields);
@@ -636,8 +635,7 @@ async fn insert(
     chunk: &ScoredChunk,
     upsert: bool,
 ) -> anyhow::Result<()> {
-    let names = table.column_names();
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let quoted = table.quoted_column_names();
     let columns = chunk.typed_columns()?;
     let arrays: Vec<String> = columns
         .iter()

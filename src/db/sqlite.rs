@@ -56,6 +56,19 @@ impl SqliteBackend {
             .await?;
         Ok(SqliteBackend { pool })
     }
+
+    /// A table's columns and declared types, in order; none if there is no such table.
+    async fn declared_columns(
+        &self,
+        table: &TableName,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
+        sqlx::query_as("SELECT name, type FROM pragma_table_info(?1, ?2)")
+            .bind(table.name.as_str())
+            .bind(schema)
+            .fetch_all(&self.pool)
+            .await
+    }
 }
 
 /// How times are stored in batchscore's own SQLite tables: fixed-width RFC 3339 in UTC, so
@@ -153,14 +166,10 @@ impl Backend for SqliteBackend {
     async fn describe_source(&self, spec: &JobSpec) -> Result<Vec<(String, ColumnKind)>, String> {
         match &spec.source.from {
             SourceFrom::Table(table) => {
-                let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
-                let rows: Vec<(String, String)> =
-                    sqlx::query_as("SELECT name, type FROM pragma_table_info(?1, ?2)")
-                        .bind(table.name.as_str())
-                        .bind(schema)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(|e| format!("cannot describe source table {table}: {e}"))?;
+                let rows = self
+                    .declared_columns(table)
+                    .await
+                    .map_err(|e| format!("cannot describe source table {table}: {e}"))?;
                 if rows.is_empty() {
                     return Err(format!("source table {table} does not exist"));
                 }
@@ -192,14 +201,10 @@ impl Backend for SqliteBackend {
         &self,
         table: &TableName,
     ) -> anyhow::Result<Option<Vec<(String, String)>>> {
-        let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
-        let names: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, type FROM pragma_table_info(?1, ?2)")
-                .bind(table.name.as_str())
-                .bind(schema)
-                .fetch_all(&self.pool)
-                .await
-                .with_context(|| format!("describing results table {table}"))?;
+        let names = self
+            .declared_columns(table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
         Ok((!names.is_empty()).then_some(names))
     }
 
@@ -683,8 +688,7 @@ fn run_from_row(row: &SqliteRow) -> anyhow::Result<RunRecord> {
 /// `INSERT … VALUES (?1, …) ON CONFLICT (key) DO UPDATE …` for one row of `per_row` values
 /// and the stamp's five.
 fn upsert_sql(table: &ResultsTable, per_row: usize) -> String {
-    let names = table.column_names();
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let quoted = table.quoted_column_names();
     let placeholders: Vec<String> = (1..=per_row + 5).map(|i| format!("?{i}")).collect();
     let updates: Vec<String> = quoted[1..]
         .iter()
