@@ -1,42 +1,82 @@
-//! Features: a source chunk becomes the contiguous, row-major matrix ONNX Runtime reads, and
-//! the rows that cannot be scored are set aside with the reason.
+//! Features: a source chunk becomes the tensors ONNX Runtime reads, one per model input, each
+//! contiguous and row-major in the input's element type; the rows that cannot be scored are set
+//! aside with the reason.
 //!
-//! A NULL, NaN, infinite, non-numeric or out-of-range feature is never scored: the job's
+//! A NULL, NaN, infinite, unreadable or out-of-range feature is never scored: the job's
 //! `bad_rows.fill` replaces it when the job gives a value for that column, and otherwise the
 //! row becomes a [`BadRow`] naming its key, the first bad column and why, with its raw values
-//! for the quarantine.
+//! for the quarantine. Strings are never copied here: a string tensor holds slices of the
+//! chunk's own text, which ONNX Runtime copies once when the tensor is made.
 
 use polars::prelude::*;
 
-use crate::model::InputType;
-use crate::source::SourceChunk;
+use crate::element::Element;
+use crate::source::{CellType, SourceChunk};
+use crate::spec::Fill;
 
-/// Features of `rows` rows, `cols` per row, row-major, in the model's input element type.
-#[derive(Debug)]
-pub enum FeatureMatrix {
-    F32 {
-        rows: usize,
-        cols: usize,
-        values: Vec<f32>,
-    },
-    F64 {
-        rows: usize,
-        cols: usize,
-        values: Vec<f64>,
-    },
+/// One model input and the feature columns (indexes into `source.features`) that feed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFeed {
+    pub name: String,
+    pub element: Element,
+    pub columns: Vec<usize>,
+    /// 1 for an input shaped `[N]` (one column), 2 for `[N, columns]`.
+    pub rank: usize,
 }
 
-impl FeatureMatrix {
-    pub fn rows(&self) -> usize {
-        match self {
-            FeatureMatrix::F32 { rows, .. } | FeatureMatrix::F64 { rows, .. } => *rows,
+impl InputFeed {
+    /// The input's shape for `rows` rows.
+    pub fn shape(&self, rows: usize) -> Vec<usize> {
+        match self.rank {
+            1 => vec![rows],
+            _ => vec![rows, self.columns.len()],
         }
     }
+}
 
-    pub fn cols(&self) -> usize {
-        match self {
-            FeatureMatrix::F32 { cols, .. } | FeatureMatrix::F64 { cols, .. } => *cols,
-        }
+/// A `bad_rows.fill` value, checked against the input its column feeds when the job was
+/// prepared, in that input's element type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FillValue {
+    Float32(f32),
+    Float64(f64),
+    Int64(i64),
+    Int32(i32),
+    Bool(bool),
+    Text(String),
+}
+
+impl FillValue {
+    /// `fill` as a value of `element`, or why it cannot be one.
+    pub fn new(fill: &Fill, element: Element) -> Result<FillValue, String> {
+        let whole = |v: f64| (v.fract() == 0.0).then_some(v);
+        let value = match (element, fill) {
+            (Element::Float32, Fill::Number(v)) => {
+                Some(FillValue::Float32(*v as f32)).filter(|_| (*v as f32).is_finite())
+            }
+            (Element::Float64, Fill::Number(v)) => Some(FillValue::Float64(*v)),
+            (Element::Int64, Fill::Number(v)) => whole(*v)
+                .filter(|v| v.abs() < 9.2e18)
+                .map(|v| FillValue::Int64(v as i64)),
+            (Element::Int32, Fill::Number(v)) => whole(*v)
+                .and_then(|v| i32::try_from(v as i64).ok())
+                .map(FillValue::Int32),
+            (Element::Bool, Fill::Bool(b)) => Some(FillValue::Bool(*b)),
+            (Element::Bool, Fill::Number(v)) if *v == 0.0 || *v == 1.0 => {
+                Some(FillValue::Bool(*v == 1.0))
+            }
+            (Element::String, Fill::Text(text)) => Some(FillValue::Text(text.clone())),
+            _ => None,
+        };
+        value.ok_or_else(|| {
+            let wanted = match element {
+                Element::Float32 | Element::Float64 => "a number",
+                Element::Int64 | Element::Int32 => "a whole number in the input's range",
+                Element::Bool => "true, false, 0 or 1",
+                Element::String => "a string",
+            };
+            format!("{fill} cannot fill a {element} input: give {wanted}")
+        })
     }
 }
 
@@ -51,100 +91,71 @@ pub struct BadRow {
     pub features: String,
 }
 
-/// A chunk's features: the matrix of its good rows, which chunk row each matrix row is, and the
-/// bad rows.
+/// The values of one input tensor, row-major, in its element type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData<'a> {
+    Float32(Vec<f32>),
+    Float64(Vec<f64>),
+    Int64(Vec<i64>),
+    Int32(Vec<i32>),
+    Bool(Vec<bool>),
+    /// Slices of the chunk's text: no string is copied to build a tensor.
+    String(Vec<&'a str>),
+}
+
+/// One model input's tensor for a chunk's good rows.
 #[derive(Debug)]
-pub struct Features {
-    pub matrix: FeatureMatrix,
+pub struct InputTensor<'a> {
+    pub feed: &'a InputFeed,
+    pub shape: Vec<usize>,
+    pub data: TensorData<'a>,
+}
+
+/// A chunk's features: a tensor per model input holding the good rows, which chunk row each
+/// tensor row is, and the bad rows.
+#[derive(Debug)]
+pub struct Features<'a> {
+    pub inputs: Vec<InputTensor<'a>>,
     pub rows: Vec<usize>,
     pub bad: Vec<BadRow>,
 }
 
-/// Build the features of `chunk`, whose first column is the key and the rest the features in
-/// model order. `fill` holds, per feature, the value that replaces a bad one, if the job set one.
-pub fn extract_features(chunk: &SourceChunk, input: InputType, fill: &[Option<f64>]) -> Features {
-    match input {
-        InputType::F32 => {
-            let (values, rows, bad) = fill_matrix(chunk, fill, |v| {
-                let narrowed = v as f32;
-                narrowed.is_finite().then_some(narrowed)
-            });
-            Features {
-                matrix: FeatureMatrix::F32 {
-                    rows: rows.len(),
-                    cols: fill.len(),
-                    values,
-                },
-                rows,
-                bad,
-            }
-        }
-        InputType::F64 => {
-            let (values, rows, bad) = fill_matrix(chunk, fill, Some);
-            Features {
-                matrix: FeatureMatrix::F64 {
-                    rows: rows.len(),
-                    cols: fill.len(),
-                    values,
-                },
-                rows,
-                bad,
-            }
-        }
-    }
-}
-
-/// Walk each feature column once, writing row `r`'s value of column `c` at `r * cols + c`
-/// (converted by `convert`, which refuses values the model's type cannot hold), then drop the
-/// bad rows' slots so the matrix holds the good rows only, in order.
-fn fill_matrix<T: Copy + Default>(
-    chunk: &SourceChunk,
-    fill: &[Option<f64>],
-    convert: impl Fn(f64) -> Option<T>,
-) -> (Vec<T>, Vec<usize>, Vec<BadRow>) {
+/// Build the tensors of `chunk`, whose first column is the key and the rest the features in
+/// `source.features` order, each of the [`CellType`] its input needs. `fill` holds, per feature,
+/// the value that replaces a bad one, if the job set one.
+pub fn extract_features<'a>(
+    chunk: &'a SourceChunk,
+    feeds: &'a [InputFeed],
+    fill: &'a [Option<FillValue>],
+) -> Features<'a> {
     let frame = &chunk.frame;
     let rows = frame.height();
-    let cols = fill.len();
-    let mut values = vec![T::default(); rows * cols];
-    // The first bad column of each row, with the reason.
-    let mut first_bad: Vec<Option<(usize, String)>> = vec![None; rows];
-    for (c, column) in frame.columns()[1..].iter().enumerate() {
-        let column = column.f64().expect("source chunks hold Float64 features");
-        for (r, value) in column.iter().enumerate() {
-            let converted = match value {
-                None => Err(chunk
-                    .problems
-                    .iter()
-                    .find(|p| p.row == r && p.feature == c)
-                    .map_or_else(|| "is NULL".to_owned(), |p| p.reason.clone())),
-                Some(v) if v.is_nan() => Err("is NaN".to_owned()),
-                Some(v) if v.is_infinite() => Err("is infinite".to_owned()),
-                Some(v) => {
-                    convert(v).ok_or_else(|| "does not fit the model's float32 input".to_owned())
-                }
-            };
-            values[r * cols + c] = match converted {
-                Ok(v) => v,
-                Err(reason) => match fill[c].and_then(&convert) {
-                    Some(filled) => filled,
-                    None => {
-                        first_bad[r].get_or_insert((c, reason));
-                        T::default()
-                    }
-                },
-            };
+    let mut element = vec![Element::Float32; fill.len()];
+    for feed in feeds {
+        for &c in &feed.columns {
+            element[c] = feed.element;
         }
     }
+    // The first bad column of each row, with the reason.
+    let mut first_bad: Vec<Option<(usize, String)>> = vec![None; rows];
+    let values: Vec<Values<'a>> = frame.columns()[1..]
+        .iter()
+        .enumerate()
+        .map(|(c, column)| {
+            let mut cells = Cells {
+                chunk,
+                feature: c,
+                first_bad: &mut first_bad,
+            };
+            cells.convert(column, element[c], fill[c].as_ref())
+        })
+        .collect();
+
     let mut good = Vec::with_capacity(rows);
     let mut bad = Vec::new();
     for (r, problem) in first_bad.into_iter().enumerate() {
         match problem {
-            None => {
-                if good.len() != r {
-                    values.copy_within(r * cols..(r + 1) * cols, good.len() * cols);
-                }
-                good.push(r);
-            }
+            None => good.push(r),
             Some((c, reason)) => bad.push(bad_row(
                 chunk,
                 r,
@@ -153,8 +164,175 @@ fn fill_matrix<T: Copy + Default>(
             )),
         }
     }
-    values.truncate(good.len() * cols);
-    (values, good, bad)
+    let inputs = feeds
+        .iter()
+        .map(|feed| InputTensor {
+            feed,
+            shape: feed.shape(good.len()),
+            data: gather(feed, &values, &good),
+        })
+        .collect();
+    Features {
+        inputs,
+        rows: good,
+        bad,
+    }
+}
+
+/// A feature column converted to its input's element type, one value per chunk row (a default
+/// where the row is bad).
+enum Values<'a> {
+    Float32(Vec<f32>),
+    Float64(Vec<f64>),
+    Int64(Vec<i64>),
+    Int32(Vec<i32>),
+    Bool(Vec<bool>),
+    String(Vec<&'a str>),
+}
+
+/// The converter of one feature column: notes each row's first bad column.
+struct Cells<'c, 'a> {
+    chunk: &'a SourceChunk,
+    feature: usize,
+    first_bad: &'c mut [Option<(usize, String)>],
+}
+
+impl<'a> Cells<'_, 'a> {
+    fn convert(
+        &mut self,
+        column: &'a Column,
+        element: Element,
+        fill: Option<&'a FillValue>,
+    ) -> Values<'a> {
+        // The chunk's cell type follows the element (`CellType::for_element`), so each arm
+        // finds the polars type it expects.
+        let typed = "a feature column holds the cell type of the input it feeds";
+        match (element, fill) {
+            (Element::Float32, fill) => {
+                let fill = match fill {
+                    Some(FillValue::Float32(v)) => Some(*v),
+                    _ => None,
+                };
+                Values::Float32(self.each(column.f64().expect(typed).iter(), fill, |v| {
+                    let narrowed = v as f32;
+                    finite(v)?;
+                    match narrowed.is_finite() {
+                        true => Ok(narrowed),
+                        false => Err("does not fit the model's float32 input".to_owned()),
+                    }
+                }))
+            }
+            (Element::Float64, fill) => {
+                let fill = match fill {
+                    Some(FillValue::Float64(v)) => Some(*v),
+                    _ => None,
+                };
+                Values::Float64(self.each(column.f64().expect(typed).iter(), fill, |v| {
+                    finite(v).map(|()| v)
+                }))
+            }
+            (Element::Int64, fill) => {
+                let fill = match fill {
+                    Some(FillValue::Int64(v)) => Some(*v),
+                    _ => None,
+                };
+                Values::Int64(self.each(column.i64().expect(typed).iter(), fill, Ok))
+            }
+            (Element::Int32, fill) => {
+                let fill = match fill {
+                    Some(FillValue::Int32(v)) => Some(*v),
+                    _ => None,
+                };
+                Values::Int32(self.each(column.i64().expect(typed).iter(), fill, |v| {
+                    i32::try_from(v).map_err(|_| "does not fit the model's int32 input".to_owned())
+                }))
+            }
+            (Element::Bool, fill) => {
+                let fill = match fill {
+                    Some(FillValue::Bool(v)) => Some(*v),
+                    _ => None,
+                };
+                Values::Bool(self.each(column.bool().expect(typed).iter(), fill, Ok))
+            }
+            (Element::String, fill) => {
+                let fill = match fill {
+                    Some(FillValue::Text(v)) => Some(v.as_str()),
+                    _ => None,
+                };
+                Values::String(self.each(column.str().expect(typed).iter(), fill, Ok))
+            }
+        }
+    }
+
+    /// Convert every value by `check`; a NULL or a refused value takes `fill`, or makes the
+    /// row bad (the first bad column of a row is the one blamed).
+    fn each<V, T: Copy + Default>(
+        &mut self,
+        values: impl Iterator<Item = Option<V>>,
+        fill: Option<T>,
+        check: impl Fn(V) -> Result<T, String>,
+    ) -> Vec<T> {
+        values
+            .enumerate()
+            .map(|(r, value)| {
+                let converted = match value {
+                    Some(v) => check(v),
+                    None => Err(self
+                        .chunk
+                        .problem(r, self.feature)
+                        .map_or_else(|| "is NULL".to_owned(), |p| p.reason.clone())),
+                };
+                match (converted, fill) {
+                    (Ok(v), _) => v,
+                    (Err(_), Some(filled)) => filled,
+                    (Err(reason), None) => {
+                        self.first_bad[r].get_or_insert((self.feature, reason));
+                        T::default()
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+fn finite(v: f64) -> Result<(), String> {
+    match v {
+        v if v.is_nan() => Err("is NaN".to_owned()),
+        v if v.is_infinite() => Err("is infinite".to_owned()),
+        _ => Ok(()),
+    }
+}
+
+/// The input's tensor: for each good row, its columns' values in order.
+fn gather<'a>(feed: &InputFeed, values: &[Values<'a>], good: &[usize]) -> TensorData<'a> {
+    fn rows<T: Copy>(columns: &[&[T]], good: &[usize]) -> Vec<T> {
+        let mut out = Vec::with_capacity(good.len() * columns.len());
+        for &r in good {
+            out.extend(columns.iter().map(|column| column[r]));
+        }
+        out
+    }
+    macro_rules! gather_as {
+        ($variant:ident) => {{
+            let columns: Vec<&[_]> = feed
+                .columns
+                .iter()
+                .map(|&c| match &values[c] {
+                    Values::$variant(v) => v.as_slice(),
+                    _ => unreachable!("every column of an input has the input's element type"),
+                })
+                .collect();
+            TensorData::$variant(rows(&columns, good))
+        }};
+    }
+    match feed.element {
+        Element::Float32 => gather_as!(Float32),
+        Element::Float64 => gather_as!(Float64),
+        Element::Int64 => gather_as!(Int64),
+        Element::Int32 => gather_as!(Int32),
+        Element::Bool => gather_as!(Bool),
+        Element::String => gather_as!(String),
+    }
 }
 
 /// A [`BadRow`] for row `row` of `chunk`, blaming `column`.
@@ -167,14 +345,13 @@ pub fn bad_row(chunk: &SourceChunk, row: usize, column: &str, reason: String) ->
     };
     let mut raw = serde_json::Map::new();
     for (f, column) in frame.columns()[1..].iter().enumerate() {
-        let value = match column.f64().ok().and_then(|c| c.get(row)) {
-            Some(v) if v.is_finite() => serde_json::json!(v),
-            Some(v) => serde_json::json!(v.to_string()), // NaN, inf, -inf
-            None => match chunk
-                .problems
-                .iter()
-                .find(|p| p.row == row && p.feature == f)
-            {
+        let value = match column.get(row) {
+            Ok(AnyValue::Float64(v)) if v.is_finite() => serde_json::json!(v),
+            Ok(AnyValue::Float64(v)) => serde_json::json!(v.to_string()), // NaN, inf, -inf
+            Ok(AnyValue::Int64(v)) => serde_json::json!(v),
+            Ok(AnyValue::Boolean(v)) => serde_json::json!(v),
+            Ok(AnyValue::String(v)) => serde_json::json!(v),
+            _ => match chunk.problem(row, f) {
                 Some(problem) => serde_json::json!(problem.raw),
                 None => serde_json::Value::Null,
             },
@@ -187,6 +364,17 @@ pub fn bad_row(chunk: &SourceChunk, row: usize, column: &str, reason: String) ->
         reason,
         features: serde_json::Value::Object(raw).to_string(),
     }
+}
+
+/// The cell type each feature needs, from the inputs the features feed.
+pub fn cell_types(feeds: &[InputFeed], features: usize) -> Vec<CellType> {
+    let mut cells = vec![CellType::Float; features];
+    for feed in feeds {
+        for &c in &feed.columns {
+            cells[c] = CellType::for_element(feed.element);
+        }
+    }
+    cells
 }
 
 #[cfg(test)]
@@ -206,13 +394,22 @@ mod tests {
                 ],
             )
             .unwrap(),
-            problems: vec![],
+            problems: Default::default(),
         }
     }
 
+    fn matrix(element: Element) -> Vec<InputFeed> {
+        vec![InputFeed {
+            name: "features".into(),
+            element,
+            columns: vec![0, 1],
+            rank: 2,
+        }]
+    }
+
     fn f32_values(features: &Features) -> Vec<f32> {
-        match &features.matrix {
-            FeatureMatrix::F32 { values, .. } => values.clone(),
+        match &features.inputs[0].data {
+            TensorData::Float32(values) => values.clone(),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -224,8 +421,9 @@ mod tests {
             vec![Some(1.0), Some(2.0)],
             vec![Some(10.0), Some(20.0)],
         );
-        let features = extract_features(&c, InputType::F32, &[None, None]);
-        assert_eq!((features.matrix.rows(), features.matrix.cols()), (2, 2));
+        let feeds = matrix(Element::Float32);
+        let features = extract_features(&c, &feeds, &[None, None]);
+        assert_eq!(features.inputs[0].shape, vec![2, 2]);
         assert_eq!(f32_values(&features), vec![1.0, 10.0, 2.0, 20.0]);
         assert!(features.bad.is_empty());
     }
@@ -242,13 +440,14 @@ mod tests {
                 "1e+300",
             ),
         ];
+        let feeds = matrix(Element::Float32);
         for (value, reason, raw) in cases {
             let c = chunk(
                 vec![7, 8, 9],
                 vec![Some(1.0), Some(2.0), Some(3.0)],
                 vec![Some(4.0), value, Some(6.0)],
             );
-            let features = extract_features(&c, InputType::F32, &[None, None]);
+            let features = extract_features(&c, &feeds, &[None, None]);
             assert_eq!(features.rows, vec![0, 2]);
             assert_eq!(
                 f32_values(&features),
@@ -266,11 +465,8 @@ mod tests {
         }
         // float64 models take values float32 cannot hold.
         let c = chunk(vec![7], vec![Some(1.0)], vec![Some(1e300)]);
-        assert!(
-            extract_features(&c, InputType::F64, &[None, None])
-                .bad
-                .is_empty()
-        );
+        let feeds = matrix(Element::Float64);
+        assert!(extract_features(&c, &feeds, &[None, None]).bad.is_empty());
     }
 
     #[test]
@@ -280,7 +476,9 @@ mod tests {
             vec![None, Some(f64::NAN)],
             vec![Some(5.0), None],
         );
-        let features = extract_features(&c, InputType::F32, &[Some(0.5), None]);
+        let feeds = matrix(Element::Float32);
+        let fill = [Some(FillValue::Float32(0.5)), None];
+        let features = extract_features(&c, &feeds, &fill);
         assert_eq!(features.rows, vec![0]);
         assert_eq!(f32_values(&features), vec![0.5, 5.0]);
         assert_eq!(
@@ -292,17 +490,121 @@ mod tests {
     #[test]
     fn the_first_bad_column_is_blamed_and_unreadable_cells_keep_their_text() {
         let mut c = chunk(vec![7, 8], vec![Some(1.0), None], vec![Some(3.0), None]);
-        c.problems.push(CellProblem {
-            row: 1,
-            feature: 0,
-            reason: "holds text 'hot', not a number".into(),
-            raw: "hot".into(),
-        });
-        let features = extract_features(&c, InputType::F32, &[None, None]);
+        c.problems.insert(
+            (1, 0),
+            CellProblem {
+                reason: "holds text 'hot', not a number".into(),
+                raw: "hot".into(),
+            },
+        );
+        let feeds = matrix(Element::Float32);
+        let features = extract_features(&c, &feeds, &[None, None]);
         assert_eq!(
             features.bad[0].to_string(),
             "row with key 8: column `a` holds text 'hot', not a number"
         );
         assert_eq!(features.bad[0].features, "{\"a\":\"hot\",\"b\":null}");
+    }
+
+    /// Per-column inputs of every type: each tensor holds its own columns' good rows, and a
+    /// NULL text is a bad row unless filled.
+    #[test]
+    fn one_tensor_per_input_in_each_element_type() {
+        let frame = DataFrame::new(
+            3,
+            vec![
+                Column::new("id".into(), vec![1i64, 2, 3]),
+                Column::new("region".into(), vec![Some("north"), None, Some("east")]),
+                Column::new(
+                    "items".into(),
+                    vec![Some(3i64), Some(4), Some(5_000_000_000)],
+                ),
+                Column::new("active".into(), vec![Some(true), Some(false), Some(true)]),
+                Column::new("amount".into(), vec![Some(1.5), Some(2.5), Some(3.5)]),
+            ],
+        )
+        .unwrap();
+        let c = SourceChunk {
+            frame,
+            problems: Default::default(),
+        };
+        let feed = |name: &str, element, columns: Vec<usize>, rank| InputFeed {
+            name: name.into(),
+            element,
+            columns,
+            rank,
+        };
+        let feeds = vec![
+            feed("region", Element::String, vec![0], 2),
+            feed("items", Element::Int64, vec![1], 2),
+            feed("active", Element::Bool, vec![2], 1),
+            feed("amount", Element::Float64, vec![3], 2),
+        ];
+        let features = extract_features(&c, &feeds, &[None, None, None, None]);
+        assert_eq!(features.rows, vec![0, 2]);
+        assert_eq!(
+            features.bad[0].to_string(),
+            "row with key 2: column `region` is NULL"
+        );
+        assert_eq!(
+            features.bad[0].features,
+            r#"{"active":false,"amount":2.5,"items":4,"region":null}"#
+        );
+        let data: Vec<&TensorData> = features.inputs.iter().map(|i| &i.data).collect();
+        assert_eq!(data[0], &TensorData::String(vec!["north", "east"]));
+        assert_eq!(data[1], &TensorData::Int64(vec![3, 5_000_000_000]));
+        assert_eq!(data[2], &TensorData::Bool(vec![true, true]));
+        assert_eq!(data[3], &TensorData::Float64(vec![1.5, 3.5]));
+        assert_eq!(features.inputs[2].shape, vec![2]);
+        assert_eq!(features.inputs[0].shape, vec![2, 1]);
+
+        // Filled, the NULL text row is scored; an int32 input refuses 5e9.
+        let feeds = vec![
+            feed("region", Element::String, vec![0], 2),
+            feed("items", Element::Int32, vec![1], 2),
+            feed("active", Element::Bool, vec![2], 2),
+            feed("amount", Element::Float32, vec![3], 2),
+        ];
+        let fill = [Some(FillValue::Text("unknown".into())), None, None, None];
+        let features = extract_features(&c, &feeds, &fill);
+        assert_eq!(features.rows, vec![0, 1]);
+        assert_eq!(
+            features.inputs[0].data,
+            TensorData::String(vec!["north", "unknown"])
+        );
+        assert_eq!(
+            features.bad[0].to_string(),
+            "row with key 3: column `items` does not fit the model's int32 input"
+        );
+    }
+
+    #[test]
+    fn fill_values_must_suit_their_input() {
+        let ok = [
+            (Fill::Number(2.0), Element::Int32, FillValue::Int32(2)),
+            (Fill::Number(1.0), Element::Bool, FillValue::Bool(true)),
+            (Fill::Bool(false), Element::Bool, FillValue::Bool(false)),
+            (
+                Fill::Text("unknown".into()),
+                Element::String,
+                FillValue::Text("unknown".into()),
+            ),
+            (Fill::Number(0.5), Element::Float64, FillValue::Float64(0.5)),
+        ];
+        for (fill, element, expected) in ok {
+            assert_eq!(FillValue::new(&fill, element).unwrap(), expected);
+        }
+        let refused = [
+            (Fill::Number(2.5), Element::Int64, "give a whole number"),
+            (Fill::Number(3e9), Element::Int32, "give a whole number"),
+            (Fill::Number(1e300), Element::Float32, "give a number"),
+            (Fill::Text("x".into()), Element::Float32, "give a number"),
+            (Fill::Number(1.0), Element::String, "give a string"),
+            (Fill::Number(2.0), Element::Bool, "true, false, 0 or 1"),
+        ];
+        for (fill, element, expected) in refused {
+            let err = FillValue::new(&fill, element).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 }

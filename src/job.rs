@@ -7,16 +7,21 @@ use std::sync::Arc;
 
 use crate::db::Backend;
 use crate::error::ConfigError;
+use crate::features::{FillValue, InputFeed};
 use crate::model::{BoundOutput, Model};
 use crate::sink::ResultsTable;
-use crate::source::SourceShape;
+use crate::source::{FeatureNeed, SourceShape, kind_name};
 use crate::spec::JobSpec;
 
 #[derive(Debug)]
 pub struct PreparedJob {
     pub spec: JobSpec,
     pub model: Model,
+    /// Which feature columns feed which model input.
+    pub inputs: Vec<InputFeed>,
     pub outputs: Vec<BoundOutput>,
+    /// `bad_rows.fill` per feature, in the element type of the input the feature feeds.
+    pub fill: Vec<Option<FillValue>>,
     pub shape: SourceShape,
     pub results: ResultsTable,
 }
@@ -31,12 +36,37 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
     let (spec, model) =
         tokio::task::spawn_blocking(move || Model::load(&spec).map(|model| (spec, model)))
             .await??;
-    let outputs = model.bind(&spec).map_err(fail)?;
+    let binding = model.bind(&spec).map_err(fail)?;
+    let needs = feature_needs(&spec, &binding.inputs);
+    let fill = spec
+        .bad_rows
+        .fill
+        .iter()
+        .zip(&spec.source.features)
+        .zip(&needs)
+        .map(|((fill, column), need)| {
+            fill.as_ref()
+                .map(|f| {
+                    FillValue::new(f, need.element).map_err(|p| {
+                        fail(format!(
+                            "bad_rows.fill.{column}: {p} (`{column}` feeds model input `{}`)",
+                            need.input
+                        ))
+                    })
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let columns = db.describe_source(&spec).await.map_err(fail)?;
-    let shape = SourceShape::check(&spec, &columns, B::timestamp_ok).map_err(fail)?;
+    let shape = SourceShape::check(&spec, &columns, B::timestamp_ok, &needs).map_err(fail)?;
 
-    let mut results = ResultsTable::new(&spec, shape.key, &outputs);
+    let result_columns = binding
+        .outputs
+        .iter()
+        .map(|o| (o.spec.column.clone(), o.result_type))
+        .collect();
+    let mut results = ResultsTable::new(&spec, shape.key, result_columns);
     results.existing = db.table_columns(&results.table).await?;
     if let Some(existing) = &results.existing {
         results.check_existing(existing).map_err(fail)?;
@@ -44,8 +74,66 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
     Ok(Arc::new(PreparedJob {
         spec,
         model,
-        outputs,
+        inputs: binding.inputs,
+        outputs: binding.outputs,
+        fill,
         shape,
         results,
     }))
+}
+
+impl PreparedJob {
+    /// One line per model input (its type and the columns that feed it) and per result column
+    /// (the output that fills it and the stored type), for `jobs validate` and `--dry-run`.
+    pub fn describe_io(&self) -> Vec<String> {
+        let features = &self.spec.source.features;
+        let inputs = self.inputs.iter().map(|feed| {
+            let columns: Vec<String> = feed
+                .columns
+                .iter()
+                .map(|&c| format!("{} ({})", features[c], kind_name(&self.shape.features[c])))
+                .collect();
+            (
+                "input ",
+                feed.name.clone(),
+                self.model.describe(&feed.name),
+                format!("<- {}", columns.join(", ")),
+            )
+        });
+        let outputs = self.outputs.iter().map(|output| {
+            (
+                "output",
+                output.spec.reference(),
+                self.model.describe(&output.spec.output),
+                format!("-> {} ({})", output.spec.column, output.result_type.name()),
+            )
+        });
+        let rows: Vec<_> = inputs.chain(outputs).collect();
+        let name_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        let type_width = rows.iter().map(|r| r.2.len()).max().unwrap_or(0);
+        rows.into_iter()
+            .map(|(what, name, ty, to)| {
+                format!("{what} {name:name_width$}  {ty:type_width$}  {to}")
+            })
+            .collect()
+    }
+}
+
+/// Per feature, in `source.features` order: the input it feeds and that input's type.
+fn feature_needs(spec: &JobSpec, inputs: &[InputFeed]) -> Vec<FeatureNeed> {
+    spec.source
+        .features
+        .iter()
+        .enumerate()
+        .map(|(c, _)| {
+            let feed = inputs
+                .iter()
+                .find(|feed| feed.columns.contains(&c))
+                .expect("binding feeds every feature to one input");
+            FeatureNeed {
+                input: feed.name.clone(),
+                element: feed.element,
+            }
+        })
+        .collect()
 }

@@ -2,7 +2,7 @@
 //!
 //! The data path of one run, one module each:
 //! [`spec`] (job file → checked `JobSpec`) → [`plan`] (which window) → [`source`] (rows → polars
-//! chunks) → [`features`] (chunk → feature matrix) → [`model`] (ONNX Runtime scoring) → [`sink`]
+//! chunks) → [`features`] (chunk → one tensor per model input) → [`model`] (ONNX Runtime scoring) → [`sink`]
 //! (predictions → results table) → [`ledger`] (the run's record), tied together by [`run`].
 //! [`db`] is the one seam between SQLite and PostgreSQL; [`command`] holds the subcommands.
 
@@ -11,6 +11,7 @@ pub mod cli;
 pub mod command;
 pub mod daemon;
 pub mod db;
+pub mod element;
 pub mod error;
 pub mod features;
 pub mod http;

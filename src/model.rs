@@ -5,53 +5,72 @@
 //! `model_version` on every result row names exactly the model that produced it, even if the
 //! file is replaced while the run is going.
 
-use std::path::{Path, PathBuf};
+mod zipmap;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
-use ort::session::Session;
-use ort::value::{TensorElementType, ValueType};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynMapValueType, Tensor, TensorElementType, TensorRef, ValueType};
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
+pub use self::zipmap::Labels;
+use crate::element::Element;
 use crate::error::ConfigError;
-use crate::features::FeatureMatrix;
+use crate::features::{InputFeed, InputTensor, TensorData};
 use crate::sink::ResultType;
-use crate::spec::{JobSpec, OutputSpec};
-
-/// The element type of the model's input tensor; features are cast to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputType {
-    F32,
-    F64,
-}
-
-impl InputType {
-    pub fn name(self) -> &'static str {
-        match self {
-            InputType::F32 => "float32",
-            InputType::F64 => "float64",
-        }
-    }
-}
+use crate::spec::{JobSpec, OutputSpec, Pick};
 
 /// One result column bound to the model output that fills it.
 #[derive(Debug, Clone)]
 pub struct BoundOutput {
     pub spec: OutputSpec,
-    pub element: TensorElementType,
+    pub read: OutputRead,
     pub result_type: ResultType,
+}
+
+/// How a result column's values are read out of the model's output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputRead {
+    /// A 1-D tensor, or column `column` of a 2-D one.
+    Tensor { element: Element, column: usize },
+    /// One class's probability out of a ZipMap (a sequence of maps, one per row).
+    ZipMap { label: ClassLabel },
+}
+
+/// A ZipMap class label, of the type the map's keys have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassLabel {
+    Integer(i64),
+    Text(String),
+}
+
+/// The model's inputs and outputs matched to the job: which columns feed which input, and
+/// which output fills which result column.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub inputs: Vec<InputFeed>,
+    pub outputs: Vec<BoundOutput>,
+}
+
+/// A model input as the model declares it.
+#[derive(Debug, Clone)]
+pub struct ModelInput {
+    pub name: String,
+    pub dtype: ValueType,
 }
 
 pub struct Model {
     pub path: PathBuf,
     /// sha256 of the file's bytes, hex: the `model_version` written with every result.
     pub sha256: String,
-    pub input_name: String,
-    pub input_type: InputType,
-    /// The input's feature dimension, when the model fixes it.
-    pub input_width: Option<usize>,
-    /// Output names and types, copied out of the session (its own handles are not `Send`).
+    /// Inputs and outputs as declared, copied out of the session (its handles are not `Send`).
+    pub inputs: Vec<ModelInput>,
     outputs: Vec<(String, ValueType)>,
+    /// The class labels of each ZipMap output, by output name, as the model file lists them.
+    zipmaps: HashMap<String, Labels>,
     // `Session::run` takes `&mut self`; scoring is serialised per model, which is what we want:
     // ONNX Runtime already spreads one batch over all cores.
     session: Mutex<Session>,
@@ -98,79 +117,198 @@ impl Model {
                     path.display()
                 ))
             })?;
-        Self::from_session(path, sha256, session).map_err(problem)
-    }
-
-    fn from_session(path: &Path, sha256: String, session: Session) -> Result<Model, String> {
-        let [input] = session.inputs() else {
-            return Err(format!(
-                "model {} has {} inputs; batchscore feeds one 2-D tensor of features",
-                path.display(),
-                session.inputs().len()
-            ));
-        };
-        let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
-            return Err(format!("model input `{}` is not a tensor", input.name()));
-        };
-        let input_type = match ty {
-            TensorElementType::Float32 => InputType::F32,
-            TensorElementType::Float64 => InputType::F64,
-            other => {
-                return Err(format!(
-                    "model input `{}` has element type {other}; batchscore feeds float32 or float64",
-                    input.name()
-                ));
-            }
-        };
-        if shape.len() != 2 {
-            return Err(format!(
-                "model input `{}` has {} dimensions; batchscore feeds a 2-D [rows, features] tensor",
-                input.name(),
-                shape.len()
-            ));
-        }
-        if shape[0] > 0 {
-            return Err(format!(
-                "model input `{}` has a fixed batch size of {}; export it with a dynamic first dimension",
-                input.name(),
-                shape[0]
-            ));
-        }
         Ok(Model {
             path: path.to_owned(),
             sha256,
-            input_name: input.name().to_owned(),
-            input_type,
-            input_width: usize::try_from(shape[1]).ok(),
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|i| ModelInput {
+                    name: i.name().to_owned(),
+                    dtype: i.dtype().clone(),
+                })
+                .collect(),
             outputs: session
                 .outputs()
                 .iter()
                 .map(|o| (o.name().to_owned(), o.dtype().clone()))
                 .collect(),
+            zipmaps: zipmap::zipmap_labels(&bytes),
             session: Mutex::new(session),
         })
     }
 
-    /// Check the job against this model (feature count, output names, element types and
-    /// indexes) and bind each result column to its output.
-    pub fn bind(&self, spec: &JobSpec) -> Result<Vec<BoundOutput>, String> {
-        let features = spec.source.features.len();
-        if let Some(width) = self.input_width
-            && width != features
-        {
-            return Err(format!(
-                "model {} expects {width} features, but source.features lists {features}",
-                self.path.display()
-            ));
-        }
-        spec.outputs
+    /// Match the job to this model: feed every input from its columns (by `[inputs]`, by name,
+    /// or all features into a single input) and bind each result column to its output.
+    pub fn bind(&self, spec: &JobSpec) -> Result<Binding, String> {
+        let inputs = self
+            .match_inputs(spec)?
+            .into_iter()
+            .map(|(input, columns)| self.feed(spec, input, columns))
+            .collect::<Result<_, _>>()?;
+        let outputs = spec
+            .outputs
             .iter()
             .map(|output| self.bind_output(output))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(Binding { inputs, outputs })
+    }
+
+    /// Each model input, in the model's order, with the feature columns that feed it.
+    fn match_inputs(&self, spec: &JobSpec) -> Result<Vec<(&ModelInput, Vec<usize>)>, String> {
+        let names = || {
+            let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+            names.join(", ")
+        };
+        let features = &spec.source.features;
+        if let Some(listed) = &spec.inputs {
+            if let Some(unknown) = listed
+                .iter()
+                .find(|l| !self.inputs.iter().any(|i| i.name == l.name))
+            {
+                return Err(format!(
+                    "inputs.{0}: model {1} has no input `{0}` (its inputs: {2})",
+                    unknown.name,
+                    self.path.display(),
+                    names()
+                ));
+            }
+            return self
+                .inputs
+                .iter()
+                .map(|input| {
+                    let columns = listed
+                        .iter()
+                        .find(|l| l.name == input.name)
+                        .map(|l| l.columns.clone())
+                        .ok_or_else(|| {
+                            format!(
+                                "model input `{}` is fed by nothing: add it to [inputs] (model {} has inputs: {})",
+                                input.name,
+                                self.path.display(),
+                                names()
+                            )
+                        })?;
+                    Ok((input, columns))
+                })
+                .collect();
+        }
+        let position = |name: &str| features.iter().position(|f| f.as_str() == name);
+        let by_name = self.inputs.iter().all(|i| position(&i.name).is_some());
+        if by_name && (self.inputs.len() > 1 || features.len() == 1) {
+            // One input per column, named after it: the standard per-column export.
+            if let Some(unused) = features
+                .iter()
+                .find(|f| !self.inputs.iter().any(|i| i.name == f.as_str()))
+            {
+                return Err(format!(
+                    "source.features lists `{unused}`, but model {} has no input of that name (its inputs: {})",
+                    self.path.display(),
+                    names()
+                ));
+            }
+            return Ok(self
+                .inputs
+                .iter()
+                .map(|i| (i, vec![position(&i.name).expect("matched by name")]))
+                .collect());
+        }
+        match self.inputs.as_slice() {
+            // One input: every feature, in order, as its columns.
+            [input] => Ok(vec![(input, (0..features.len()).collect())]),
+            _ => {
+                let unmatched: Vec<&str> = self
+                    .inputs
+                    .iter()
+                    .filter(|i| position(&i.name).is_none())
+                    .map(|i| i.name.as_str())
+                    .collect();
+                Err(format!(
+                    "model {} has {} inputs ({}), and source.features has no column named {}: \
+                     name the features after the inputs, or map each input to its columns in [inputs]",
+                    self.path.display(),
+                    self.inputs.len(),
+                    names(),
+                    unmatched
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
+    }
+
+    /// Check that `columns` can feed `input` (element type, rank, width, a dynamic batch).
+    fn feed(
+        &self,
+        spec: &JobSpec,
+        input: &ModelInput,
+        columns: Vec<usize>,
+    ) -> Result<InputFeed, String> {
+        let name = &input.name;
+        let ValueType::Tensor { ty, shape, .. } = &input.dtype else {
+            return Err(format!(
+                "model input `{name}` is a {}, not a tensor; batchscore feeds tensors",
+                input.dtype
+            ));
+        };
+        let element = Element::of(*ty).ok_or_else(|| {
+            format!(
+                "model input `{name}` has element type {ty}; batchscore feeds {}",
+                Element::SUPPORTED
+            )
+        })?;
+        if let Some(&batch) = shape.first()
+            && batch > 0
+        {
+            return Err(format!(
+                "model input `{name}` has a fixed batch size of {batch}; export it with a dynamic first dimension"
+            ));
+        }
+        let fed_by = || {
+            let names: Vec<&str> = columns
+                .iter()
+                .map(|&c| spec.source.features[c].as_str())
+                .collect();
+            names.join(", ")
+        };
+        match shape.len() {
+            1 if columns.len() != 1 => Err(format!(
+                "model input `{name}` is 1-D ([N]), so one column feeds it, not {} ({})",
+                columns.len(),
+                fed_by()
+            )),
+            2 if shape[1] > 0 && shape[1] as usize != columns.len() => {
+                Err(match spec.inputs.is_none() && self.inputs.len() == 1 {
+                    true => format!(
+                        "model {} expects {} features, but source.features lists {}",
+                        self.path.display(),
+                        shape[1],
+                        columns.len()
+                    ),
+                    false => format!(
+                        "model input `{name}` takes {} columns, but {} feed it ({})",
+                        shape[1],
+                        columns.len(),
+                        fed_by()
+                    ),
+                })
+            }
+            rank @ (1 | 2) => Ok(InputFeed {
+                name: name.clone(),
+                element,
+                columns,
+                rank,
+            }),
+            rank => Err(format!(
+                "model input `{name}` has {rank} dimensions; batchscore feeds [N] or [N, columns]"
+            )),
+        }
     }
 
     fn bind_output(&self, output: &OutputSpec) -> Result<BoundOutput, String> {
-        let outlet = self
+        let (_, dtype) = self
             .outputs
             .iter()
             .find(|(name, _)| *name == output.output)
@@ -184,172 +322,318 @@ impl Model {
                     names.join(", ")
                 )
             })?;
-        let (_, ValueType::Tensor { ty, shape, .. }) = outlet else {
-            return Err(format!(
-                "output `{}` of model {} is not a tensor (a scikit-learn ZipMap? convert with skl2onnx option zipmap=False)",
-                output.output,
-                self.path.display()
-            ));
+        let at = || format!("outputs.{} = {:?}", output.column, output.reference());
+        let read = match dtype {
+            ValueType::Tensor { ty, shape, .. } => {
+                let element = Element::of(*ty).ok_or_else(|| {
+                    format!(
+                        "{}: output `{}` has element type {ty}; batchscore reads {}",
+                        at(),
+                        output.output,
+                        Element::SUPPORTED
+                    )
+                })?;
+                let column = tensor_column(output, shape).map_err(|p| format!("{}: {p}", at()))?;
+                OutputRead::Tensor { element, column }
+            }
+            ValueType::Sequence(item) => match item.as_ref() {
+                ValueType::Map {
+                    key,
+                    value: TensorElementType::Float32,
+                } => {
+                    let label = self
+                        .zipmap_label(output, *key)
+                        .map_err(|p| format!("{}: {p}", at()))?;
+                    OutputRead::ZipMap { label }
+                }
+                other => {
+                    return Err(format!(
+                        "{}: output `{}` is a sequence of {other}; batchscore reads tensors and ZipMaps (maps of class to float)",
+                        at(),
+                        output.output
+                    ));
+                }
+            },
+            other => {
+                return Err(format!(
+                    "{}: output `{}` is a {other}; batchscore reads tensors and ZipMaps",
+                    at(),
+                    output.output
+                ));
+            }
         };
-        let result_type = ResultType::for_element(*ty).ok_or_else(|| {
-            format!(
-                "output `{}` has element type {ty}, which batchscore cannot store",
-                output.output
-            )
-        })?;
-        match (shape.len(), output.index) {
-            (1, None) => {}
-            (1, Some(_)) => {
-                return Err(format!(
-                    "outputs.{} = \"{}\": output `{}` is 1-D, so it takes no [index]",
-                    output.column,
-                    output.reference(),
-                    output.output
-                ));
-            }
-            (2, Some(index)) if shape[1] > 0 && index as i64 >= shape[1] => {
-                return Err(format!(
-                    "outputs.{} = \"{}\": index {index} is out of range, output `{}` has {} columns",
-                    output.column,
-                    output.reference(),
-                    output.output,
-                    shape[1]
-                ));
-            }
-            (2, None) if shape[1] != 1 => {
-                return Err(format!(
-                    "outputs.{} = \"{}\": output `{}` is 2-D with {} columns; pick one, like \"{}[1]\"",
-                    output.column,
-                    output.reference(),
-                    output.output,
-                    if shape[1] > 0 {
-                        shape[1].to_string()
-                    } else {
-                        "several".to_owned()
-                    },
-                    output.output
-                ));
-            }
-            (2, _) => {}
-            (rank, _) => {
-                return Err(format!(
-                    "output `{}` has {rank} dimensions; batchscore reads 1-D or 2-D outputs",
-                    output.output
-                ));
-            }
-        }
+        let result_type = match &read {
+            OutputRead::Tensor { element, .. } => ResultType::for_element(*element),
+            OutputRead::ZipMap { .. } => ResultType::Float,
+        };
         Ok(BoundOutput {
             spec: output.clone(),
-            element: *ty,
+            read,
             result_type,
         })
     }
 
-    /// One line describing the model's signature, for `--dry-run` and `jobs validate`.
-    pub fn signature(&self) -> String {
-        let outputs: Vec<String> = self
-            .outputs
-            .iter()
-            .map(|(name, dtype)| format!("{name}: {dtype}"))
-            .collect();
-        format!(
-            "{}: {}[rows, {}] -> {}",
-            self.input_name,
-            self.input_type.name(),
-            self.input_width.map_or("?".to_owned(), |w| w.to_string()),
-            outputs.join(", ")
-        )
+    /// The class a ZipMap reference picks, checked against the model's labels when the model
+    /// file lists them.
+    fn zipmap_label(
+        &self,
+        output: &OutputSpec,
+        key: TensorElementType,
+    ) -> Result<ClassLabel, String> {
+        let name = &output.output;
+        let labels = self.zipmaps.get(name);
+        let classes = labels.map_or_else(String::new, |l| format!(" (its classes: {l})"));
+        let label = match (key, &output.pick) {
+            (TensorElementType::Int64, Some(Pick::Index(label))) => ClassLabel::Integer(*label),
+            (TensorElementType::String, Some(Pick::Label(label))) => {
+                ClassLabel::Text(label.clone())
+            }
+            (TensorElementType::Int64, _) => {
+                return Err(format!(
+                    "output `{name}` is a ZipMap with integer classes{classes}: pick one, like {name}[1]"
+                ));
+            }
+            (TensorElementType::String, _) => {
+                return Err(format!(
+                    "output `{name}` is a ZipMap with string classes{classes}: pick one, like {name}[\"label\"]"
+                ));
+            }
+            (other, _) => {
+                return Err(format!(
+                    "output `{name}` is a ZipMap keyed by {other}; batchscore reads int64 or string class labels"
+                ));
+            }
+        };
+        let known = match (labels, &label) {
+            (None, _) => true, // not listed in the file: checked while scoring
+            (Some(Labels::Integer(all)), ClassLabel::Integer(l)) => all.contains(l),
+            (Some(Labels::Text(all)), ClassLabel::Text(l)) => all.contains(l),
+            (Some(_), _) => false,
+        };
+        if !known {
+            return Err(format!(
+                "ZipMap output `{name}` has no class {}{classes}",
+                match &label {
+                    ClassLabel::Integer(l) => l.to_string(),
+                    ClassLabel::Text(l) => format!("{l:?}"),
+                }
+            ));
+        }
+        Ok(label)
     }
 
-    /// Score one feature matrix; returns one polars column per bound output, in order.
+    /// The declared type of input or output `name`, as `jobs validate` shows it.
+    pub fn describe(&self, name: &str) -> String {
+        self.inputs
+            .iter()
+            .map(|i| (&i.name, &i.dtype))
+            .chain(self.outputs.iter().map(|(n, t)| (n, t)))
+            .find(|(n, _)| *n == name)
+            .map_or_else(|| "?".to_owned(), |(_, t)| describe_type(t))
+    }
+
+    /// Score one chunk's input tensors (`rows` rows); returns one polars column per bound
+    /// output, in order.
     pub fn score(
         &self,
-        matrix: &FeatureMatrix,
+        inputs: &[InputTensor<'_>],
+        rows: usize,
         outputs: &[BoundOutput],
     ) -> anyhow::Result<Vec<Column>> {
         use anyhow::Context;
-        let shape = [matrix.rows(), matrix.cols()];
-        let input = match matrix {
-            FeatureMatrix::F32 { values, .. } => {
-                ort::value::TensorRef::from_array_view((shape, values.as_slice()))?.into_dyn()
-            }
-            FeatureMatrix::F64 { values, .. } => {
-                ort::value::TensorRef::from_array_view((shape, values.as_slice()))?.into_dyn()
-            }
-        };
+        let values = inputs
+            .iter()
+            .map(|input| Ok((input.feed.name.as_str(), input_value(input)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut session = self
             .session
             .lock()
             .map_err(|_| anyhow::anyhow!("model session poisoned by an earlier panic"))?;
-        let results = session
-            .run(ort::inputs![self.input_name.as_str() => input])
-            .with_context(|| {
-                format!(
-                    "ONNX Runtime failed to score {} rows with {}",
-                    matrix.rows(),
-                    self.path.display()
-                )
-            })?;
+        let results = session.run(values).with_context(|| {
+            format!(
+                "ONNX Runtime failed to score {rows} rows with {}",
+                self.path.display()
+            )
+        })?;
         outputs
             .iter()
             .map(|bound| {
                 let value = &results[bound.spec.output.as_str()];
-                extract_column(value, bound, matrix.rows())
+                extract_column(value, bound, rows)
                     .with_context(|| format!("reading output `{}`", bound.spec.reference()))
             })
             .collect()
     }
 }
 
-/// Pick the bound column out of an output tensor: `[rows]`, or column `index` of `[rows, k]`.
+/// `float32[N,3]`, `seq(map(int64,float32))`: a declared type, dynamic dimensions as N.
+fn describe_type(dtype: &ValueType) -> String {
+    match dtype {
+        ValueType::Tensor { ty, shape, .. } => {
+            let dims: Vec<String> = shape
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match (i, *d) {
+                    (_, d) if d > 0 => d.to_string(),
+                    (0, _) => "N".to_owned(),
+                    _ => "?".to_owned(),
+                })
+                .collect();
+            let element = Element::of(*ty).map_or_else(|| ty.to_string(), |e| e.name().to_owned());
+            format!("{element}[{}]", dims.join(","))
+        }
+        ValueType::Sequence(item) => format!("seq({})", describe_type(item)),
+        ValueType::Map { key, value } => format!("map({key},{value})"),
+        other => other.to_string(),
+    }
+}
+
+/// Which column of a tensor output a reference picks (0 for 1-D and `[N, 1]` outputs).
+fn tensor_column(output: &OutputSpec, shape: &[i64]) -> Result<usize, String> {
+    let name = &output.output;
+    match (shape.len(), &output.pick) {
+        (_, Some(Pick::Label(label))) => Err(format!(
+            "output `{name}` is a tensor, not a ZipMap, so it takes a column number, not the label {label:?}"
+        )),
+        (1, None) => Ok(0),
+        (1, Some(_)) => Err(format!("output `{name}` is 1-D, so it takes no [index]")),
+        (2, Some(Pick::Index(index))) if shape[1] > 0 && *index >= shape[1] => Err(format!(
+            "index {index} is out of range, output `{name}` has {} columns",
+            shape[1]
+        )),
+        (2, Some(Pick::Index(index))) => Ok(*index as usize),
+        (2, None) if shape[1] == 1 => Ok(0),
+        (2, None) => Err(format!(
+            "output `{name}` is 2-D with {} columns; pick one, like \"{name}[1]\"",
+            if shape[1] > 0 {
+                shape[1].to_string()
+            } else {
+                "several".to_owned()
+            },
+        )),
+        (rank, _) => Err(format!(
+            "output `{name}` has {rank} dimensions; batchscore reads 1-D or 2-D outputs"
+        )),
+    }
+}
+
+/// An input tensor as ONNX Runtime takes it: numbers by reference to our buffer; strings
+/// copied once, into ONNX Runtime's own string tensor.
+fn input_value<'a>(input: &'a InputTensor<'_>) -> anyhow::Result<SessionInputValue<'a>> {
+    let shape = input.shape.clone();
+    Ok(match &input.data {
+        TensorData::Float32(v) => TensorRef::from_array_view((shape, v.as_slice()))?
+            .into_dyn()
+            .into(),
+        TensorData::Float64(v) => TensorRef::from_array_view((shape, v.as_slice()))?
+            .into_dyn()
+            .into(),
+        TensorData::Int64(v) => TensorRef::from_array_view((shape, v.as_slice()))?
+            .into_dyn()
+            .into(),
+        TensorData::Int32(v) => TensorRef::from_array_view((shape, v.as_slice()))?
+            .into_dyn()
+            .into(),
+        TensorData::Bool(v) => TensorRef::from_array_view((shape, v.as_slice()))?
+            .into_dyn()
+            .into(),
+        TensorData::String(v) => {
+            // SAFETY: ort bounds string elements by `'static` only because its array types are
+            // generic; `from_string_array` copies every string into ONNX Runtime's own tensor
+            // before it returns and keeps no reference, while `v` outlives the call. Erasing
+            // the lifetime spares copying each string into an owned `String` first.
+            let texts: &[&'static str] = unsafe { std::mem::transmute::<&[&str], _>(v.as_slice()) };
+            Tensor::from_string_array((shape, texts))?.into_dyn().into()
+        }
+    })
+}
+
+/// The bound output's values for `rows` rows: column `column` of a tensor, or one class of a
+/// ZipMap.
 fn extract_column(
     value: &ort::value::DynValue,
     bound: &BoundOutput,
     rows: usize,
 ) -> anyhow::Result<Column> {
     let name = PlSmallStr::from(bound.spec.column.as_str());
-    let pick = |shape: &[i64]| -> anyhow::Result<(usize, usize)> {
+    let (element, column) = match &bound.read {
+        OutputRead::Tensor { element, column } => (*element, *column),
+        OutputRead::ZipMap { label } => return zipmap_column(value, label, name, rows),
+    };
+    let pick = |shape: &[i64]| -> anyhow::Result<usize> {
         let width = if shape.len() == 2 {
             shape[1] as usize
         } else {
             1
         };
-        let index = bound.spec.index.unwrap_or(0);
         anyhow::ensure!(
-            shape.first().copied() == Some(rows as i64) && index < width,
-            "shape {shape:?} does not hold column {index} for {rows} rows"
+            shape.first().copied() == Some(rows as i64) && column < width,
+            "shape {shape:?} does not hold column {column} for {rows} rows"
         );
-        Ok((width, index))
+        Ok(width)
     };
     macro_rules! numeric {
         ($t:ty, $cast:ty) => {{
             let (shape, data) = value.try_extract_tensor::<$t>()?;
-            let (width, index) = pick(shape)?;
+            let width = pick(shape)?;
             let values: Vec<$cast> = (0..rows)
-                .map(|r| data[r * width + index] as $cast)
+                .map(|r| data[r * width + column] as $cast)
                 .collect();
             Column::new(name, values)
         }};
     }
-    Ok(match bound.element {
-        TensorElementType::Float32 => numeric!(f32, f64),
-        TensorElementType::Float64 => numeric!(f64, f64),
-        TensorElementType::Int64 => numeric!(i64, i64),
-        TensorElementType::Int32 => numeric!(i32, i64),
-        TensorElementType::Bool => {
+    Ok(match element {
+        Element::Float32 => numeric!(f32, f64),
+        Element::Float64 => numeric!(f64, f64),
+        Element::Int64 => numeric!(i64, i64),
+        Element::Int32 => numeric!(i32, i64),
+        Element::Bool => {
             let (shape, data) = value.try_extract_tensor::<bool>()?;
-            let (width, index) = pick(shape)?;
-            let values: Vec<bool> = (0..rows).map(|r| data[r * width + index]).collect();
+            let width = pick(shape)?;
+            let values: Vec<bool> = (0..rows).map(|r| data[r * width + column]).collect();
             Column::new(name, values)
         }
-        TensorElementType::String => {
+        Element::String => {
             let (shape, data) = value.try_extract_strings()?;
-            let (width, index) = pick(shape)?;
+            let width = pick(shape)?;
             let values: Vec<&str> = (0..rows)
-                .map(|r| data[r * width + index].as_str())
+                .map(|r| data[r * width + column].as_str())
                 .collect();
             Column::new(name, values)
         }
-        other => anyhow::bail!("unsupported output element type {other}"),
     })
+}
+
+/// Class `label`'s probability from each row's map of a ZipMap output.
+fn zipmap_column(
+    value: &ort::value::DynValue,
+    label: &ClassLabel,
+    name: PlSmallStr,
+    rows: usize,
+) -> anyhow::Result<Column> {
+    let maps = value.try_extract_sequence::<DynMapValueType>()?;
+    anyhow::ensure!(
+        maps.len() == rows,
+        "the ZipMap holds {} maps for {rows} rows",
+        maps.len()
+    );
+    let missing = || anyhow::anyhow!("the ZipMap has no class {label:?}");
+    let values = maps
+        .iter()
+        .map(|map| match label {
+            ClassLabel::Integer(l) => map
+                .try_extract_key_values::<i64, f32>()?
+                .into_iter()
+                .find(|(k, _)| k == l)
+                .map(|(_, p)| f64::from(p))
+                .ok_or_else(missing),
+            ClassLabel::Text(l) => map
+                .try_extract_key_values::<String, f32>()?
+                .into_iter()
+                .find(|(k, _)| k == l)
+                .map(|(_, p)| f64::from(p))
+                .ok_or_else(missing),
+        })
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    Ok(Column::new(name, values))
 }

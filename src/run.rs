@@ -521,12 +521,14 @@ fn spawn_scoring(
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let features = extract_features(&chunk, job.model.input_type, &job.spec.bad_rows.fill);
+        let features = extract_features(&chunk, &job.inputs, &job.fill);
         let mut bad = features.bad;
         if features.rows.is_empty() {
             return Ok((None, bad));
         }
-        let outputs = job.model.score(&features.matrix, &job.outputs)?;
+        let outputs = job
+            .model
+            .score(&features.inputs, features.rows.len(), &job.outputs)?;
         let (scored, bad_outputs) = ScoredChunk::new(&chunk, &features.rows, outputs);
         bad.extend(bad_outputs);
         Ok((scored, bad))

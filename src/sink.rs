@@ -4,15 +4,14 @@
 //! says what the table must hold.
 
 use chrono::{DateTime, Utc};
-use ort::value::TensorElementType;
 use polars::prelude::{
     AnyValue, BooleanChunked, Column, DataFrame, DataType, Float64Chunked, Int64Chunked,
     NewChunkedArray, StringChunked,
 };
 
+use crate::element::Element;
 use crate::features::{BadRow, bad_row};
 use crate::ident::{Ident, TableName};
-use crate::model::BoundOutput;
 use crate::plan::Window;
 use crate::source::{KeyKind, SourceChunk};
 use crate::spec::{JobSpec, RESULT_META_COLUMNS};
@@ -27,14 +26,23 @@ pub enum ResultType {
 }
 
 impl ResultType {
-    pub fn for_element(element: TensorElementType) -> Option<ResultType> {
-        use TensorElementType::*;
+    /// How `jobs validate` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResultType::Float => "float",
+            ResultType::Integer => "integer",
+            ResultType::Text => "text",
+            ResultType::Boolean => "boolean",
+        }
+    }
+
+    /// The stored type of a tensor output's values (a ZipMap's probabilities are `Float`).
+    pub fn for_element(element: Element) -> ResultType {
         match element {
-            Float32 | Float64 | Float16 | Bfloat16 => Some(ResultType::Float),
-            Int8 | Int16 | Int32 | Int64 | Uint8 | Uint16 | Uint32 => Some(ResultType::Integer),
-            String => Some(ResultType::Text),
-            Bool => Some(ResultType::Boolean),
-            _ => None,
+            Element::Float32 | Element::Float64 => ResultType::Float,
+            Element::Int64 | Element::Int32 => ResultType::Integer,
+            Element::String => ResultType::Text,
+            Element::Bool => ResultType::Boolean,
         }
     }
 }
@@ -52,15 +60,13 @@ pub struct ResultsTable {
 }
 
 impl ResultsTable {
-    pub fn new(spec: &JobSpec, key_kind: KeyKind, outputs: &[BoundOutput]) -> Self {
+    /// The results table of `spec`, with `outputs` (result column, stored type) in order.
+    pub fn new(spec: &JobSpec, key_kind: KeyKind, outputs: Vec<(Ident, ResultType)>) -> Self {
         ResultsTable {
             table: spec.sink.table.clone(),
             key: spec.source.key.clone(),
             key_kind,
-            outputs: outputs
-                .iter()
-                .map(|o| (o.spec.column.clone(), o.result_type))
-                .collect(),
+            outputs,
             existing: None,
         }
     }

@@ -38,9 +38,20 @@ pub struct JobSpec {
     pub source: SourceSpec,
     pub window: WindowSpec,
     pub model: ModelSpec,
+    /// `[inputs]`: which columns feed which model input, when the job says so; otherwise the
+    /// model's inputs are matched to `source.features` when the model is loaded.
+    pub inputs: Option<Vec<InputSpec>>,
     pub outputs: Vec<OutputSpec>,
     pub sink: SinkSpec,
     pub bad_rows: BadRowsSpec,
+}
+
+/// One model input and the feature columns that feed it, as indexes into `source.features`, in
+/// the order they make up the input's second dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputSpec {
+    pub name: String,
+    pub columns: Vec<usize>,
 }
 
 /// What happens to a row that cannot be scored (a NULL, NaN, infinite, non-numeric or
@@ -51,7 +62,26 @@ pub struct BadRowsSpec {
     /// More than this fraction of a window bad fails the window: nothing is written.
     pub max_fraction: f64,
     /// Per feature, in `source.features` order: the value that replaces a bad one, if any.
-    pub fill: Vec<Option<f64>>,
+    pub fill: Vec<Option<Fill>>,
+}
+
+/// A `bad_rows.fill` value as written; whether it suits its column's input is checked when the
+/// model is known (a text fill for a string input, a number for a numeric one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fill {
+    Number(f64),
+    Text(String),
+    Bool(bool),
+}
+
+impl std::fmt::Display for Fill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fill::Number(v) => write!(f, "{v}"),
+            Fill::Text(t) => write!(f, "{t:?}"),
+            Fill::Bool(b) => write!(f, "{b}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -131,19 +161,30 @@ pub struct ModelSpec {
     pub sha256: Option<String>,
 }
 
-/// One result column, filled from one ONNX output (or one column of a 2-D output).
+/// One result column, filled from one ONNX output: a 1-D tensor, one column of a 2-D tensor,
+/// or one class of a ZipMap (a sequence of maps from class label to probability).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputSpec {
     pub column: Ident,
     pub output: String,
-    pub index: Option<usize>,
+    pub pick: Option<Pick>,
+}
+
+/// What `[…]` after an output's name picks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// `probabilities[1]`: a column of a 2-D tensor, or an integer class label of a ZipMap.
+    Index(i64),
+    /// `output_probability["north"]`: a string class label of a ZipMap.
+    Label(String),
 }
 
 impl OutputSpec {
-    /// The reference as written in the job file: `probabilities[1]`.
+    /// The reference as written in the job file: `probabilities[1]`, `p["north"]`.
     pub fn reference(&self) -> String {
-        match self.index {
-            Some(i) => format!("{}[{i}]", self.output),
+        match &self.pick {
+            Some(Pick::Index(i)) => format!("{}[{i}]", self.output),
+            Some(Pick::Label(label)) => format!("{}[{label:?}]", self.output),
             None => self.output.clone(),
         }
     }
@@ -166,6 +207,7 @@ struct JobFile {
     source: SourceFile,
     window: WindowFile,
     model: ModelFile,
+    inputs: Option<toml::Table>,
     outputs: toml::Table,
     sink: SinkFile,
     #[serde(default)]
@@ -192,7 +234,7 @@ struct SourceFile {
     query: Option<String>,
     key: String,
     timestamp: String,
-    features: Vec<String>,
+    features: Option<Vec<String>>,
     chunk_rows: Option<usize>,
 }
 
@@ -287,7 +329,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
             )
         })?;
 
-    let source = check_source(file.source)?;
+    let (source, inputs) = check_source(file.source, file.inputs.as_ref())?;
     let window = WindowSpec {
         size: parse_duration("window.size", &file.window.size)?,
         lateness: match &file.window.lateness {
@@ -332,6 +374,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         source,
         window,
         model,
+        inputs,
         outputs,
         sink,
         bad_rows,
@@ -353,11 +396,18 @@ fn check_bad_rows(file: BadRowsFile, features: &[Ident]) -> Result<BadRowsSpec, 
             .ok_or_else(|| {
                 format!("bad_rows.fill.{column}: `{column}` is not one of source.features")
             })?;
-        let value = value
-            .as_float()
-            .or_else(|| value.as_integer().map(|i| i as f64))
-            .filter(|v| v.is_finite())
-            .ok_or_else(|| format!("bad_rows.fill.{column} must be a finite number"))?;
+        let value = match value {
+            toml::Value::String(text) => Fill::Text(text.clone()),
+            toml::Value::Boolean(b) => Fill::Bool(*b),
+            other => other
+                .as_float()
+                .or_else(|| other.as_integer().map(|i| i as f64))
+                .filter(|v| v.is_finite())
+                .map(Fill::Number)
+                .ok_or_else(|| {
+                    format!("bad_rows.fill.{column} must be a finite number, a string or a boolean")
+                })?,
+        };
         fill[index] = Some(value);
     }
     Ok(BadRowsSpec {
@@ -367,7 +417,10 @@ fn check_bad_rows(file: BadRowsFile, features: &[Ident]) -> Result<BadRowsSpec, 
     })
 }
 
-fn check_source(file: SourceFile) -> Result<SourceSpec, String> {
+fn check_source(
+    file: SourceFile,
+    inputs: Option<&toml::Table>,
+) -> Result<(SourceSpec, Option<Vec<InputSpec>>), String> {
     let from = match (file.table, file.query) {
         (Some(table), None) => {
             SourceFrom::Table(TableName::parse(&table).map_err(|e| format!("source.table: {e}"))?)
@@ -380,28 +433,109 @@ fn check_source(file: SourceFile) -> Result<SourceSpec, String> {
         |what: &str, name: &str| Ident::parse(name).map_err(|e| format!("source.{what}: {e}"));
     let key = field("key", &file.key)?;
     let timestamp = field("timestamp", &file.timestamp)?;
-    if file.features.is_empty() {
+    let listed = match (file.features, inputs) {
+        (Some(features), _) => features,
+        // With [inputs], the features are the columns it names, input by input (a column named
+        // twice is reported by `check_inputs`, which can say which inputs).
+        (None, Some(inputs)) => {
+            let mut columns: Vec<String> = Vec::new();
+            for column in inputs
+                .values()
+                .filter_map(toml::Value::as_array)
+                .flatten()
+                .filter_map(toml::Value::as_str)
+            {
+                if !columns.iter().any(|c| c == column) {
+                    columns.push(column.to_owned());
+                }
+            }
+            columns
+        }
+        (None, None) => {
+            return Err(
+                "source.features is missing: list the columns the model reads, in its input order"
+                    .to_owned(),
+            );
+        }
+    };
+    if listed.is_empty() {
         return Err("source.features is empty: list the model's input columns in order".to_owned());
     }
-    let mut features = Vec::with_capacity(file.features.len());
-    for name in &file.features {
+    let mut features = Vec::with_capacity(listed.len());
+    for name in &listed {
         let ident = field("features", name)?;
         if features.contains(&ident) {
             return Err(format!("source.features lists `{name}` twice"));
         }
         features.push(ident);
     }
+    let inputs = inputs
+        .map(|table| check_inputs(table, &features))
+        .transpose()?;
     let chunk_rows = file.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS);
     if chunk_rows == 0 {
         return Err("source.chunk_rows must be at least 1".to_owned());
     }
-    Ok(SourceSpec {
+    let source = SourceSpec {
         from,
         key,
         timestamp,
         features,
         chunk_rows,
-    })
+    };
+    Ok((source, inputs))
+}
+
+/// `[inputs]`: `input = ["column", …]` for each model input. Every feature feeds exactly one
+/// input; whether the names are the model's is checked when the model is loaded.
+fn check_inputs(table: &toml::Table, features: &[Ident]) -> Result<Vec<InputSpec>, String> {
+    if table.is_empty() {
+        return Err(
+            "[inputs] is empty: map each model input to its columns, like numeric = [\"amount\", \"items\"]"
+                .to_owned(),
+        );
+    }
+    let mut fed_by: Vec<Option<&str>> = vec![None; features.len()];
+    let mut inputs = Vec::with_capacity(table.len());
+    for (name, value) in table {
+        let names: Option<Vec<&str>> = value
+            .as_array()
+            .and_then(|columns| columns.iter().map(toml::Value::as_str).collect());
+        let names = match names {
+            Some(names) if !names.is_empty() => names,
+            _ => {
+                return Err(format!(
+                    "inputs.{name} must be a non-empty list of column names, like [\"amount\"]"
+                ));
+            }
+        };
+        let mut columns = Vec::with_capacity(names.len());
+        for column in names {
+            let index = features
+                .iter()
+                .position(|f| f.as_str() == column)
+                .ok_or_else(|| {
+                    format!("inputs.{name}: column `{column}` is not one of source.features")
+                })?;
+            if let Some(first) = fed_by[index].replace(name) {
+                return Err(format!(
+                    "inputs.{name}: column `{column}` already feeds input `{first}`; a column feeds one input"
+                ));
+            }
+            columns.push(index);
+        }
+        inputs.push(InputSpec {
+            name: name.clone(),
+            columns,
+        });
+    }
+    if let Some(unused) = fed_by.iter().position(Option::is_none) {
+        return Err(format!(
+            "source.features lists `{}`, but no input in [inputs] reads it",
+            features[unused]
+        ));
+    }
+    Ok(inputs)
 }
 
 /// `source.query` must be one SELECT (or WITH … SELECT) statement: batchscore wraps it as a
@@ -440,28 +574,42 @@ fn check_outputs(table: &toml::Table, key: &Ident) -> Result<Vec<OutputSpec>, St
         let reference = value
             .as_str()
             .ok_or_else(|| format!("outputs.{column} must be a string naming a model output, like \"label\" or \"probabilities[1]\""))?;
-        let (output, index) = parse_output_reference(reference).ok_or_else(|| {
-            format!("outputs.{column} = \"{reference}\" is not `NAME` or `NAME[INDEX]`")
+        let (output, pick) = parse_output_reference(reference).ok_or_else(|| {
+            format!(
+                "outputs.{column} = {reference:?} is not `NAME`, `NAME[INDEX]` or `NAME[\"LABEL\"]`"
+            )
         })?;
         outputs.push(OutputSpec {
             column,
             output,
-            index,
+            pick,
         });
     }
     Ok(outputs)
 }
 
-fn parse_output_reference(text: &str) -> Option<(String, Option<usize>)> {
+/// `NAME`, `NAME[INDEX]` or `NAME["LABEL"]` (single quotes too).
+fn parse_output_reference(text: &str) -> Option<(String, Option<Pick>)> {
     let text = text.trim();
-    match text.strip_suffix(']') {
-        Some(head) => {
-            let (name, index) = head.split_once('[')?;
-            let name = name.trim();
-            (!name.is_empty()).then(|| Some((name.to_owned(), Some(index.trim().parse().ok()?))))?
-        }
-        None => (!text.is_empty() && !text.contains(['[', ']'])).then(|| (text.to_owned(), None)),
+    let Some(head) = text.strip_suffix(']') else {
+        return (!text.is_empty() && !text.contains(['[', ']'])).then(|| (text.to_owned(), None));
+    };
+    let (name, inside) = head.split_once('[')?;
+    let (name, inside) = (name.trim(), inside.trim());
+    if name.is_empty() || name.contains(']') {
+        return None;
     }
+    let quoted = ['"', '\''].iter().find_map(|q| {
+        inside
+            .strip_prefix(*q)
+            .and_then(|rest| rest.strip_suffix(*q))
+            .filter(|label| !label.contains(*q))
+    });
+    let pick = match quoted {
+        Some(label) => Pick::Label(label.to_owned()),
+        None => Pick::Index(inside.parse::<u32>().ok()?.into()),
+    };
+    Some((name.to_owned(), Some(pick)))
 }
 
 fn parse_duration(what: &str, text: &str) -> Result<TimeDelta, String> {
@@ -517,7 +665,8 @@ table = "machine_failure_predictions"
         assert_eq!(spec.source.features.len(), 4);
         assert_eq!(spec.outputs[0].reference(), "label");
         assert_eq!(spec.outputs[1].column.as_str(), "failure_probability");
-        assert_eq!(spec.outputs[1].index, Some(1));
+        assert_eq!(spec.outputs[1].pick, Some(Pick::Index(1)));
+        assert!(spec.inputs.is_none());
         assert_eq!(spec.source.chunk_rows, DEFAULT_CHUNK_ROWS);
         assert_eq!(spec.window.catch_up, CatchUp::All);
         assert_eq!(spec.bad_rows.policy, BadRowPolicy::Quarantine);
@@ -529,7 +678,12 @@ table = "machine_failure_predictions"
         assert_eq!(filled.bad_rows.policy, BadRowPolicy::Skip);
         assert_eq!(
             filled.bad_rows.fill,
-            vec![None, Some(0.5), None, Some(1500.0)]
+            vec![
+                None,
+                Some(Fill::Number(0.5)),
+                None,
+                Some(Fill::Number(1500.0))
+            ]
         );
         let latest = parse(&EXAMPLE.replace(
             "lateness = \"2m\"",
@@ -628,14 +782,123 @@ table = "machine_failure_predictions"
         );
         assert_eq!(
             parse_output_reference("probabilities[1]"),
-            Some(("probabilities".into(), Some(1)))
+            Some(("probabilities".into(), Some(Pick::Index(1))))
         );
         assert_eq!(
             parse_output_reference("p[ 0 ]"),
-            Some(("p".into(), Some(0)))
+            Some(("p".into(), Some(Pick::Index(0))))
+        );
+        assert_eq!(
+            parse_output_reference("output_probability[\"north\"]"),
+            Some((
+                "output_probability".into(),
+                Some(Pick::Label("north".into()))
+            ))
+        );
+        assert_eq!(
+            parse_output_reference("p['a b']"),
+            Some(("p".into(), Some(Pick::Label("a b".into()))))
         );
         assert_eq!(parse_output_reference("[1]"), None);
         assert_eq!(parse_output_reference("p[-1]"), None);
         assert_eq!(parse_output_reference("p]"), None);
+        assert_eq!(parse_output_reference("p[\"x]"), None);
+        assert_eq!(parse_output_reference("p[north]"), None);
+    }
+
+    const PER_COLUMN: &str = r#"
+schedule = "*/30 * * * *"
+[source]
+table = "customers"
+key = "id"
+timestamp = "ts"
+[window]
+size = "30m"
+[model]
+path = "churn.onnx"
+[inputs]
+numeric = ["amount", "items"]
+category = ["region"]
+[outputs]
+p = "output_probability[1]"
+[sink]
+table = "churn"
+"#;
+
+    #[test]
+    fn inputs_name_their_columns_and_imply_the_features() {
+        let spec = parse(PER_COLUMN).unwrap();
+        let features: Vec<&str> = spec.source.features.iter().map(|f| f.as_str()).collect();
+        assert_eq!(features, ["amount", "items", "region"]);
+        assert_eq!(
+            spec.inputs.unwrap(),
+            vec![
+                InputSpec {
+                    name: "numeric".into(),
+                    columns: vec![0, 1]
+                },
+                InputSpec {
+                    name: "category".into(),
+                    columns: vec![2]
+                },
+            ]
+        );
+        // Listed features may come in another order than [inputs]; indexes follow the list.
+        let listed = parse(&PER_COLUMN.replace(
+            "timestamp = \"ts\"",
+            "timestamp = \"ts\"\nfeatures = [\"region\", \"items\", \"amount\"]",
+        ))
+        .unwrap();
+        assert_eq!(listed.inputs.unwrap()[0].columns, vec![2, 1]);
+        let filled = parse(&format!(
+            "{PER_COLUMN}\n[bad_rows]\nfill = {{ region = \"unknown\", items = 0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            filled.bad_rows.fill,
+            vec![
+                None,
+                Some(Fill::Number(0.0)),
+                Some(Fill::Text("unknown".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn input_mistakes_name_the_input() {
+        let with_features = |list: &str| {
+            PER_COLUMN.replace(
+                "timestamp = \"ts\"",
+                &format!("timestamp = \"ts\"\nfeatures = {list}"),
+            )
+        };
+        let cases = [
+            (
+                PER_COLUMN.replace("[\"region\"]", "[\"region\", \"amount\"]"),
+                "inputs.category: column `amount` already feeds input `numeric`",
+            ),
+            (
+                with_features("[\"amount\", \"items\"]"),
+                "inputs.category: column `region` is not one of source.features",
+            ),
+            (
+                with_features("[\"amount\", \"items\", \"region\", \"extra\"]"),
+                "source.features lists `extra`, but no input in [inputs] reads it",
+            ),
+            (
+                PER_COLUMN.replace("[\"region\"]", "[]"),
+                "inputs.category must be a non-empty list",
+            ),
+            (
+                PER_COLUMN.replace("[\"region\"]", "\"region\""),
+                "inputs.category must be a non-empty list",
+            ),
+        ];
+        for (text, expected) in cases {
+            let Err(err) = parse(&text) else {
+                panic!("expected an error containing {expected:?}")
+            };
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
     }
 }

@@ -60,15 +60,22 @@ pub async fn validate(global: &GlobalArgs, name: Option<String>) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// The summary line of a valid job, then one indented line per model input and output.
 async fn check<B: Backend>(db: &B, spec: spec::JobSpec) -> anyhow::Result<String> {
     let job = job::prepare(db, spec).await?;
-    Ok(format!(
-        "{} features from {} -> {} [{}]",
+    let mut lines = vec![format!(
+        "{} features from {} -> {} (model {})",
         job.spec.source.features.len(),
         crate::source::source_description(&job.spec),
         job.results.table,
-        job.model.signature()
-    ))
+        shown_path(&job.model.path)
+    )];
+    lines.extend(
+        job.describe_io()
+            .iter()
+            .map(|line| format!("          {line}")),
+    );
+    Ok(lines.join("\n"))
 }
 
 fn shown_path(path: &std::path::Path) -> String {

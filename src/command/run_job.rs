@@ -114,13 +114,10 @@ async fn print_plan<B: Backend>(
         job.model.path.display(),
         job.model.sha256
     );
-    println!("           {}", job.model.signature());
-    let outputs: Vec<String> = job
-        .outputs
-        .iter()
-        .map(|o| format!("{} = {}", o.spec.column, o.spec.reference()))
-        .collect();
-    println!("results:   {} ({})", job.results.table, outputs.join(", "));
+    for line in job.describe_io() {
+        println!("           {line}");
+    }
+    println!("results:   {}", job.results.table);
     println!("dry run:   nothing was written");
     Ok(())
 }

@@ -30,7 +30,7 @@ use crate::ident::TableName;
 use crate::ledger::{RunRecord, RunStatus};
 use crate::plan::Window;
 use crate::sink::{ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk};
-use crate::source::{ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
+use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::{JobSpec, SourceFrom};
 
 #[derive(Clone)]
@@ -115,6 +115,41 @@ fn pg_type(result: ResultType) -> &'static str {
     }
 }
 
+/// How a feature crosses the wire in the window's binary COPY: the server casts each column to
+/// the type nearest its cell, and the [`ChunkBuilder`] converts the rest (an integer 0/1 for a
+/// bool input, whose values it checks one by one rather than have the server cast 2 to true).
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    Float8,
+    Int8,
+    Bool,
+    Text,
+}
+
+fn wire(kind: &ColumnKind, cell: CellType) -> Wire {
+    match (cell, kind) {
+        // PostgreSQL casts boolean to integer only: booleans cross as booleans.
+        (CellType::Float | CellType::Integer | CellType::Boolean, ColumnKind::Boolean) => {
+            Wire::Bool
+        }
+        (CellType::Float, _) => Wire::Float8,
+        (CellType::Integer | CellType::Boolean, _) => Wire::Int8,
+        (CellType::Text, _) => Wire::Text,
+    }
+}
+
+impl Wire {
+    /// The SELECT expression that sends `column` (quoted) as this wire type.
+    fn select(self, column: &str) -> String {
+        match self {
+            Wire::Float8 => format!("CAST({column} AS double precision)"),
+            Wire::Int8 => format!("CAST({column} AS bigint)"),
+            Wire::Bool => format!("CAST({column} AS boolean)"),
+            Wire::Text => format!("CAST({column} AS text)"),
+        }
+    }
+}
+
 fn key_type(kind: KeyKind) -> &'static str {
     match kind {
         KeyKind::Integer => "bigint",
@@ -196,14 +231,14 @@ impl Backend for PostgresBackend {
     ) -> anyhow::Result<()> {
         let key = spec.source.key.quoted();
         let mut columns = vec![format!("CAST({key} AS {})", key_type(shape.key))];
-        for (name, kind) in spec.source.features.iter().zip(&shape.features) {
-            let name = name.quoted();
-            columns.push(match kind {
-                // PostgreSQL has no direct boolean → double cast.
-                ColumnKind::Boolean => format!("CAST(CAST({name} AS integer) AS double precision)"),
-                _ => format!("CAST({name} AS double precision)"),
-            });
-        }
+        columns.extend(
+            spec.source
+                .features
+                .iter()
+                .zip(&shape.features)
+                .zip(&shape.cells)
+                .map(|((name, kind), cell)| wire(kind, *cell).select(&name.quoted())),
+        );
         let select = window_select(
             spec,
             &columns.join(", "),
@@ -826,8 +861,16 @@ fn decode_tuple(
         KeyKind::Integer => chunk.push_int_key(tuple.int8(0)?.ok_or_else(null_key)?),
         KeyKind::Text => chunk.push_text_key(tuple.text(0)?.ok_or_else(null_key)?),
     }
-    for feature in 0..shape.features.len() {
-        chunk.push_feature(feature, tuple.float8(feature + 1)?);
+    for (feature, (kind, cell)) in shape.features.iter().zip(&shape.cells).enumerate() {
+        let i = feature + 1;
+        let value = match (tuple.raw(i), wire(kind, *cell)) {
+            (None, _) => Cell::Null,
+            (Some(_), Wire::Float8) => Cell::Float(tuple.float8(i)?.expect("not NULL")),
+            (Some(_), Wire::Int8) => Cell::Integer(tuple.int8(i)?.expect("not NULL")),
+            (Some(_), Wire::Bool) => Cell::Boolean(tuple.boolean(i)?.expect("not NULL")),
+            (Some(bytes), Wire::Text) => Cell::Text(bytes),
+        };
+        chunk.push(feature, value);
     }
     chunk.end_row();
     Ok(())

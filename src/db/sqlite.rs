@@ -26,7 +26,7 @@ use crate::ident::TableName;
 use crate::ledger::{RunRecord, RunStatus};
 use crate::plan::Window;
 use crate::sink::{ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk};
-use crate::source::{ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
+use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::{JobSpec, SourceFrom};
 
 /// Rows per multi-row INSERT into the quarantine: enough to amortise each statement, few enough
@@ -742,7 +742,7 @@ fn on_this_thread<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Decode one source row: key first, then the features, checked value by value (SQLite types
-/// are per value: a REAL column may hold text).
+/// are per value: a REAL column may hold text), converted by the [`ChunkBuilder`].
 fn decode_row(
     row: &rusqlite::Row<'_>,
     spec: &JobSpec,
@@ -764,25 +764,21 @@ fn decode_row(
         ),
         (_, other) => return Err(key_problem(&format!("a {} value", type_name(other)))),
     }
-    for feature in 0..shape.features.len() {
+    for (feature, cell) in shape.cells.iter().enumerate() {
         match row.get_ref(feature + 1)? {
-            ValueRef::Null => chunk.push_feature(feature, None),
-            ValueRef::Integer(v) => chunk.push_feature(feature, Some(v as f64)),
-            ValueRef::Real(v) => chunk.push_feature(feature, Some(v)),
-            ValueRef::Text(bytes) => {
-                let text = String::from_utf8_lossy(bytes);
-                let shown: String = text.chars().take(40).collect();
-                chunk.push_unreadable(
-                    feature,
-                    format!("holds text '{shown}', not a number"),
-                    text.into_owned(),
-                );
-            }
+            ValueRef::Null => chunk.push(feature, Cell::Null),
+            ValueRef::Integer(v) => chunk.push(feature, Cell::Integer(v)),
+            ValueRef::Real(v) => chunk.push(feature, Cell::Float(v)),
+            ValueRef::Text(bytes) => chunk.push(feature, Cell::Text(bytes)),
             other => {
                 let kind = type_name(other);
+                let wanted = match cell {
+                    CellType::Text => "text",
+                    _ => "a number",
+                };
                 chunk.push_unreadable(
                     feature,
-                    format!("holds a {kind} value, not a number"),
+                    format!("holds a {kind} value, not {wanted}"),
                     format!("({kind})"),
                 );
             }

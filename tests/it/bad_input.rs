@@ -182,7 +182,7 @@ async fn unsupported_column_type() {
         &[
             "job `machine_failure`",
             "feature column `site`",
-            "unsupported type text",
+            "has type text, which cannot feed model input `features` (float32)",
         ],
     )
     .await;

@@ -77,7 +77,7 @@ async fn schema_drift_fails_before_anything_is_written(kind: Kind) {
     p.execute("ALTER TABLE readings DROP COLUMN vibration; ALTER TABLE readings ADD COLUMN vibration TEXT").await;
     assert_refused(
         &p,
-        "feature column `vibration` in table readings has unsupported type text",
+        "feature column `vibration` in table readings has type text, which cannot feed model input `features` (float32)",
     )
     .await;
 

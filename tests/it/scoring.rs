@@ -382,7 +382,13 @@ async fn dry_run_prints_the_plan_and_writes_nothing() {
         text.contains("window:    [2026-01-10T00:30:00Z, 2026-01-10T01:00:00Z)  rows: 60"),
         "{text}"
     );
-    assert!(text.contains("features: float32[rows, 4]"), "{text}");
+    for line in [
+        "input  features          float32[N,4]  <- temperature (real), vibration (real), pressure (numeric), rpm (integer)",
+        "output label             int64[N]      -> failure_label (integer)",
+        "output probabilities[1]  float32[N,2]  -> failure_probability (float)",
+    ] {
+        assert!(text.contains(line), "expected {line:?} in:\n{text}");
+    }
     assert!(!p.table_exists("machine_failure_predictions").await);
     assert!(!p.table_exists("batchscore_runs").await);
 }

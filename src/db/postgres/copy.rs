@@ -46,6 +46,12 @@ impl Tuple<'_> {
             .transpose()
     }
 
+    pub fn boolean(&self, i: usize) -> anyhow::Result<Option<bool>> {
+        self.raw(i)
+            .map(|v| Ok(u8::from_be_bytes(fixed(v)?) != 0))
+            .transpose()
+    }
+
     pub fn text(&self, i: usize) -> anyhow::Result<Option<&str>> {
         self.raw(i)
             .map(|v| std::str::from_utf8(v).context("a text value is not UTF-8"))
