@@ -6,7 +6,8 @@
 //! `bad_rows.fill` replaces it when the job gives a value for that column, and otherwise the
 //! row becomes a [`BadRow`] naming its key, the first bad column and why, with its raw values
 //! for the quarantine. Strings are never copied here: a string tensor holds slices of the
-//! chunk's own text, which ONNX Runtime copies once when the tensor is made.
+//! chunk's own text, copied once (into the C strings ONNX Runtime takes) when the tensor is
+//! made.
 
 use polars::prelude::*;
 

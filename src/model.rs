@@ -255,7 +255,8 @@ impl Model {
         };
         let element = Element::of(*ty).ok_or_else(|| {
             format!(
-                "model input `{name}` has element type {ty}; batchscore feeds {}",
+                "model input `{name}` has element type {}; batchscore feeds {}",
+                element_name(*ty),
                 Element::SUPPORTED
             )
         })?;
@@ -327,9 +328,10 @@ impl Model {
             ValueType::Tensor { ty, shape, .. } => {
                 let element = Element::of(*ty).ok_or_else(|| {
                     format!(
-                        "{}: output `{}` has element type {ty}; batchscore reads {}",
+                        "{}: output `{}` has element type {}; batchscore reads {}",
                         at(),
                         output.output,
+                        element_name(*ty),
                         Element::SUPPORTED
                     )
                 })?;
@@ -479,13 +481,19 @@ fn describe_type(dtype: &ValueType) -> String {
                     _ => "?".to_owned(),
                 })
                 .collect();
-            let element = Element::of(*ty).map_or_else(|| ty.to_string(), |e| e.name().to_owned());
-            format!("{element}[{}]", dims.join(","))
+            format!("{}[{}]", element_name(*ty), dims.join(","))
         }
         ValueType::Sequence(item) => format!("seq({})", describe_type(item)),
-        ValueType::Map { key, value } => format!("map({key},{value})"),
+        ValueType::Map { key, value } => {
+            format!("map({},{})", element_name(*key), element_name(*value))
+        }
         other => other.to_string(),
     }
+}
+
+/// ONNX Runtime's name for an element type ("float32"), also for types batchscore refuses.
+fn element_name(ty: TensorElementType) -> String {
+    Element::of(ty).map_or_else(|| format!("{ty:?}").to_lowercase(), |e| e.name().to_owned())
 }
 
 /// Which column of a tensor output a reference picks (0 for 1-D and `[N, 1]` outputs).
@@ -518,7 +526,8 @@ fn tensor_column(output: &OutputSpec, shape: &[i64]) -> Result<usize, String> {
 }
 
 /// An input tensor as ONNX Runtime takes it: numbers by reference to our buffer; strings
-/// copied once, into ONNX Runtime's own string tensor.
+/// copied once by ort, into the NUL-terminated strings ONNX Runtime's string tensor is filled
+/// from.
 fn input_value<'a>(input: &'a InputTensor<'_>) -> anyhow::Result<SessionInputValue<'a>> {
     let shape = input.shape.clone();
     Ok(match &input.data {

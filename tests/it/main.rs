@@ -10,5 +10,6 @@ mod bad_input;
 mod bad_rows;
 mod daemon;
 mod hardening;
+mod models;
 mod scoring;
 mod windows;

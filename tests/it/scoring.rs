@@ -27,10 +27,10 @@ const DELIVERY_ETA: &str = r#"
 schedule = "*/10 * * * *"
 timezone = "Europe/Berlin"
 [source]
-query = "SELECT order_id, placed_at, distance_km, items, hour, raining FROM orders WHERE placed_at >= :window_start AND placed_at < :window_end"
+query = "SELECT order_id, placed_at, distance_km, items, hour, raining, zone FROM orders WHERE placed_at >= :window_start AND placed_at < :window_end"
 key = "order_id"
 timestamp = "placed_at"
-features = ["distance_km", "items", "hour", "raining"]
+features = ["distance_km", "items", "hour", "raining", "zone"]
 [window]
 size = "30m"
 [model]
@@ -126,11 +126,11 @@ async fn seed_orders(p: &Project) -> Fixture {
     let fixture = Fixture::load("delivery_eta");
     let (ddl, form) = match p.kind {
         Kind::Sqlite => (
-            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, placed_at TEXT NOT NULL, distance_km REAL, items INTEGER, hour INTEGER, raining BOOLEAN)",
+            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, placed_at TEXT NOT NULL, distance_km REAL, items INTEGER, hour INTEGER, raining BOOLEAN, zone TEXT)",
             TimeForm::IsoZ,
         ),
         Kind::Postgres => (
-            "CREATE TABLE orders (order_id text PRIMARY KEY, placed_at timestamptz NOT NULL, distance_km numeric, items smallint, hour bigint, raining boolean)",
+            "CREATE TABLE orders (order_id text PRIMARY KEY, placed_at timestamptz NOT NULL, distance_km numeric, items smallint, hour bigint, raining boolean, zone varchar(16))",
             TimeForm::TimestampTz,
         ),
     };
@@ -139,7 +139,7 @@ async fn seed_orders(p: &Project) -> Fixture {
         .map(|i| {
             let raining = fixture.feature(i, "raining") != 0.0;
             format!(
-                "('ord-{i:04}', {}, {}, {}, {}, {})",
+                "('ord-{i:04}', {}, {}, {}, {}, {}, '{}')",
                 time_literal(form, i),
                 fixture.feature(i, "distance_km"),
                 fixture.feature(i, "items") as i64,
@@ -148,7 +148,8 @@ async fn seed_orders(p: &Project) -> Fixture {
                     raining.to_string()
                 } else {
                     (raining as i32).to_string()
-                }
+                },
+                fixture.text(i, "zone")
             )
         })
         .collect();

@@ -40,6 +40,10 @@ impl Fixture {
         self.rows[row]["features"][column].as_f64().unwrap()
     }
 
+    pub fn text(&self, row: usize, column: &str) -> &str {
+        self.rows[row]["features"][column].as_str().unwrap()
+    }
+
     /// Output `name`, column `index` of row `row` (1-D outputs take index 0).
     pub fn output(&self, row: usize, name: &str, index: usize) -> f64 {
         let value = &self.rows[row]["outputs"][name];
