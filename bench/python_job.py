@@ -10,6 +10,11 @@ PostgreSQL (psycopg 3): a server-side (named) cursor streams the window in batch
 SQLite (sqlite3 + pandas): `pandas.read_sql(..., chunksize=)` reads the window in chunks; each
     chunk is scored and upserted with `executemany(INSERT ... ON CONFLICT DO UPDATE)`.
 
+A model with one input per column (the pipeline workload: a scikit-learn pipeline over text and
+numeric columns) is fed as such a team feeds it: each batch becomes a pandas DataFrame and the
+model gets a dict of per-column arrays (`{column: frame[[column]].to_numpy(dtype)}`, text as
+object arrays); the read and write paths are the same as above.
+
 It is what run.py compares batchscore against; it is run as its own process, so its time and
 peak RSS (from wait4) include the interpreter and imports, as a cron'd script's would.
 Prints one line: `rows=N seconds=S` (S measured after the imports).
@@ -31,6 +36,7 @@ import psycopg
 from psycopg import sql
 
 FEATURES = [f"f{k}" for k in range(1, 9)]
+DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(string)": object}
 
 
 def score(session, x):
@@ -39,9 +45,26 @@ def score(session, x):
     return probabilities[:, 1]
 
 
+def per_column(session):
+    """The model's inputs as (column, dtype) when it takes one input per column, else None."""
+    inputs = session.get_inputs()
+    if len(inputs) == 1:
+        return None
+    return [(i.name, DTYPES[i.type]) for i in inputs]
+
+
+def score_frame(session, columns, frame):
+    """P(class 1) for each row of the DataFrame, each input fed from its own column."""
+    feeds = {name: frame[[name]].to_numpy(dtype=dtype) for name, dtype in columns}
+    (probabilities,) = session.run(["probabilities"], feeds)
+    return probabilities[:, 1]
+
+
 def run_postgres(url, session, table, results, start, end, batch_rows):
+    columns = per_column(session)
+    names = FEATURES if columns is None else [name for name, _ in columns]
     select = sql.SQL("SELECT id, {features} FROM {table} WHERE ts >= %s AND ts < %s").format(
-        features=sql.SQL(", ").join(map(sql.Identifier, FEATURES)), table=sql.Identifier(table)
+        features=sql.SQL(", ").join(map(sql.Identifier, names)), table=sql.Identifier(table)
     )
     rows = 0
     with psycopg.connect(url) as conn, conn.transaction():
@@ -58,10 +81,15 @@ def run_postgres(url, session, table, results, start, end, batch_rows):
         with conn.cursor(name="window_rows", binary=True) as reader:
             reader.execute(select, (start, end))
             while batch := reader.fetchmany(batch_rows):
-                matrix = np.array(batch, dtype=np.float64)
-                # Keys are exact in float64 (below 2^53); the features go to the model as float32.
-                ids = matrix[:, 0].astype(np.int64)
-                scores = score(session, matrix[:, 1:].astype(np.float32))
+                if columns is None:
+                    matrix = np.array(batch, dtype=np.float64)
+                    # Keys are exact in float64 (below 2^53); the features go to the model as float32.
+                    ids = matrix[:, 0].astype(np.int64)
+                    scores = score(session, matrix[:, 1:].astype(np.float32))
+                else:
+                    frame = pd.DataFrame(batch, columns=["id", *names])
+                    ids = frame["id"].to_numpy()
+                    scores = score_frame(session, columns, frame)
                 with writer.copy("COPY staging (id, score) FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types(["int8", "float8"])
                     for row in zip(ids.tolist(), scores.tolist()):
@@ -80,7 +108,9 @@ def run_sqlite(path, session, table, results, start, end, batch_rows):
     # The table stores ISO-8601 text with milliseconds and Z; bounds in the same form compare
     # correctly as strings.
     bounds = [t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" for t in (start, end)]
-    select = f'SELECT id, {", ".join(FEATURES)} FROM "{table}" WHERE ts >= ? AND ts < ?'
+    columns = per_column(session)
+    names = FEATURES if columns is None else [name for name, _ in columns]
+    select = f'SELECT id, {", ".join(names)} FROM "{table}" WHERE ts >= ? AND ts < ?'
     upsert = f'INSERT INTO "{results}" (id, score) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET score = excluded.score'
     rows = 0
     # isolation_level=None: we open and commit the one transaction ourselves.
@@ -90,7 +120,10 @@ def run_sqlite(path, session, table, results, start, end, batch_rows):
         conn.execute(f'CREATE TABLE IF NOT EXISTS "{results}" (id INTEGER PRIMARY KEY, score REAL)')
         conn.execute("BEGIN")
         for chunk in pd.read_sql(select, conn, params=bounds, chunksize=batch_rows):
-            scores = score(session, chunk[FEATURES].to_numpy(dtype=np.float32))
+            if columns is None:
+                scores = score(session, chunk[FEATURES].to_numpy(dtype=np.float32))
+            else:
+                scores = score_frame(session, columns, chunk)
             conn.executemany(upsert, zip(chunk["id"].tolist(), scores.tolist()))
             rows += len(chunk)
         conn.execute("COMMIT")

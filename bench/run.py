@@ -2,7 +2,9 @@
 """Side-by-side throughput benchmark: batchscore vs the Python job vs each stage's floor.
 
 For each database (SQLite, PostgreSQL) it seeds N rows (bench/dataset.py), then for each model
-(bench/models/light.onnx, heavy.onnx) runs, interleaved and on the same data:
+(bench/models/light.onnx, heavy.onnx over 8 float features; pipeline.onnx, a scikit-learn
+pipeline over 2 text and 6 numeric columns of its own table, one input per column) runs,
+interleaved and on the same data:
 
   python job   bench/python_job.py as its own process: what a data team would write instead
   batchscore   the release binary, `run-job --from --to` over the whole one-hour window
@@ -22,7 +24,7 @@ dropped; SQLite: a temporary file).
 `--rss-check` runs batchscore alone at 1,000,000 and 5,000,000 rows (`--rss-rows`) and prints its
 peak RSS at each size: memory should follow chunk_rows, not the window.
 
-Usage: bench/run.py [--rows N] [--only sqlite|postgres] [--models light,heavy] [--chunk-rows N]
+Usage: bench/run.py [--rows N] [--only sqlite|postgres] [--models light,heavy,pipeline] [--chunk-rows N]
                     [--repeat K] [--rss-check [--rss-rows 1000000,5000000]]
 Env:   BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)
 Needs: numpy onnxruntime pandas psycopg[binary]; the release binary (cargo build --release);
@@ -67,7 +69,25 @@ PROVENANCE = ["model_version", "run_id", "window_start", "window_end", "scored_a
 PROVENANCE_VALUES = ("0" * 64, "01a20e00-ef31-7018-90a8-a18bf3528db9", "2026-01-10T00:00:00.000000Z",
                      "2026-01-10T01:00:00.000000Z", "2026-01-10T01:02:03.456789Z")
 PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-SELECT_WINDOW = f"SELECT id, {', '.join(dataset.FEATURES)} FROM {dataset.TABLE} WHERE ts >= {{}} AND ts < {{}}"
+
+
+
+class Workload:
+    """A model's source table, its columns, how to seed it and how ONNX Runtime is fed."""
+
+    def __init__(self, table, columns, sqlite_seed, postgres_seed, feeds):
+        self.table, self.columns = table, columns
+        self.sqlite_seed, self.postgres_seed, self.feeds = sqlite_seed, postgres_seed, feeds
+        self.select = f"SELECT id, {', '.join(columns)} FROM {table} WHERE ts >= {{}} AND ts < {{}}"
+
+
+MATRIX = Workload(dataset.TABLE, dataset.FEATURES, dataset.sqlite_seed_sql, dataset.postgres_seed_sql,
+                  lambda rows: {"features": dataset.feature_matrix(rows)})
+PIPELINE = Workload(dataset.PIPELINE_TABLE, dataset.PIPELINE_COLUMNS, dataset.sqlite_pipeline_seed_sql,
+                    dataset.postgres_pipeline_seed_sql,
+                    lambda rows: {name: np.asarray(values, dtype=object if name in dataset.TEXT_COLUMNS else np.float32).reshape(-1, 1)
+                                  for name, values in dataset.pipeline_columns(rows).items()})
+WORKLOADS = {"light": MATRIX, "heavy": MATRIX, "pipeline": PIPELINE}
 
 JOB = """\
 description = "bench: {model} model over {table}"
@@ -144,11 +164,12 @@ class Sqlite:
         db.execute("PRAGMA synchronous = NORMAL")
         return db
 
-    def seed(self, rows):
+    def seed(self, rows, workloads):
         for suffix in ("", "-wal", "-shm"):
             pathlib.Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None)
-        db.executescript(dataset.sqlite_seed_sql(rows))
+        for workload in workloads:
+            db.executescript(workload.sqlite_seed(rows))
         # WAL is a property of the file: set it once here, so every run (batchscore, which asks
         # for WAL anyway, the Python job with sqlite3's defaults, the floors) sees the same mode
         # whatever order they run in.
@@ -177,12 +198,12 @@ class Sqlite:
         finally:
             db.close()
 
-    def read_floor(self):
+    def read_floor(self, workload):
         """Seconds to SELECT the window's id and features and iterate every row; and the row count."""
         db = self.connect()
         bounds = [t.strftime("%Y-%m-%dT%H:%M:%S.000Z") for t in (dataset.START, dataset.END)]
         started = time.perf_counter()
-        rows = sum(1 for _ in db.execute(SELECT_WINDOW.format("?", "?"), bounds))
+        rows = sum(1 for _ in db.execute(workload.select.format("?", "?"), bounds))
         seconds = time.perf_counter() - started
         db.close()
         return seconds, rows
@@ -227,17 +248,19 @@ class Postgres:
     def connect(self, autocommit=True):
         return psycopg.connect(self.url, autocommit=autocommit)
 
-    def seed(self, rows):
+    def seed(self, rows, workloads):
         with psycopg.connect(self.base_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}").format(sql.Identifier(SCHEMA)))
         with self.connect() as conn:
-            with conn.transaction():
-                for statement in dataset.postgres_seed_sql(rows):
-                    conn.execute(statement)
-            # VACUUM sets the hint bits and visibility map now; otherwise the first run to scan the
-            # fresh table would pay for writing them. CHECKPOINT flushes the seed's dirty pages
-            # so they are not written in the background during a timed run.
-            conn.execute(f"VACUUM (ANALYZE) {dataset.TABLE}")
+            for workload in workloads:
+                with conn.transaction():
+                    for statement in workload.postgres_seed(rows):
+                        conn.execute(statement)
+                # VACUUM sets the hint bits and visibility map now; otherwise the first run to scan the
+                # fresh table would pay for writing them.
+                conn.execute(f"VACUUM (ANALYZE) {workload.table}")
+            # CHECKPOINT flushes the seed's dirty pages so they are not written in the background
+            # during a timed run.
             conn.execute("CHECKPOINT")
 
     def reset(self, tables=("bench_scores_bs", "bench_scores_py", "bench_write_floor")):
@@ -255,10 +278,10 @@ class Postgres:
         with self.connect() as conn:
             return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
 
-    def read_floor(self):
+    def read_floor(self, workload):
         """Seconds to COPY the window's id and features out (binary) and discard them; row count."""
         query = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
-            sql.SQL(SELECT_WINDOW).format(sql.Literal(dataset.START), sql.Literal(dataset.END))
+            sql.SQL(workload.select).format(sql.Literal(dataset.START), sql.Literal(dataset.END))
         )
         with self.connect() as conn, conn.cursor() as cur:
             started = time.perf_counter()
@@ -328,16 +351,21 @@ FROM bench_scores_bs b JOIN bench_scores_py p ON p.id = b.id
 """
 
 
-def ort_floor(model_path, matrix, batch_rows):
-    """(seconds, how, scores): ONNX Runtime alone scoring the matrix in one run or in batches."""
+def ort_floor(model_path, feeds, batch_rows):
+    """(seconds, how, scores): ONNX Runtime alone scoring the inputs in one run or in batches."""
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    session.run(["probabilities"], {"features": matrix[:100]})  # warm-up: first-run allocations
+    rows = len(next(iter(feeds.values())))
+
+    def part(start, stop):
+        return {name: values[start:stop] for name, values in feeds.items()}
+
+    session.run(["probabilities"], part(0, 100))  # warm-up: first-run allocations
     started = time.perf_counter()
-    (probabilities,) = session.run(["probabilities"], {"features": matrix})
+    (probabilities,) = session.run(["probabilities"], feeds)
     whole = time.perf_counter() - started
     started = time.perf_counter()
-    for offset in range(0, len(matrix), batch_rows):
-        session.run(["probabilities"], {"features": matrix[offset : offset + batch_rows]})
+    for offset in range(0, rows, batch_rows):
+        session.run(["probabilities"], part(offset, offset + batch_rows))
     batched = time.perf_counter() - started
     if whole <= batched:
         return whole, "one run", probabilities[:, 1].astype(np.float64)
@@ -346,11 +374,13 @@ def ort_floor(model_path, matrix, batch_rows):
 
 def write_jobs(jobs_dir, models, chunk_rows):
     for model in models:
+        workload = WORKLOADS[model]
         (jobs_dir / f"bench_{model}.toml").write_text(
             JOB.format(
                 model=model,
-                table=dataset.TABLE,
-                features=", ".join(f'"{f}"' for f in dataset.FEATURES),
+                table=workload.table,
+                # The pipeline model's inputs are named after its columns: matched by name.
+                features=", ".join(f'"{f}"' for f in workload.columns),
                 chunk_rows=chunk_rows,
                 model_path=MODELS / f"{model}.onnx",
             )
@@ -366,6 +396,7 @@ def run_batchscore(db, jobs_dir, model):
 
 def run_python_job(db, model, chunk_rows, rows):
     argv = [sys.executable, PYTHON_JOB, "--database-url", db.url, "--model", MODELS / f"{model}.onnx",
+            "--table", WORKLOADS[model].table,
             "--start", dataset.START.isoformat(), "--end", dataset.END.isoformat(), "--batch-rows", chunk_rows]
     seconds, rss, stdout = run_child(argv)
     fields = dict(field.split("=") for field in stdout.split())
@@ -387,20 +418,20 @@ def databases(args, work):
         yield Postgres(args.database_url)
 
 
-def seed(db, rows):
-    log(f"{db.name}: seeding {rows:,} rows")
+def seed(db, rows, models):
+    workloads = list(dict.fromkeys(WORKLOADS[model] for model in models))
+    log(f"{db.name}: seeding {rows:,} rows into {', '.join(w.table for w in workloads)}")
     started = time.perf_counter()
-    db.seed(rows)
+    db.seed(rows, workloads)
     log(f"{db.name}: seeded in {time.perf_counter() - started:.1f}s")
 
 
 def side_by_side(args, work, jobs_dir):
     """The main benchmark; returns (table rows, list of disagreements)."""
     results, disagreements = [], []
-    matrix = dataset.feature_matrix(args.rows)
     ids = np.arange(1, args.rows + 1, dtype=np.int64)
     for db in databases(args, work):
-        seed(db, args.rows)
+        seed(db, args.rows, args.models)
         try:
             migrate(db, jobs_dir)
             for model in args.models:
@@ -436,11 +467,13 @@ def side_by_side(args, work, jobs_dir):
                     db.reset()
 
                     log(f"{db.name} {model}: floors")
-                    seconds, rows = db.read_floor()
+                    seconds, rows = db.read_floor(WORKLOADS[model])
                     if rows != args.rows:
                         sys.exit(f"{db.name} read floor read {rows:,} rows, expected {args.rows:,}")
                     runs["read"].append(seconds)
-                    seconds, how, scores = ort_floor(MODELS / f"{model}.onnx", matrix, args.chunk_rows)
+                    feeds = WORKLOADS[model].feeds(args.rows)
+                    seconds, how, scores = ort_floor(MODELS / f"{model}.onnx", feeds, args.chunk_rows)
+                    del feeds
                     runs["ort"].append(seconds)
                     ort_how.add(how)
                     runs["write"].append(db.write_floor(ids, scores))
@@ -461,7 +494,7 @@ def rss_check(args, work, jobs_dir):
     results = []
     for rows in args.rss_rows:
         for db in databases(args, work):
-            seed(db, rows)
+            seed(db, rows, args.models)
             try:
                 migrate(db, jobs_dir)
                 for model in args.models:
@@ -532,7 +565,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the window (default 1,000,000)")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one database only")
-    parser.add_argument("--models", default="light,heavy", help="comma-separated: light, heavy (default both)")
+    parser.add_argument("--models", default="light,heavy,pipeline",
+                        help="comma-separated: light, heavy, pipeline (default all three)")
     parser.add_argument("--chunk-rows", type=int, default=10_000,
                         help="batchscore's chunk_rows, the Python job's batch size and the ORT floor's batch (default 10,000)")
     parser.add_argument("--repeat", type=int, default=1, help="run everything K times, report medians (default 1)")
@@ -544,7 +578,7 @@ def parse_args(argv=None):
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     for model in args.models:
         if not (MODELS / f"{model}.onnx").exists():
-            parser.error(f"no model {MODELS / model}.onnx: models are light, heavy (python3 bench/train_models.py)")
+            parser.error(f"no model {MODELS / model}.onnx: models are light, heavy, pipeline (python3 bench/train_models.py)")
     args.rss_rows = [int(n.replace("_", "")) for n in args.rss_rows.split(",")]
     for rows in [args.rows, *args.rss_rows]:
         try:

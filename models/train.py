@@ -80,6 +80,17 @@ def deliveries(rng, n):
     return frame, minutes
 
 
+def stable(onx):
+    """The same model as the same bytes: converters list opset imports in set order (which varies
+    with hash randomisation) and may name the graph with a random UUID."""
+    onx.graph.name = "batchscore_model"
+    imports = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in imports:
+        onx.opset_import.add(domain=domain, version=version)
+    return onx
+
+
 def export(model, n_features, name, directory=MODELS):
     onx = to_onnx(
         model,
@@ -89,7 +100,7 @@ def export(model, n_features, name, directory=MODELS):
         target_opset=17,
     )
     path = directory / f"{name}.onnx"
-    path.write_bytes(onx.SerializeToString())
+    path.write_bytes(stable(onx).SerializeToString())
     return path
 
 
@@ -124,7 +135,7 @@ def export_columns(model, types, path, zipmap=None):
     initial = [(column, ONNX_INPUT[ty]([None, 1])) for column, ty in types.items()]
     options = {id(model.steps[-1][1]): {"zipmap": zipmap}} if zipmap is not None else None
     onx = convert_sklearn(model, initial_types=initial, options=options, target_opset={"": 17, "ai.onnx.ml": 3})
-    path.write_bytes(onx.SerializeToString())
+    path.write_bytes(stable(onx).SerializeToString())
     return path
 
 
@@ -207,12 +218,12 @@ def families():
     gbm = lightgbm.LGBMClassifier(n_estimators=20, num_leaves=8, random_state=1, verbose=-1).fit(x.astype(np.float32), label)
     onx = onnxmltools.convert_lightgbm(gbm, initial_types=[("input", MlFloatTensorType([None, 4]))], target_opset=15)
     path = FIXTURES / "lightgbm_classifier.onnx"
-    path.write_bytes(onx.SerializeToString())
+    path.write_bytes(stable(onx).SerializeToString())
     write_typed_fixture("lightgbm_classifier", matrix, sample, path)
     xgb = xgboost.XGBRegressor(n_estimators=20, max_depth=3, random_state=1).fit(x.astype(np.float32), target)
     onx = onnxmltools.convert_xgboost(xgb, initial_types=[("input", MlFloatTensorType([None, 4]))], target_opset=15)
     path = FIXTURES / "xgboost_regressor.onnx"
-    path.write_bytes(onx.SerializeToString())
+    path.write_bytes(stable(onx).SerializeToString())
     write_typed_fixture("xgboost_regressor", matrix, sample, path)
 
     # A float64 input: [N, 3] doubles, a double output.
@@ -220,7 +231,7 @@ def families():
     linear = LinearRegression().fit(x3, x3 @ np.array([1.5, -2.0, 0.25]) + 1e-3 * rng.normal(0, 1, 200))
     onx = to_onnx(linear, initial_types=[("features", DoubleTensorType([None, 3]))], target_opset=17)
     path = FIXTURES / "float64_regressor.onnx"
-    path.write_bytes(onx.SerializeToString())
+    path.write_bytes(stable(onx).SerializeToString())
     doubles = {f"x{i}": "real" for i in range(1, 4)}
     write_typed_fixture("float64_regressor", doubles, pd.DataFrame(rng.normal(0, 1, (60, 3)).round(3), columns=list(doubles)), path)
 
@@ -229,7 +240,7 @@ def families():
     tree = DecisionTreeRegressor(max_depth=4, random_state=1).fit(counts, counts[:, 0] * 0.7 - counts[:, 1] * 0.2)
     onx = to_onnx(tree, initial_types=[("counts", Int64TensorType([None, 2]))], target_opset=17)
     path = FIXTURES / "int64_input.onnx"
-    path.write_bytes(onx.SerializeToString())
+    path.write_bytes(stable(onx).SerializeToString())
     ints = {"visits": "integer", "purchases": "integer"}
     write_typed_fixture("int64_input", ints, pd.DataFrame(rng.integers(0, 50, (60, 2)), columns=list(ints)), path)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # From a fresh clone to predictions: install ONNX Runtime, build, seed the demo rows into the
-# embedded SQLite database (batchscore.db), run the machine_failure job once, show what it wrote.
+# embedded SQLite database (batchscore.db), run both demo jobs once, show what they wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-onnxruntime.sh
@@ -9,6 +9,7 @@ python3 scripts/seed-demo.py batchscore.db
 export DATABASE_URL=sqlite://batchscore.db
 target/release/batchscore jobs validate
 target/release/batchscore run-job machine_failure
+target/release/batchscore run-job delivery_eta
 target/release/batchscore status --limit 5
 python3 - <<'PY'
 import sqlite3
@@ -22,4 +23,13 @@ rows = db.execute(
 )
 for reading_id, machine, at, label, probability in rows:
     print(f"{reading_id:>12} {machine:>8} {at:>22} {label:>6} {probability:>12.4f}")
+print("\nLongest expected deliveries by zone, a text feature (delivery_eta_predictions):")
+print(f"{'zone':>8} {'orders':>7} {'mean eta':>9} {'max eta':>8}")
+rows = db.execute(
+    """SELECT o.zone, count(*), avg(p.eta_minutes), max(p.eta_minutes)
+       FROM delivery_eta_predictions p JOIN orders o USING (order_id)
+       GROUP BY o.zone ORDER BY avg(p.eta_minutes) DESC"""
+)
+for zone, n, mean, longest in rows:
+    print(f"{zone:>8} {n:>7} {mean:>9.1f} {longest:>8.1f}")
 PY

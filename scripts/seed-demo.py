@@ -2,7 +2,8 @@
 """Seed realistic demo rows for the two demo jobs into a SQLite database.
 
   sensor_readings  one reading a minute from each of 20 machines (machine_failure job)
-  orders           a few delivery orders a minute, some already closed (delivery_eta job)
+  orders           a few delivery orders a minute, some already closed, each in a delivery
+                   zone (a text column the delivery_eta model one-hot encodes itself)
 
 covering the last few hours up to now, so `batchscore run-job NAME` finds a full window.
 Standard library only. Re-running adds nothing twice: rows are keyed by time and machine.
@@ -15,6 +16,8 @@ import datetime as dt
 import math
 import random
 import sqlite3
+
+ZONES = ["north", "south", "east", "west", "centre"]
 
 
 def main():
@@ -47,7 +50,8 @@ def main():
             distance_km REAL,
             items       INTEGER,
             hour        INTEGER,
-            raining     BOOLEAN
+            raining     BOOLEAN,
+            zone        TEXT
         );
         """
     )
@@ -78,10 +82,11 @@ def main():
                     rng.randint(1, 11),
                     placed.hour,
                     raining,
+                    rng.choice(ZONES),
                 )
             )
     db.executemany("INSERT OR IGNORE INTO sensor_readings VALUES (?, ?, ?, ?, ?, ?, ?)", readings)
-    db.executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?)", orders)
+    db.executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)", orders)
     db.commit()
     print(f"seeded {len(readings)} sensor readings and {len(orders)} orders from {start:%H:%M} to {now:%H:%M} UTC into {args.database}")
 
