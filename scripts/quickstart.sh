@@ -7,10 +7,11 @@ scripts/install-onnxruntime.sh
 cargo build --release --locked
 python3 scripts/seed-demo.py batchscore.db
 export DATABASE_URL=sqlite://batchscore.db
-target/release/batchscore jobs validate
-target/release/batchscore run-job machine_failure
-target/release/batchscore run-job delivery_eta
-target/release/batchscore status --limit 5
+batchscore="${CARGO_TARGET_DIR:-target}/release/batchscore"
+"$batchscore" jobs validate
+"$batchscore" run-job machine_failure
+"$batchscore" run-job delivery_eta
+"$batchscore" status --limit 5
 python3 - <<'PY'
 import sqlite3
 db = sqlite3.connect("batchscore.db")
