@@ -6,4 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-onnxruntime.sh
+# The binary also looks next to itself and in the working directory; naming the library keeps the
+# tests independent of where CARGO_TARGET_DIR puts the binary.
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.onnxruntime/lib/libonnxruntime.so}"
 cargo test --locked "$@"

@@ -99,8 +99,9 @@ pub struct RunJobArgs {
     #[arg(long, value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
 
-    /// How long the job's claim outlives its last renewal (renewed before each window); must
-    /// cover the longest window.
+    /// How long the job's claim outlives its last renewal: how long a frozen or cut-off run can
+    /// keep the job from others, and the deadline of every wait on the database. PostgreSQL
+    /// renews it every quarter lease; SQLite before each window, so there it must cover one.
     #[arg(long, default_value = crate::claim::DEFAULT_LEASE, value_parser = parse_duration)]
     pub lease: chrono::TimeDelta,
 

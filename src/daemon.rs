@@ -9,12 +9,17 @@
 //!
 //! Shutdown (SIGTERM/SIGINT): `/healthz` turns 503, nothing new starts, running windows get
 //! `--shutdown-grace` to finish, then whatever is still open is rolled back.
+//!
+//! A database outage is ridden out, not exited on: runs fail (and are counted), a job whose run
+//! failed is retried with backoff before its next tick, and once the database answers again
+//! runs continue from the watermark. `/healthz` stays 200 meanwhile: it says the daemon is alive
+//! and scheduling, and restarting it would not bring the database back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,7 +59,15 @@ struct Entry {
     /// does nothing.
     generation: u64,
     running: Arc<AtomicBool>,
+    /// Runs in a row that failed: how long the next retry waits.
+    failures: Arc<AtomicU32>,
     tick: Option<Uuid>,
+}
+
+/// How long to wait before retrying a job whose last `failures` runs failed: 1 s, doubling, up
+/// to a minute. A retry never replaces a tick: it is skipped if the job is running by then.
+fn retry_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 struct Daemon<B: Backend> {
@@ -93,7 +106,8 @@ impl<B: Backend> http::Status for Daemon<B> {
 /// Run the daemon until SIGTERM or SIGINT. Exit code: 0 after a clean shutdown, 1 if a window
 /// had to be rolled back because it did not finish within the grace period.
 pub async fn run<B: Backend>(db: B, options: DaemonOptions) -> anyhow::Result<ExitCode> {
-    db.migrate().await?;
+    let deadline = options.lease.to_std().unwrap_or_default();
+    crate::db::within(deadline, "applying migrations", db.migrate()).await?;
     let drain = Shutdown::listen()?;
     let (abort_trigger, abort) = Shutdown::new();
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -195,9 +209,10 @@ impl<B: Backend> Daemon<B> {
         for name in names {
             let path = self.options.jobs_dir.join(format!("{name}.toml"));
             let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let deadline = self.options.lease.to_std().unwrap_or_default();
             let prepared = async {
                 let spec = spec::load_job(&self.options.jobs_dir, &name)?;
-                job::prepare(&self.db, spec).await
+                crate::db::within(deadline, "checking the job", job::prepare(&self.db, spec)).await
             }
             .await;
             match prepared {
@@ -226,6 +241,7 @@ impl<B: Backend> Daemon<B> {
                 fingerprint,
                 generation,
                 running: Arc::new(AtomicBool::new(false)),
+                failures: Arc::new(AtomicU32::new(0)),
                 tick: None,
             },
         );
@@ -306,6 +322,12 @@ impl<B: Backend> Daemon<B> {
         Some((Arc::clone(&entry.job), Arc::clone(&entry.running)))
     }
 
+    fn failures(&self, name: &str, generation: u64) -> Option<Arc<AtomicU32>> {
+        let jobs = self.jobs.lock().expect("not poisoned");
+        let entry = jobs.get(name).filter(|e| e.generation == generation)?;
+        Some(Arc::clone(&entry.failures))
+    }
+
     /// A scheduler tick for the slot at `at`: schedule the next one, then start a run unless
     /// one is going.
     async fn tick(self: Arc<Self>, name: &str, generation: u64, at: DateTime<Utc>) {
@@ -337,15 +359,45 @@ impl<B: Backend> Daemon<B> {
             return;
         }
         let daemon = Arc::clone(self);
+        let name = name.to_owned();
         tokio::spawn(async move {
-            let _permit = daemon.permits.acquire().await;
-            daemon.run_once(&job).await;
+            let permit = daemon.permits.acquire().await;
+            let failed = daemon.run_once(&job).await == "failed";
             running.store(false, Ordering::SeqCst);
+            drop(permit);
             drop(done);
+            if let Some(failures) = daemon.failures(&name, generation) {
+                match failed {
+                    true => daemon.retry_later(name, generation, &failures),
+                    false => failures.store(0, Ordering::SeqCst),
+                }
+            }
         });
     }
 
-    async fn run_once(&self, job: &Arc<PreparedJob>) {
+    /// After a failed run (a database outage, say), run the job again after a backoff rather
+    /// than wait for its next tick, which may be hours away.
+    fn retry_later(self: &Arc<Self>, name: String, generation: u64, failures: &AtomicU32) {
+        let failures = failures.fetch_add(1, Ordering::SeqCst) + 1;
+        let wait = retry_backoff(failures);
+        tracing::info!(job = %name, failures, retry_in = ?wait, "retrying after a failed run");
+        let daemon = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = daemon.stop.drain.requested() => return,
+            }
+            let idle = daemon
+                .current(&name, generation)
+                .is_some_and(|(_, running)| !running.load(Ordering::SeqCst));
+            if idle {
+                daemon.start_run(&name, generation);
+            }
+        });
+    }
+
+    /// Run the job once; returns the outcome's metric label.
+    async fn run_once(&self, job: &Arc<PreparedJob>) -> &'static str {
         let name = job.spec.name.as_str();
         let started = Instant::now();
         let mut tally = Tally::default();
@@ -400,12 +452,19 @@ impl<B: Backend> Daemon<B> {
             }
         };
         m.runs.get_or_create(&Metrics::outcome(name, outcome)).inc();
-        if let Ok(Some(watermark)) = self.db.watermark(name).await {
+        if let Ok(Some(watermark)) = self.watermark(name).await {
             self.watermarks
                 .lock()
                 .expect("not poisoned")
                 .insert(name.to_owned(), watermark);
         }
+        outcome
+    }
+
+    /// The job's watermark, within the lease: the database may be down.
+    async fn watermark(&self, name: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let deadline = self.options.lease.to_std().unwrap_or_default();
+        crate::db::within(deadline, "reading the watermark", self.db.watermark(name)).await
     }
 
     /// Slots missed while the daemon was down: a job whose watermark is a whole schedule slot
@@ -420,7 +479,7 @@ impl<B: Backend> Daemon<B> {
             .map(|(name, e)| (name.clone(), e.generation, Arc::clone(&e.job)))
             .collect();
         for (name, generation, job) in entries {
-            let Ok(Some(watermark)) = self.db.watermark(&name).await else {
+            let Ok(Some(watermark)) = self.watermark(&name).await else {
                 continue;
             };
             self.watermarks
@@ -505,5 +564,17 @@ impl<B: Backend> Daemon<B> {
             let _ = tokio::time::timeout(Duration::from_secs(10), runs_done.recv()).await;
         }
         tracing::info!("daemon stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_a_second_to_a_minute() {
+        let waits: Vec<u64> = (1..=9).map(|n| retry_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_backoff(u32::MAX), Duration::from_secs(60));
     }
 }

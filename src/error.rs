@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::claim::Holder;
 use crate::features::BadRow;
@@ -12,7 +13,8 @@ use crate::shutdown::Signal;
 pub const EXIT_RUN_FAILED: u8 = 1;
 /// Usage or configuration error: the job, its model or the database needs fixing first.
 pub const EXIT_CONFIG: u8 = 2;
-/// Temporary failure (sysexits' EX_TEMPFAIL): another run holds the job; try again later.
+/// Temporary failure (sysexits' EX_TEMPFAIL): another run holds the job, took it over, or holds
+/// the database's write lock; try again later.
 pub const EXIT_BUSY: u8 = 75;
 
 /// Something a person must fix before the job can run: retrying will not help.
@@ -28,6 +30,8 @@ pub enum ConfigError {
     JobFile { path: PathBuf, problem: String },
     #[error("job `{job}`: {problem}")]
     Job { job: String, problem: String },
+    /// The database URL, credentials or database name are wrong (a server that is down or
+    /// does not answer is [`Unreachable`], which retrying may fix).
     #[error("cannot connect to the database {target}: {problem}")]
     Database { target: String, problem: String },
     #[error("{0}")]
@@ -56,10 +60,20 @@ pub enum Contention {
         "job `{job}`: window {window} was committed by another run first (the watermark moved); nothing of this run's window was written"
     )]
     WatermarkMoved { job: String, window: Window },
+    /// Another run took the job over after this run's lease lapsed (this one was paused, frozen
+    /// or cut off from the database for longer than the lease). The fencing check in each
+    /// window's transaction makes sure it writes nothing more.
     #[error(
-        "job `{job}`: this run lost its claim (its lease lapsed and another run took the job); stopping before the next window"
+        "job `{job}`: another run took the job over after this run's lease lapsed (this run was paused or cut off for longer than the lease); {what}"
     )]
-    ClaimLost { job: String },
+    Superseded { job: String, what: String },
+    /// SQLite: another connection kept the database's write lock for longer than the busy
+    /// timeout (an application writing in a long transaction, or a frozen run).
+    #[error(
+        "job `{job}`: the SQLite database stayed locked by another writer for {}s (busy timeout); nothing was written, try again later",
+        waited.as_secs()
+    )]
+    DatabaseLocked { job: String, waited: Duration },
 }
 
 /// A window whose bad rows its job does not accept: nothing of it was written.
@@ -87,6 +101,28 @@ pub enum BadWindow {
 pub struct Interrupted {
     pub signal: Signal,
     pub what: String,
+}
+
+/// The database stopped answering: no reply within the deadline the lease sets. The open
+/// window, if any, was abandoned and rolled back (the server ends its transaction), so nothing
+/// of it was written. Exit code 1, like any failed run: the next run retries.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the database did not answer {what} within {}s (deadlines follow --lease); nothing of the open window was written",
+    waited.as_secs_f64().ceil()
+)]
+pub struct Unresponsive {
+    pub what: String,
+    pub waited: Duration,
+}
+
+/// The database could not be reached (refused, reset, timed out, starting up, out of
+/// connections): exit 1, since a later run may well succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to the database {target}: {problem}")]
+pub struct Unreachable {
+    pub target: String,
+    pub problem: String,
 }
 
 /// Map an error to the process exit code, by the first typed error in its chain.

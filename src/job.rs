@@ -3,6 +3,7 @@
 //!
 //! `jobs validate` runs exactly [`prepare`]; so does every run before it plans its window.
 
+use anyhow::Context;
 use std::sync::Arc;
 
 use crate::db::Backend;
@@ -58,7 +59,11 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let columns = db.describe_source(&spec).await.map_err(fail)?;
+    let columns = db
+        .describe_source(&spec)
+        .await
+        .context("describing the job's source")?
+        .map_err(fail)?;
     let shape = SourceShape::check(&spec, &columns, B::timestamp_ok, &needs).map_err(fail)?;
 
     let result_columns = binding

@@ -9,7 +9,12 @@
 //! resume, and readers of the results table see a window all at once. Each window is three
 //! stages at once, joined by bounded channels so memory follows the chunk size and not the
 //! window: a reader task, scoring on the blocking pool (off the async threads), and the writer,
-//! which holds the transaction while the rows go in and takes what waits for it as one batch.
+//! which opens the transaction when the first rows are ready, holds it while the rows go in and
+//! takes what waits for it as one batch.
+//!
+//! No wait on the database outlasts the claim's lease: each step outside a window has that
+//! deadline ([`within`]), and a window stops as soon as the claim's [`Keeper`] cannot confirm
+//! the lease, or finds the job taken over.
 
 use std::sync::Arc;
 
@@ -18,8 +23,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::claim::{Claim, ClaimOutcome};
-use crate::db::Backend;
+use crate::claim::{Claim, ClaimOutcome, Keeper, Lost};
+use crate::db::{Backend, within};
 use crate::error::{BadWindow, ConfigError, Contention, Interrupted};
 use crate::features::{BadRow, extract_features};
 use crate::job::PreparedJob;
@@ -63,6 +68,10 @@ enum Advance {
     Never,
 }
 
+/// How long a ledger write after a failure, or the claim's release, may take: the run is over,
+/// and the next one cleans up what these leave (abandoned rows, a lapsed lease).
+const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Claim `job`, plan its windows and score them in order, each in its own transaction.
 pub async fn run_job<B: Backend>(
     db: &B,
@@ -72,9 +81,30 @@ pub async fn run_job<B: Backend>(
     stop: &Stop,
     tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
+    let outcome = claim_and_run(db, job, request, lease, stop, tally).await;
+    // SQLite: another writer held the database's write lock past the busy timeout.
+    outcome.map_err(|err| match db.lock_wait(&err) {
+        Some(waited) => anyhow::Error::from(Contention::DatabaseLocked {
+            job: job.spec.name.clone(),
+            waited,
+        })
+        .context(format!("{err:#}")),
+        None => err,
+    })
+}
+
+async fn claim_and_run<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    request: WindowRequest,
+    lease: TimeDelta,
+    stop: &Stop,
+    tally: &mut Tally,
+) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
     let claim = Claim::new(name, lease);
-    let lock = match db.claim(&claim).await? {
+    let claimed = within(claim.lease(), "the claim", db.claim(&claim)).await?;
+    let lock = match claimed {
         ClaimOutcome::Acquired(lock) => lock,
         ClaimOutcome::Busy(holder) => {
             let busy = Contention::Busy {
@@ -87,8 +117,27 @@ pub async fn run_job<B: Backend>(
             return Err(busy.into());
         }
     };
-    let outcome = run_claimed(db, job, request, &claim, stop, tally).await;
-    if let Err(err) = db.release_claim(lock, &claim).await {
+    let mut keeper = Keeper::start(db, claim, lock);
+    let mut outcome = run_claimed(db, job, request, &mut keeper, stop, tally).await;
+    // A run cut short by its successor fails with whatever broke first: a connection the server
+    // ended, or a deadline that passed while the process was paused. Say what happened instead.
+    if let Err(err) = &outcome
+        && !err.is::<Interrupted>()
+        && !err.is::<Contention>()
+        && db.lock_wait(err).is_none()
+        && keeper.superseded().await
+    {
+        let what = format!("it stopped ({err:#}) and wrote nothing more");
+        outcome = Err(Lost::Superseded.into_error(name, &what));
+    }
+    let (claim, lock) = keeper.finish().await;
+    let released = within(
+        CLEANUP_DEADLINE,
+        "the claim's release",
+        db.release_claim(lock, &claim),
+    )
+    .await;
+    if let Err(err) = released {
         // The lease (and on PostgreSQL the closed connection) frees the job anyway.
         tracing::warn!(error = %format!("{err:#}"), "could not release the claim");
     }
@@ -99,19 +148,20 @@ async fn run_claimed<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
     request: WindowRequest,
-    claim: &Claim,
+    keeper: &mut Keeper<B>,
     stop: &Stop,
     tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
-    let abandoned = db.abandon_runs(name).await?;
+    let deadline = keeper.claim().lease();
+    let abandoned = within(deadline, "marking abandoned runs", db.abandon_runs(name)).await?;
     if abandoned > 0 {
         tracing::warn!(
             abandoned,
             "marked runs left `running` by a process that is gone as abandoned"
         );
     }
-    let watermark = db.watermark(name).await?;
+    let watermark = within(deadline, "reading the watermark", db.watermark(name)).await?;
     let plan = plan(job, watermark, request)?;
     if plan.left_behind > 0 {
         tracing::warn!(
@@ -136,13 +186,14 @@ async fn run_claimed<B: Backend>(
             }
             .into());
         }
-        // Renewing before each window is what keeps the lease alive: a window must finish
-        // within the lease, or another run may take the job (and lose the watermark race).
-        if !db.renew_claim(claim).await? {
-            return Err(Contention::ClaimLost { job: name.clone() }.into());
-        }
+        keeper.renew(&format!("window {window}")).await?;
         let gap = if i == 0 { plan.skipped } else { None };
-        windows.push(run_window(db, job, *window, advance, gap, stop, tally).await?);
+        let scope = Scope {
+            window: *window,
+            advance,
+            gap,
+        };
+        windows.push(run_window(db, job, scope, keeper, stop, tally).await?);
         if let Advance::From(_) = advance {
             advance = Advance::From(Some(window.end));
         }
@@ -215,33 +266,52 @@ async fn record_busy<B: Backend>(
     recorded
 }
 
-/// Score `window` for `job` and commit it whole, or fail and write nothing but the ledger's
-/// record of the failure.
-#[tracing::instrument(skip_all, fields(job = %job.spec.name, window = %window, run_id = tracing::field::Empty))]
-async fn run_window<B: Backend>(
-    db: &B,
-    job: &Arc<PreparedJob>,
+/// One window of a run: its range, how it moves the watermark, and the missed range it records
+/// (`catch_up = "latest"`).
+#[derive(Debug, Clone, Copy)]
+struct Scope {
     window: Window,
     advance: Advance,
     gap: Option<Window>,
+}
+
+/// Score `window` for `job` and commit it whole, or fail and write nothing but the ledger's
+/// record of the failure.
+#[tracing::instrument(skip_all, fields(job = %job.spec.name, window = %scope.window, run_id = tracing::field::Empty))]
+async fn run_window<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    scope: Scope,
+    keeper: &Keeper<B>,
     stop: &Stop,
     tally: &mut Tally,
 ) -> anyhow::Result<WindowSummary> {
+    let Scope { window, gap, .. } = scope;
     let mut record = RunRecord::start(&job.spec.name, window, &job.model.sha256);
     let run_id = record.run_id.clone();
     tracing::Span::current().record("run_id", run_id.as_str());
-    db.insert_run(&record).await?;
+    let deadline = keeper.claim().lease();
+    within(
+        deadline,
+        "recording the window's start",
+        db.insert_run(&record),
+    )
+    .await?;
     tracing::info!("window started");
 
+    let rolled_back = format!("window {window} was rolled back, nothing of it was written");
     let scored = tokio::select! {
-        // Dropping the window's future drops its transaction: nothing of it is committed.
-        outcome = score_window(db, job, window, advance, gap, &mut record) => outcome,
+        // Dropping the window's future drops its transaction: nothing of it is committed (the
+        // server ends it too, if it cannot reach us to say so).
+        outcome = score_window(db, job, scope, keeper.claim(), &mut record) => outcome,
         signal = stop.abort.requested() => Err(Interrupted {
             signal,
-            what: format!("window {window} was rolled back, nothing of it was written"),
+            what: rolled_back.clone(),
         }
         .into()),
+        lost = keeper.lost() => Err(lost.into_error(&job.spec.name, &rolled_back)),
     };
+
     match scored {
         Ok(()) => {
             tracing::info!(
@@ -273,15 +343,16 @@ async fn run_window<B: Backend>(
             record.rows_skipped = 0;
             record.finished_at = Some(Utc::now());
             record.error = Some(format!("{err:#}"));
-            let recorded =
-                tokio::time::timeout(std::time::Duration::from_secs(10), db.fail_run(&record))
-                    .await;
+            let recorded = tokio::time::timeout(CLEANUP_DEADLINE, db.fail_run(&record)).await;
             if !matches!(recorded, Ok(Ok(()))) {
                 tracing::warn!(
                     "could not record the failure in the ledger; the next run marks it abandoned"
                 );
             }
-            if err.is::<Interrupted>() || err.is::<Contention>() {
+            if err.is::<Interrupted>()
+                || err.is::<Contention>()
+                || err.is::<crate::error::Unresponsive>()
+            {
                 return Err(err);
             }
             Err(err.context(format!(
@@ -296,17 +367,15 @@ async fn run_window<B: Backend>(
 async fn score_window<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
-    window: Window,
-    advance: Advance,
-    gap: Option<Window>,
+    scope: Scope,
+    claim: &Claim,
     record: &mut RunRecord,
 ) -> anyhow::Result<()> {
-    let mut tx = db.begin().await?;
-    // A table that existed when the job was prepared is not created again, so a role that may
-    // write it but not create tables can run the job.
-    if job.results.existing.is_none() {
-        B::create_results_table(&mut tx, &job.results).await?;
-    }
+    let Scope {
+        window,
+        advance,
+        gap,
+    } = scope;
     let stamp = RunStamp {
         run_id: record.run_id.clone(),
         window,
@@ -315,17 +384,18 @@ async fn score_window<B: Backend>(
     };
 
     let bad_rows = &job.spec.bad_rows;
-    // Rows scored now leave the quarantine; asked once, so jobs with none pay nothing per chunk.
-    let has_quarantined = bad_rows.policy == BadRowPolicy::Quarantine
-        && B::has_quarantined(&mut tx, &job.spec.name).await?;
     let mut found = BadRowCounts::default();
 
     let (sender, mut chunks) = mpsc::channel::<SourceChunk>(READ_AHEAD);
     let reader = tokio::spawn({
         let db = db.clone();
         let job = Arc::clone(job);
-        async move { db.read_window(&job.spec, &job.shape, window, sender).await }
-            .instrument(tracing::Span::current())
+        let claim = claim.clone();
+        async move {
+            db.read_window(&job.spec, &job.shape, window, &claim, sender)
+                .await
+        }
+        .instrument(tracing::Span::current())
     });
     // Abort the reader however this function ends, including when its future is dropped.
     let reader = AbortOnDrop(reader);
@@ -334,8 +404,15 @@ async fn score_window<B: Backend>(
     // then holds this thread and pauses the feeder, rather than competing with ONNX Runtime's
     // threads for the cores (as its own task: 10% slower with the heavy model on 2 cores); a
     // PostgreSQL write awaits the server, and the feeder goes on meanwhile.
+    let writer = Writer {
+        db,
+        job,
+        stamp: &stamp,
+        claim,
+        open: None,
+    };
     let (written, fed) = tokio::join!(
-        write_window::<B>(tx, job, &stamp, has_quarantined, writes),
+        writer.write_window(writes),
         feed(job, &mut chunks, to_writer, record, &mut found),
     );
     // A failed write is why the feeder stopped early: its error comes first.
@@ -373,6 +450,13 @@ async fn score_window<B: Backend>(
             window,
         }
         .into());
+    }
+    // Last, so the claim's row is locked only for the commit's round trip.
+    if !B::fence(&mut tx, claim).await? {
+        return Err(Lost::Superseded.into_error(
+            &job.spec.name,
+            &format!("window {window} was rolled back, nothing of it was written"),
+        ));
     }
     record.status = RunStatus::Succeeded;
     record.finished_at = Some(Utc::now());
@@ -462,55 +546,87 @@ enum Write {
     Quarantine(Vec<BadRow>),
 }
 
-/// The window's writer: holds the transaction until every row is in, then hands it back for the
-/// ledger, the watermark and the commit. It takes all the scored chunks waiting for it as one
-/// batch (see [`WRITE_AHEAD`]).
-async fn write_window<B: Backend>(
-    mut tx: B::Tx,
-    job: &PreparedJob,
-    stamp: &RunStamp,
-    has_quarantined: bool,
-    mut writes: mpsc::Receiver<Write>,
-) -> anyhow::Result<B::Tx> {
-    let mut batch = Vec::with_capacity(WRITE_AHEAD);
-    while let Some(first) = writes.recv().await {
-        let mut next = Some(first);
-        while let Some(write) = next {
-            match write {
-                Write::Results(scored) => batch.push(scored),
-                Write::Quarantine(bad) => {
-                    // In order: results handed before these bad rows go in first.
-                    write_results::<B>(&mut tx, job, stamp, has_quarantined, &mut batch).await?;
-                    B::quarantine(&mut tx, &job.spec.name, stamp, &bad).await?;
-                }
-            }
-            next = match batch.len() < WRITE_AHEAD {
-                true => writes.try_recv().ok(),
-                false => None,
-            };
-        }
-        write_results::<B>(&mut tx, job, stamp, has_quarantined, &mut batch).await?;
-    }
-    Ok(tx)
+/// The window's writer: opens the transaction when the first rows are ready (a slow source
+/// query then holds no transaction, nor any lock, while it runs), holds it until every row is
+/// in, then hands it back for the ledger, the watermark and the commit. It takes all the scored
+/// chunks waiting for it as one batch (see [`WRITE_AHEAD`]).
+struct Writer<'a, B: Backend> {
+    db: &'a B,
+    job: &'a PreparedJob,
+    stamp: &'a RunStamp,
+    claim: &'a Claim,
+    open: Option<Open<B>>,
 }
 
-/// Write `batch` (emptying it) as one chunk.
-async fn write_results<B: Backend>(
-    tx: &mut B::Tx,
-    job: &PreparedJob,
-    stamp: &RunStamp,
+/// The window's transaction, once open.
+struct Open<B: Backend> {
+    tx: B::Tx,
+    /// Whether the job has rows in the quarantine, which rows scored now leave. Asked once, so
+    /// jobs with none pay nothing per chunk.
     has_quarantined: bool,
-    batch: &mut Vec<ScoredChunk>,
-) -> anyhow::Result<()> {
-    let Some(scored) = ScoredChunk::concat(std::mem::take(batch)) else {
-        return Ok(());
-    };
-    B::upsert_results(tx, &job.results, stamp, &scored).await?;
-    if has_quarantined {
-        B::release_quarantined(tx, &job.spec.name, scored.keys_as_text()).await?;
+}
+
+impl<B: Backend> Writer<'_, B> {
+    async fn write_window(mut self, mut writes: mpsc::Receiver<Write>) -> anyhow::Result<B::Tx> {
+        let mut batch = Vec::with_capacity(WRITE_AHEAD);
+        while let Some(first) = writes.recv().await {
+            let mut next = Some(first);
+            while let Some(write) = next {
+                match write {
+                    Write::Results(scored) => batch.push(scored),
+                    Write::Quarantine(bad) => {
+                        // In order: results handed before these bad rows go in first.
+                        self.write_results(&mut batch).await?;
+                        let (job, stamp) = (self.job, self.stamp);
+                        let open = self.open().await?;
+                        B::quarantine(&mut open.tx, &job.spec.name, stamp, &bad).await?;
+                    }
+                }
+                next = match batch.len() < WRITE_AHEAD {
+                    true => writes.try_recv().ok(),
+                    false => None,
+                };
+            }
+            self.write_results(&mut batch).await?;
+        }
+        self.open().await?;
+        Ok(self.open.expect("opened").tx)
     }
-    tracing::debug!(rows = scored.rows(), "rows written");
-    Ok(())
+
+    /// The window's transaction, opened on first use.
+    async fn open(&mut self) -> anyhow::Result<&mut Open<B>> {
+        if self.open.is_none() {
+            let job = self.job;
+            let mut tx = self.db.begin(self.claim).await?;
+            // A table that existed when the job was prepared is not created again, so a role
+            // that may write it but not create tables can run the job.
+            if job.results.existing.is_none() {
+                B::create_results_table(&mut tx, &job.results).await?;
+            }
+            let has_quarantined = job.spec.bad_rows.policy == BadRowPolicy::Quarantine
+                && B::has_quarantined(&mut tx, &job.spec.name).await?;
+            self.open = Some(Open {
+                tx,
+                has_quarantined,
+            });
+        }
+        Ok(self.open.as_mut().expect("opened"))
+    }
+
+    /// Write `batch` (emptying it) as one chunk.
+    async fn write_results(&mut self, batch: &mut Vec<ScoredChunk>) -> anyhow::Result<()> {
+        let Some(scored) = ScoredChunk::concat(std::mem::take(batch)) else {
+            return Ok(());
+        };
+        let (job, stamp) = (self.job, self.stamp);
+        let open = self.open().await?;
+        B::upsert_results(&mut open.tx, &job.results, stamp, &scored).await?;
+        if open.has_quarantined {
+            B::release_quarantined(&mut open.tx, &job.spec.name, scored.keys_as_text()).await?;
+        }
+        tracing::debug!(rows = scored.rows(), "rows written");
+        Ok(())
+    }
 }
 
 /// Features, model and output checks for one chunk, started on the blocking pool.

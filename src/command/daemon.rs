@@ -7,7 +7,8 @@ use crate::daemon::{self, DaemonOptions};
 use crate::{db, with_backend};
 
 pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCode> {
-    let db = db::connect(&global.database_url).await?;
+    // No wait on the database outlasts the lease (see `db::Limits`).
+    let db = db::connect_with(&global.database_url, db::Limits::for_lease(args.lease)).await?;
     let options = DaemonOptions {
         jobs_dir: global.jobs_dir.clone(),
         strict: args.strict,

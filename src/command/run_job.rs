@@ -14,7 +14,8 @@ use crate::{run, spec, with_backend};
 
 pub async fn run(global: &GlobalArgs, args: RunJobArgs) -> anyhow::Result<ExitCode> {
     let spec = spec::load_job(&global.jobs_dir, &args.name)?;
-    let db = db::connect(&global.database_url).await?;
+    // No wait on the database outlasts the lease (see `db::Limits`).
+    let db = db::connect_with(&global.database_url, db::Limits::for_lease(args.lease)).await?;
     with_backend!(db, backend => run_with(&backend, spec, args).await)
 }
 
@@ -29,11 +30,13 @@ async fn run_with<B: Backend>(
             now: args.at.unwrap_or_else(Utc::now),
         },
     };
+    // Even before the claim, no wait on the database outlasts the lease.
+    let deadline = args.lease.to_std().unwrap_or_default();
     if !args.dry_run {
         // A dry run writes nothing, not even batchscore's own tables.
-        db.migrate().await?;
+        db::within(deadline, "applying migrations", db.migrate()).await?;
     }
-    let job = job::prepare(db, spec).await?;
+    let job = db::within(deadline, "checking the job", job::prepare(db, spec)).await?;
 
     if args.dry_run {
         print_plan(db, &job, request).await?;

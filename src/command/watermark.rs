@@ -62,7 +62,7 @@ async fn set_with<B: Backend>(db: &B, job: &str, time: DateTime<Utc>) -> anyhow:
     };
     let previous = db.watermark(job).await;
     let outcome = db.set_watermark(job, time).await;
-    db.release_claim(lock, &claim).await?;
+    db.release_claim(Some(lock), &claim).await?;
     outcome?;
     let previous = match previous? {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::claim::{Claim, ClaimOutcome};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Unreachable, Unresponsive};
 use crate::features::BadRow;
 use crate::ident::TableName;
 use crate::ledger::RunRecord;
@@ -26,22 +26,76 @@ use crate::spec::JobSpec;
 
 /// How long to wait for a pooled connection (or the server) before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a SQLite run waits for another connection's write lock.
+const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long any one wait on the database may last. Runs derive it from their lease, so a silent
+/// database or a frozen peer holds a run up for about one lease, not forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connecting, or getting a pooled connection.
+    pub connect: Duration,
+    /// SQLite: waiting for another connection's write lock. Shorter than the lease, so the wait
+    /// ends as "locked" (exit 75), not as an unanswered step.
+    pub busy: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect: CONNECT_TIMEOUT,
+            busy: MAX_BUSY_TIMEOUT,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits of a run holding a claim with this lease: no wait outlasts it.
+    pub fn for_lease(lease: chrono::TimeDelta) -> Limits {
+        let lease = lease.to_std().unwrap_or(Duration::ZERO);
+        Limits {
+            connect: CONNECT_TIMEOUT.min(lease),
+            busy: MAX_BUSY_TIMEOUT.min(lease / 2),
+        }
+    }
+}
+
+/// `future`, or [`Unresponsive`] if the database has not answered it within `limit`.
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    future: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Unresponsive {
+            what: what.to_owned(),
+            waited: limit,
+        }
+        .into()),
+    }
+}
 
 /// What a run needs from a database. Futures are `Send` so runs can be spawned on the runtime.
 pub trait Backend: Clone + Send + Sync + 'static {
     /// The window's transaction: results, the ledger and the watermark commit in it, or not at all.
     type Tx: Send;
     /// What keeps a claim held besides its row (PostgreSQL: the advisory lock's connection).
-    type Lock: Send;
+    type Lock: Send + Sync + 'static;
+    /// Whether the claim's lease can be renewed while a window's transaction is open (it cannot
+    /// on SQLite, whose one write lock the window holds).
+    const RENEWS_DURING_WINDOW: bool;
 
     /// Apply batchscore's own migrations (embedded in the binary).
     fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// The source's columns and their kinds, or what the database said when asked.
+    /// The source's columns and their kinds. The inner error says what is wrong with the source
+    /// (no such table, a query that does not run): a configuration error. The outer one is the
+    /// database failing to answer (a dropped connection), which a retry may fix.
     fn describe_source(
         &self,
         spec: &JobSpec,
-    ) -> impl Future<Output = Result<Vec<(String, ColumnKind)>, String>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Result<Vec<(String, ColumnKind)>, String>>> + Send;
 
     /// Whether a column of this kind can hold the times a window slices on.
     fn timestamp_ok(kind: &ColumnKind) -> bool;
@@ -60,17 +114,23 @@ pub trait Backend: Clone + Send + Sync + 'static {
         window: Window,
     ) -> impl Future<Output = anyhow::Result<i64>> + Send;
 
-    /// Stream the window's rows into `out`, `spec.source.chunk_rows` at a time.
+    /// Stream the window's rows into `out`, `spec.source.chunk_rows` at a time, for the run
+    /// holding `claim` (PostgreSQL tags the session with it, see [`Backend::begin`]).
     fn read_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
+        claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// Open the window's write transaction.
-    fn begin(&self) -> impl Future<Output = anyhow::Result<Self::Tx>> + Send;
+    /// Open the window's write transaction for the run holding `claim`. No statement in it may
+    /// wait longer than the lease, nor may it sit idle longer (PostgreSQL ends it on the server).
+    /// PostgreSQL also tags the session with the claim id, so a run that takes the job over
+    /// from a frozen holder can end that holder's sessions, whatever they are waiting on (see
+    /// [`Backend::claim`]).
+    fn begin(&self, claim: &Claim) -> impl Future<Output = anyhow::Result<Self::Tx>> + Send;
 
     fn create_results_table(
         tx: &mut Self::Tx,
@@ -125,7 +185,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
         run: &RunRecord,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// Record a failed run, outside any window transaction (which was rolled back).
+    /// Record a failed run, outside any window transaction (which was rolled back), unless its
+    /// row no longer says `running`: a commit that went through though its reply was lost, or a
+    /// successor that marked it abandoned, keeps what it wrote.
     fn fail_run(&self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     fn commit(tx: Self::Tx) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -164,15 +226,31 @@ pub trait Backend: Clone + Send + Sync + 'static {
         claim: &Claim,
     ) -> impl Future<Output = anyhow::Result<ClaimOutcome<Self::Lock>>> + Send;
 
-    /// Extend the claim's lease; false if this run no longer holds it.
-    fn renew_claim(&self, claim: &Claim) -> impl Future<Output = anyhow::Result<bool>> + Send;
+    /// Extend the claim's lease by the database's clock; false if this run no longer holds it.
+    fn renew_claim(
+        &self,
+        lock: &mut Self::Lock,
+        claim: &Claim,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
 
-    /// Give the claim up.
+    /// The fencing check, in the window's transaction just before its commit: renew the claim
+    /// if this run still holds it, and say whether it does. A run superseded while paused then
+    /// commits nothing, backfills included (which move no watermark to compare-and-set). The
+    /// renewal locks the claim's row until the commit, so a takeover waits for it, then sees
+    /// the lease renewed.
+    fn fence(tx: &mut Self::Tx, claim: &Claim)
+    -> impl Future<Output = anyhow::Result<bool>> + Send;
+
+    /// Give the claim up (`lock` is `None` when its connection was lost mid-renewal).
     fn release_claim(
         &self,
-        lock: Self::Lock,
+        lock: Option<Self::Lock>,
         claim: &Claim,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// When `err` is this database's "locked by another writer, and the wait ran out" (SQLite's
+    /// busy timeout), how long it waited: a run reports that as contention, not failure.
+    fn lock_wait(&self, err: &anyhow::Error) -> Option<Duration>;
 
     /// The latest runs, newest first, of one job or all.
     fn recent_runs(
@@ -200,28 +278,54 @@ macro_rules! with_backend {
     };
 }
 
-/// Connect to `url` (`sqlite://…` or `postgres://…`); failure is a configuration error.
-pub async fn connect(url: &str) -> Result<Database, ConfigError> {
-    let unreachable = |problem: String| ConfigError::Database {
-        target: redact(url),
-        problem,
+/// Connect to `url` (`sqlite://…` or `postgres://…`) with the default [`Limits`].
+pub async fn connect(url: &str) -> anyhow::Result<Database> {
+    connect_with(url, Limits::default()).await
+}
+
+/// Connect to `url` with these [`Limits`]. A wrong URL, credentials or database name is a
+/// configuration error (exit 2); a server that is down or does not answer is [`Unreachable`]
+/// (exit 1: the next run may succeed).
+pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database> {
+    let failed = |e: sqlx::Error, transient: fn(&sqlx::Error) -> bool| -> anyhow::Error {
+        let (target, problem) = (redact(url), e.to_string());
+        match transient(&e) {
+            true => Unreachable { target, problem }.into(),
+            false => ConfigError::Database { target, problem }.into(),
+        }
     };
     if url.starts_with("sqlite:") {
-        sqlite::SqliteBackend::connect(url)
+        sqlite::SqliteBackend::connect(url, limits)
             .await
             .map(Database::Sqlite)
-            .map_err(|e| unreachable(e.to_string()))
+            .map_err(|e| failed(e, sqlite::is_transient))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        postgres::PostgresBackend::connect(url)
+        postgres::PostgresBackend::connect(url, limits)
             .await
             .map(Database::Postgres)
-            .map_err(|e| unreachable(e.to_string()))
+            .map_err(|e| failed(e, postgres::is_transient))
     } else {
-        Err(unreachable(
-            "the URL must start with sqlite:// or postgres:// (set --database-url or DATABASE_URL)"
-                .to_owned(),
-        ))
+        Err(ConfigError::Database {
+            target: redact(url),
+            problem:
+                "the URL must start with sqlite:// or postgres:// (set --database-url or DATABASE_URL)"
+                    .to_owned(),
+        }
+        .into())
     }
+}
+
+/// Whether a database error may go away by itself (the network, a timeout, a pool), as far as
+/// any backend can tell; each backend adds what its error codes say.
+fn is_transient_io(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// The URL with any password replaced, safe for logs, errors and output.

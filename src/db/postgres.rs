@@ -23,7 +23,7 @@ use sqlx::{
 use tokio::sync::mpsc;
 
 use self::copy::{Tuple, TupleReader, TupleWriter};
-use super::{Backend, CONNECT_TIMEOUT};
+use super::{Backend, Limits};
 use crate::claim::{Claim, ClaimOutcome, Holder};
 use crate::features::BadRow;
 use crate::ident::TableName;
@@ -38,10 +38,11 @@ pub struct PostgresBackend {
     pool: PgPool,
     /// For the claim's own connection, outside the pool (see [`Backend::claim`]).
     options: Arc<PgConnectOptions>,
+    limits: Limits,
 }
 
 impl PostgresBackend {
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    pub async fn connect(url: &str, limits: Limits) -> Result<Self, sqlx::Error> {
         let options = PgConnectOptions::from_str(url)?
             .application_name("batchscore")
             // Columns of type `timestamp` (without time zone) are read as UTC.
@@ -50,20 +51,45 @@ impl PostgresBackend {
             .disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(limits.connect)
             .connect_with(options.clone())
             .await?;
         Ok(PostgresBackend {
             pool,
             options: Arc::new(options),
+            limits,
         })
     }
 }
 
-/// The job's advisory lock. Advisory locks are per database, so the key hashes the schema too:
-/// like the claims table, a job's lock belongs to the schema batchscore's tables live in.
-const LOCK_JOB: &str = "SELECT pg_try_advisory_lock(hashtextextended('batchscore job ' || current_schema() || '.' || $1, 0))";
-const UNLOCK_JOB: &str = "SELECT pg_advisory_unlock(hashtextextended('batchscore job ' || current_schema() || '.' || $1, 0))";
+/// A claim's advisory lock, keyed by its claim id (unique, so no schema in the key): held by the
+/// holder's claim connection for as long as the claim, it tells a live holder's session from a
+/// gone one. It is only a hint that lets the next run take over before the lease lapses: a
+/// holder whose lease lapsed loses the job whatever its session still holds.
+const LOCK_CLAIM: &str = "SELECT pg_advisory_lock(hashtextextended('batchscore claim ' || $1, 0))";
+const TRY_LOCK_CLAIM: &str =
+    "SELECT pg_try_advisory_lock(hashtextextended('batchscore claim ' || $1, 0))";
+const UNLOCK_CLAIM: &str =
+    "SELECT pg_advisory_unlock(hashtextextended('batchscore claim ' || $1, 0))";
+/// The `application_name` of a run's window sessions (its reader and its transaction), by which
+/// a successor ends them (see [`PostgresBackend::end_sessions_of`]). Not the claim's own
+/// connection, which the superseded holder needs to learn it was superseded.
+fn session_tag(claim: &Claim) -> String {
+    format!("batchscore {}", claim.claim_id)
+}
+
+/// Extend the claim by the server's clock, only if this run still holds it.
+const RENEW_CLAIM: &str = "UPDATE batchscore_claims SET expires_at = clock_timestamp() + make_interval(secs => $3) \
+     WHERE job = $1 AND claim_id = $2";
+
+/// Whether an error may go away by itself: the network, a timeout, a server that is starting,
+/// shutting down or out of connections, a statement cancelled by a timeout (SQLSTATE classes 08,
+/// 53, 57).
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    super::is_transient_io(err)
+        || matches!(err, sqlx::Error::Database(db)
+            if db.code().is_some_and(|code| ["08", "53", "57"].iter().any(|c| code.starts_with(c))))
+}
 
 fn classify(type_name: &str) -> ColumnKind {
     match type_name.to_ascii_uppercase().as_str() {
@@ -160,6 +186,7 @@ fn key_type(kind: KeyKind) -> &'static str {
 impl Backend for PostgresBackend {
     type Tx = Transaction<'static, Postgres>;
     type Lock = PgConnection;
+    const RENEWS_DURING_WINDOW: bool = true;
 
     async fn migrate(&self) -> anyhow::Result<()> {
         let migrator = sqlx::migrate!("migrations/postgres");
@@ -178,19 +205,29 @@ impl Backend for PostgresBackend {
             .context("applying batchscore's PostgreSQL migrations")
     }
 
-    async fn describe_source(&self, spec: &JobSpec) -> Result<Vec<(String, ColumnKind)>, String> {
+    async fn describe_source(
+        &self,
+        spec: &JobSpec,
+    ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
         let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec, "$1", "$2"));
-        let described = sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str())
-            .await
-            .map_err(|e| match &spec.source.from {
-                SourceFrom::Table(table) => format!("cannot read source table {table}: {e}"),
-                SourceFrom::Query(_) => format!("source.query does not run: {e}"),
-            })?;
-        Ok(described
+        let described =
+            match sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str()).await {
+                Ok(described) => described,
+                Err(e) if is_transient(&e) => return Err(e.into()),
+                Err(e) => {
+                    return Ok(Err(match &spec.source.from {
+                        SourceFrom::Table(table) => {
+                            format!("cannot read source table {table}: {e}")
+                        }
+                        SourceFrom::Query(_) => format!("source.query does not run: {e}"),
+                    }));
+                }
+            };
+        Ok(Ok(described
             .columns()
             .iter()
             .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
-            .collect())
+            .collect()))
     }
 
     fn timestamp_ok(kind: &ColumnKind) -> bool {
@@ -227,6 +264,7 @@ impl Backend for PostgresBackend {
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
+        claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
         let key = spec.source.key.quoted();
@@ -251,6 +289,17 @@ impl Backend for PostgresBackend {
             .acquire()
             .await
             .context("reading the window's rows")?;
+        // A window that fails or is abandoned aborts its reader mid-COPY; such a connection must
+        // not go back to the pool (its next user would read the rest of the COPY). So the
+        // reader's connection is never reused: one connect per window.
+        conn.close_on_drop();
+        // Tagged like the window's transaction: a frozen reader holds the source table's share
+        // lock, which would block an application's ALTER TABLE until the holder woke.
+        sqlx::query("SELECT set_config('application_name', $1, false)")
+            .bind(session_tag(claim))
+            .execute(&mut *conn)
+            .await
+            .context("reading the window's rows")?;
         let mut pieces = conn
             .copy_out_raw(&sql)
             .await
@@ -272,10 +321,7 @@ impl Backend for PostgresBackend {
             })?;
             for ready in full.drain(..) {
                 if out.send(ready).await.is_err() {
-                    // The consumer stopped (it reports why). Close the connection rather than
-                    // return it mid-COPY, which would make its next user drain the window.
-                    drop(pieces);
-                    let _ = conn.close().await;
+                    // The consumer stopped (it reports why); the connection closes on drop.
                     return Ok(());
                 }
             }
@@ -287,11 +333,29 @@ impl Backend for PostgresBackend {
         Ok(())
     }
 
-    async fn begin(&self) -> anyhow::Result<Self::Tx> {
-        self.pool
+    async fn begin(&self, claim: &Claim) -> anyhow::Result<Self::Tx> {
+        let mut tx = self
+            .pool
             .begin()
             .await
-            .context("opening the window's transaction")
+            .context("opening the window's transaction")?;
+        // For this transaction only: if the run freezes or is cut off, the server ends it within
+        // a lease and frees the result keys it holds, so the run's successor does not wait on
+        // them. A live run never waits that long: it talks to the server every chunk. (The
+        // server cannot time out a statement waiting for the client's COPY data: for that, the
+        // successor ends the session by its tag, see `claim`.)
+        let millis = claim.lease().as_millis().max(1).to_string();
+        sqlx::query(
+            "SELECT set_config('statement_timeout', $1, true), \
+             set_config('idle_in_transaction_session_timeout', $1, true), \
+             set_config('application_name', $2, true)",
+        )
+        .bind(millis)
+        .bind(session_tag(claim))
+        .execute(&mut *tx)
+        .await
+        .context("opening the window's transaction")?;
+        Ok(tx)
     }
 
     async fn create_results_table(tx: &mut Self::Tx, table: &ResultsTable) -> anyhow::Result<()> {
@@ -472,81 +536,123 @@ impl Backend for PostgresBackend {
         Ok(())
     }
 
-    /// A session advisory lock, on a connection of its own that lives as long as the claim:
-    /// if the process dies the server closes the connection and the lock goes with it. The
-    /// claim row beside it names the holder for whoever finds the job busy.
+    /// The claim row, taken over by compare-and-set on the claim id it replaces, and a session
+    /// advisory lock keyed by the new claim id, on a connection of its own that lives as long as
+    /// the claim: the lock is taken before the row is committed, so whoever sees the row can
+    /// tell whether its holder's session is still there.
     async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<PgConnection>> {
-        let mut conn = PgConnection::connect_with(&self.options)
-            .await
-            .context("opening the claim's connection")?;
-        // The holder writes its claim row just after taking the lock and deletes it just before
-        // letting go: when the lock is taken but no row names a holder, it is starting or
-        // finishing, so look again, then try the lock again.
-        let mut attempts = 0;
-        loop {
-            let locked: bool = sqlx::query_scalar(LOCK_JOB)
-                .bind(&claim.job)
-                .fetch_one(&mut conn)
+        let mut conn = tokio::time::timeout(
+            self.limits.connect,
+            PgConnection::connect_with(&self.options),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.limits.connect))
+        .and_then(|connected| Ok(connected?))
+        .context("opening the claim's connection")?;
+        // A holder releasing deletes its row between our read and our write: look again.
+        for _ in 0..25 {
+            let takeover = match self.judge_holder(&mut conn, &claim.job).await? {
+                Judged::Free => None,
+                Judged::Gone(claim_id) => Some(claim_id),
+                Judged::Alive(holder) => {
+                    let _ = conn.close().await;
+                    return Ok(ClaimOutcome::Busy(Some(holder)));
+                }
+            };
+            let mut tx = conn.begin().await.context("claiming the job")?;
+            // A frozen holder may have the row locked (in its window's fencing check); its
+            // transaction ends within its lease, but this run does not wait for that.
+            sqlx::query("SELECT set_config('lock_timeout', '2s', true)")
+                .execute(&mut *tx)
                 .await
-                .context("taking the job's advisory lock")?;
-            if locked {
-                break;
+                .context("claiming the job")?;
+            // Insert, or take over exactly the holder judged gone above: if anyone claimed the
+            // job in between, the row's claim id differs and nothing is returned.
+            let won: Option<String> = sqlx::query_scalar(
+                "INSERT INTO batchscore_claims (job, claim_id, host, pid, claimed_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, clock_timestamp(), clock_timestamp() + make_interval(secs => $5)) \
+                 ON CONFLICT (job) DO UPDATE SET claim_id = excluded.claim_id, host = excluded.host, \
+                 pid = excluded.pid, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at \
+                 WHERE batchscore_claims.claim_id = $6 \
+                 RETURNING claim_id",
+            )
+            .bind(&claim.job)
+            .bind(&claim.claim_id)
+            .bind(&claim.host)
+            .bind(claim.pid)
+            .bind(claim.lease.as_seconds_f64())
+            .bind(&takeover)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("claiming the job")?;
+            if won.is_some() {
+                sqlx::query(LOCK_CLAIM)
+                    .bind(&claim.claim_id)
+                    .execute(&mut *tx)
+                    .await
+                    .context("taking the claim's advisory lock")?;
+                tx.commit().await.context("claiming the job")?;
+                if let Some(replaced) = &takeover {
+                    self.end_sessions_of(&mut conn, replaced).await;
+                }
+                return Ok(ClaimOutcome::Acquired(conn));
             }
-            attempts += 1;
-            if let Some(holder) = self.read_holder(&claim.job).await? {
-                let _ = conn.close().await;
-                return Ok(ClaimOutcome::Busy(Some(holder)));
-            }
-            if attempts == 25 {
-                let _ = conn.close().await;
-                return Ok(ClaimOutcome::Busy(None));
-            }
+            tx.rollback().await.context("claiming the job")?;
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        sqlx::query(
-            "INSERT INTO batchscore_claims (job, claim_id, host, pid, claimed_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (job) DO UPDATE SET claim_id = excluded.claim_id, host = excluded.host, \
-             pid = excluded.pid, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at",
-        )
-        .bind(&claim.job)
-        .bind(&claim.claim_id)
-        .bind(&claim.host)
-        .bind(claim.pid)
-        .bind(claim.claimed_at)
-        .bind(claim.expires_at())
-        .execute(&mut conn)
-        .await
-        .context("recording the claim")?;
-        Ok(ClaimOutcome::Acquired(conn))
+        let _ = conn.close().await;
+        Ok(ClaimOutcome::Busy(None))
     }
 
-    async fn renew_claim(&self, claim: &Claim) -> anyhow::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE batchscore_claims SET expires_at = $3 WHERE job = $1 AND claim_id = $2",
-        )
-        .bind(&claim.job)
-        .bind(&claim.claim_id)
-        .bind(claim.expires_at())
-        .execute(&self.pool)
-        .await
-        .context("renewing the claim")?;
+    async fn renew_claim(&self, lock: &mut PgConnection, claim: &Claim) -> anyhow::Result<bool> {
+        let done = sqlx::query(RENEW_CLAIM)
+            .bind(&claim.job)
+            .bind(&claim.claim_id)
+            .bind(claim.lease.as_seconds_f64())
+            .execute(lock)
+            .await
+            .context("renewing the claim")?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn release_claim(&self, mut lock: PgConnection, claim: &Claim) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM batchscore_claims WHERE job = $1 AND claim_id = $2")
+    async fn fence(tx: &mut Self::Tx, claim: &Claim) -> anyhow::Result<bool> {
+        let done = sqlx::query(RENEW_CLAIM)
             .bind(&claim.job)
             .bind(&claim.claim_id)
+            .bind(claim.lease.as_seconds_f64())
+            .execute(&mut **tx)
+            .await
+            .context("checking this run still holds the claim")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_claim(&self, lock: Option<PgConnection>, claim: &Claim) -> anyhow::Result<()> {
+        let delete = sqlx::query("DELETE FROM batchscore_claims WHERE job = $1 AND claim_id = $2")
+            .bind(&claim.job)
+            .bind(&claim.claim_id);
+        let Some(mut lock) = lock else {
+            // The claim's connection is gone, and its lock with it.
+            delete
+                .execute(&self.pool)
+                .await
+                .context("releasing the claim")?;
+            return Ok(());
+        };
+        delete
             .execute(&mut lock)
             .await
             .context("releasing the claim")?;
-        sqlx::query(UNLOCK_JOB)
-            .bind(&claim.job)
+        sqlx::query(UNLOCK_CLAIM)
+            .bind(&claim.claim_id)
             .execute(&mut lock)
             .await
-            .context("releasing the job's advisory lock")?;
+            .context("releasing the claim's advisory lock")?;
         lock.close().await.context("closing the claim's connection")
+    }
+
+    fn lock_wait(&self, _err: &anyhow::Error) -> Option<std::time::Duration> {
+        // Waits on row locks end by statement_timeout or lock_timeout, reported as failures.
+        None
     }
 
     async fn finish_run(tx: &mut Self::Tx, run: &RunRecord) -> anyhow::Result<()> {
@@ -554,7 +660,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn fail_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        write_run(&self.pool, run).await
+        write_run_if_running(&self.pool, run).await
     }
 
     async fn commit(tx: Self::Tx) -> anyhow::Result<()> {
@@ -757,60 +863,135 @@ fn array_type(column: &ResultColumn<'_>) -> &'static str {
     }
 }
 
+/// What a claimer makes of the job's current holder.
+enum Judged {
+    /// No one holds the job.
+    Free,
+    /// Someone held it and is gone (lease lapsed, or session ended): take over this claim id.
+    Gone(String),
+    Alive(Holder),
+}
+
 impl PostgresBackend {
-    async fn read_holder(&self, job: &str) -> anyhow::Result<Option<Holder>> {
-        type HolderRow = (String, String, i64, DateTime<Utc>, DateTime<Utc>);
+    /// End the window sessions of the holder this run just took the job over from. It lost its
+    /// lease, so it is frozen or cut off; the server has not ended its sessions because they
+    /// are waiting on the client (a statement mid-COPY is not subject to `statement_timeout`),
+    /// and they hold locks this run's writes would wait on. Best effort: a role that may not
+    /// signal them leaves them to the server's own timeouts.
+    async fn end_sessions_of(&self, conn: &mut PgConnection, claim_id: &str) {
+        let tag = format!("batchscore {claim_id}");
+        let ended: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&tag)
+        .fetch_one(conn)
+        .await;
+        match ended {
+            Ok(0) => {}
+            Ok(ended) => tracing::warn!(
+                ended,
+                replaced = claim_id,
+                "ended the server sessions of the run whose claim lapsed"
+            ),
+            Err(err) => tracing::warn!(
+                error = %err,
+                replaced = claim_id,
+                "could not end the sessions of the run whose claim lapsed; the server's timeouts will"
+            ),
+        }
+    }
+
+    /// Read the job's claim and judge its holder: gone when its lease lapsed by the server's
+    /// clock, or when its claim's advisory lock is free (its session ended).
+    async fn judge_holder(&self, conn: &mut PgConnection, job: &str) -> anyhow::Result<Judged> {
+        type HolderRow = (String, String, i64, DateTime<Utc>, DateTime<Utc>, bool);
         let row: Option<HolderRow> = sqlx::query_as(
-            "SELECT claim_id, host, pid, claimed_at, expires_at FROM batchscore_claims WHERE job = $1",
+            "SELECT claim_id, host, pid, claimed_at, expires_at, expires_at <= clock_timestamp() \
+             FROM batchscore_claims WHERE job = $1",
         )
         .bind(job)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
         .context("reading the job's claim")?;
-        Ok(
-            row.map(|(claim_id, host, pid, claimed_at, expires_at)| Holder {
-                claim_id,
-                host,
-                pid,
-                claimed_at,
-                expires_at,
-            }),
-        )
+        let Some((claim_id, host, pid, claimed_at, expires_at, lapsed)) = row else {
+            return Ok(Judged::Free);
+        };
+        if lapsed {
+            return Ok(Judged::Gone(claim_id));
+        }
+        let session_gone: bool = sqlx::query_scalar(TRY_LOCK_CLAIM)
+            .bind(&claim_id)
+            .fetch_one(&mut *conn)
+            .await
+            .context("checking the holder's session")?;
+        if session_gone {
+            sqlx::query(UNLOCK_CLAIM)
+                .bind(&claim_id)
+                .execute(&mut *conn)
+                .await
+                .context("checking the holder's session")?;
+            return Ok(Judged::Gone(claim_id));
+        }
+        Ok(Judged::Alive(Holder {
+            claim_id,
+            host,
+            pid,
+            claimed_at,
+            expires_at,
+        }))
     }
 }
 
-/// Insert the ledger row, or update how it ended: the one statement for starting, finishing
-/// and failing a run.
+/// Insert the ledger row, or update how it ended: the one statement for starting and finishing
+/// a run.
 async fn write_run<'e>(executor: impl sqlx::PgExecutor<'e>, run: &RunRecord) -> anyhow::Result<()> {
-    sqlx::query(
+    upsert_run(executor, run, "").await
+}
+
+/// Record how a run ended unless its row says it ended already (see [`Backend::fail_run`]).
+async fn write_run_if_running<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    run: &RunRecord,
+) -> anyhow::Result<()> {
+    upsert_run(executor, run, " WHERE batchscore_runs.status = 'running'").await
+}
+
+async fn upsert_run<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    run: &RunRecord,
+    condition: &'static str,
+) -> anyhow::Result<()> {
+    let sql = format!(
         "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
          rows_written, model_sha256, started_at, finished_at, error, host, pid, rows_bad, \
          rows_quarantined, rows_skipped, bad_rows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
          ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, rows_read = excluded.rows_read, \
          rows_written = excluded.rows_written, finished_at = excluded.finished_at, error = excluded.error, \
          rows_bad = excluded.rows_bad, rows_quarantined = excluded.rows_quarantined, \
-         rows_skipped = excluded.rows_skipped, bad_rows = excluded.bad_rows",
-    )
-    .bind(&run.run_id)
-    .bind(&run.job)
-    .bind(run.window_start)
-    .bind(run.window_end)
-    .bind(run.status.as_str())
-    .bind(run.rows_read)
-    .bind(run.rows_written)
-    .bind(&run.model_sha256)
-    .bind(run.started_at)
-    .bind(run.finished_at)
-    .bind(&run.error)
-    .bind(&run.host)
-    .bind(run.pid)
-    .bind(run.rows_bad)
-    .bind(run.rows_quarantined)
-    .bind(run.rows_skipped)
-    .bind(&run.bad_rows)
-    .execute(executor)
-    .await
-    .context("recording the run in batchscore_runs")?;
+         rows_skipped = excluded.rows_skipped, bad_rows = excluded.bad_rows{condition}"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(&run.run_id)
+        .bind(&run.job)
+        .bind(run.window_start)
+        .bind(run.window_end)
+        .bind(run.status.as_str())
+        .bind(run.rows_read)
+        .bind(run.rows_written)
+        .bind(&run.model_sha256)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(&run.error)
+        .bind(&run.host)
+        .bind(run.pid)
+        .bind(run.rows_bad)
+        .bind(run.rows_quarantined)
+        .bind(run.rows_skipped)
+        .bind(&run.bad_rows)
+        .execute(executor)
+        .await
+        .context("recording the run in batchscore_runs")?;
     Ok(())
 }
 

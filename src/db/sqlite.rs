@@ -19,7 +19,7 @@ use sqlx::{
 };
 use tokio::sync::mpsc;
 
-use super::{Backend, CONNECT_TIMEOUT};
+use super::{Backend, Limits};
 use crate::claim::{Claim, ClaimOutcome, Holder};
 use crate::features::BadRow;
 use crate::ident::TableName;
@@ -29,6 +29,16 @@ use crate::sink::{ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk}
 use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::{JobSpec, SourceFrom};
 
+/// Whether an error may go away by itself: the pool, I/O, or another writer holding the lock
+/// (SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, with their extended codes).
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    super::is_transient_io(err)
+        || matches!(err, sqlx::Error::Database(db)
+            if db.code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 10)))
+}
+
 /// Rows per multi-row INSERT into the quarantine: enough to amortise each statement, few enough
 /// to keep it cheap to prepare once and reuse from the statement cache.
 const ROWS_PER_INSERT: usize = 500;
@@ -36,25 +46,28 @@ const ROWS_PER_INSERT: usize = 500;
 #[derive(Clone)]
 pub struct SqliteBackend {
     pool: SqlitePool,
+    limits: Limits,
 }
 
 impl SqliteBackend {
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    pub async fn connect(url: &str, limits: Limits) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             // WAL: the window's reader and writer run at once, and application readers are never
             // blocked by a run.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
+            // Another writer (an application's long transaction, a frozen run) holds the write
+            // lock: wait this long, then report the job busy (see `is_locked`).
+            .busy_timeout(limits.busy)
             // Streaming a window is a long statement by design, not a slow one worth a warning.
             .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(limits.connect)
             .connect_with(options)
             .await?;
-        Ok(SqliteBackend { pool })
+        Ok(SqliteBackend { pool, limits })
     }
 
     /// A table's columns and declared types, in order; none if there is no such table.
@@ -145,6 +158,7 @@ impl Backend for SqliteBackend {
     type Tx = Transaction<'static, Sqlite>;
     // One machine: the claim row, with the holder's pid checked on this host, is enough.
     type Lock = ();
+    const RENEWS_DURING_WINDOW: bool = false;
 
     async fn migrate(&self) -> anyhow::Result<()> {
         let migrator = sqlx::migrate!("migrations/sqlite");
@@ -163,34 +177,35 @@ impl Backend for SqliteBackend {
             .context("applying batchscore's SQLite migrations")
     }
 
-    async fn describe_source(&self, spec: &JobSpec) -> Result<Vec<(String, ColumnKind)>, String> {
-        match &spec.source.from {
-            SourceFrom::Table(table) => {
-                let rows = self
-                    .declared_columns(table)
-                    .await
-                    .map_err(|e| format!("cannot describe source table {table}: {e}"))?;
-                if rows.is_empty() {
-                    return Err(format!("source table {table} does not exist"));
-                }
-                Ok(rows
+    async fn describe_source(
+        &self,
+        spec: &JobSpec,
+    ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
+        let described = match &spec.source.from {
+            SourceFrom::Table(table) => match self.declared_columns(table).await {
+                Ok(rows) if rows.is_empty() => Err(format!("source table {table} does not exist")),
+                Ok(rows) => Ok(rows
                     .into_iter()
                     .map(|(name, ty)| (name, classify(&ty)))
-                    .collect())
-            }
+                    .collect()),
+                Err(e) if is_transient(&e) => return Err(e.into()),
+                Err(e) => Err(format!("cannot describe source table {table}: {e}")),
+            },
             SourceFrom::Query(_) => {
                 let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec));
-                let described =
-                    sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str())
-                        .await
-                        .map_err(|e| format!("source.query does not run: {e}"))?;
-                Ok(described
-                    .columns()
-                    .iter()
-                    .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
-                    .collect())
+                match sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str()).await
+                {
+                    Ok(described) => Ok(described
+                        .columns()
+                        .iter()
+                        .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
+                        .collect()),
+                    Err(e) if is_transient(&e) => return Err(e.into()),
+                    Err(e) => Err(format!("source.query does not run: {e}")),
+                }
             }
-        }
+        };
+        Ok(described)
     }
 
     fn timestamp_ok(kind: &ColumnKind) -> bool {
@@ -227,6 +242,7 @@ impl Backend for SqliteBackend {
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
+        _claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
         let mut columns = vec![spec.source.key.quoted()];
@@ -273,7 +289,10 @@ impl Backend for SqliteBackend {
         .context("the window's reader panicked")?
     }
 
-    async fn begin(&self) -> anyhow::Result<Self::Tx> {
+    async fn begin(&self, _claim: &Claim) -> anyhow::Result<Self::Tx> {
+        // No server to end a frozen run's transaction: the write lock it holds keeps every other
+        // writer out (they give up after the busy timeout), and it commits nothing once
+        // superseded (the fencing check).
         // IMMEDIATE takes the write lock up front, so the run waits for it (busy_timeout) rather
         // than failing halfway when upgrading a read transaction.
         self.pool
@@ -551,20 +570,30 @@ impl Backend for SqliteBackend {
         Ok(ClaimOutcome::Busy(None))
     }
 
-    async fn renew_claim(&self, claim: &Claim) -> anyhow::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE batchscore_claims SET expires_at = ?3 WHERE job = ?1 AND claim_id = ?2",
-        )
-        .bind(&claim.job)
-        .bind(&claim.claim_id)
-        .bind(to_text(claim.expires_at()))
-        .execute(&self.pool)
-        .await
-        .context("renewing the claim")?;
-        Ok(done.rows_affected() == 1)
+    async fn renew_claim(&self, _lock: &mut (), claim: &Claim) -> anyhow::Result<bool> {
+        renew(&self.pool, claim).await
     }
 
-    async fn release_claim(&self, _lock: (), claim: &Claim) -> anyhow::Result<()> {
+    async fn fence(tx: &mut Self::Tx, claim: &Claim) -> anyhow::Result<bool> {
+        renew(&mut **tx, claim)
+            .await
+            .context("checking this run still holds the claim")
+    }
+
+    fn lock_wait(&self, err: &anyhow::Error) -> Option<Duration> {
+        let locked = err.chain().any(|cause| {
+            let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() else {
+                return false;
+            };
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+            db.code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+        });
+        locked.then_some(self.limits.busy)
+    }
+
+    async fn release_claim(&self, _lock: Option<()>, claim: &Claim) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM batchscore_claims WHERE job = ?1 AND claim_id = ?2")
             .bind(&claim.job)
             .bind(&claim.claim_id)
@@ -579,7 +608,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn fail_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        write_run(&self.pool, run).await
+        write_run_if_running(&self.pool, run).await
     }
 
     async fn commit(tx: Self::Tx) -> anyhow::Result<()> {
@@ -622,41 +651,72 @@ async fn read_holder(pool: &SqlitePool, job: &str) -> anyhow::Result<Option<Hold
     .transpose()
 }
 
-/// Insert the ledger row, or update how it ended: the one statement for starting, finishing
-/// and failing a run.
+/// Extend the claim by this host's clock (SQLite's), only if this run still holds it.
+async fn renew<'e>(executor: impl sqlx::SqliteExecutor<'e>, claim: &Claim) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE batchscore_claims SET expires_at = ?3 WHERE job = ?1 AND claim_id = ?2",
+    )
+    .bind(&claim.job)
+    .bind(&claim.claim_id)
+    .bind(to_text(claim.expires_at()))
+    .execute(executor)
+    .await
+    .context("renewing the claim")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Insert the ledger row, or update how it ended: the one statement for starting and finishing
+/// a run.
 async fn write_run<'e>(
     executor: impl sqlx::SqliteExecutor<'e>,
     run: &RunRecord,
 ) -> anyhow::Result<()> {
-    sqlx::query(
+    upsert_run(executor, run, "").await
+}
+
+/// Record how a run ended unless its row says it ended already (see [`Backend::fail_run`]).
+async fn write_run_if_running<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    run: &RunRecord,
+) -> anyhow::Result<()> {
+    upsert_run(executor, run, " WHERE batchscore_runs.status = 'running'").await
+}
+
+async fn upsert_run<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    run: &RunRecord,
+    condition: &'static str,
+) -> anyhow::Result<()> {
+    let sql = format!(
         "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, rows_read, \
          rows_written, model_sha256, started_at, finished_at, error, host, pid, rows_bad, \
          rows_quarantined, rows_skipped, bad_rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
          ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, rows_read = excluded.rows_read, \
          rows_written = excluded.rows_written, finished_at = excluded.finished_at, error = excluded.error, \
          rows_bad = excluded.rows_bad, rows_quarantined = excluded.rows_quarantined, \
-         rows_skipped = excluded.rows_skipped, bad_rows = excluded.bad_rows",
-    )
-    .bind(&run.run_id)
-    .bind(&run.job)
-    .bind(to_text(run.window_start))
-    .bind(to_text(run.window_end))
-    .bind(run.status.as_str())
-    .bind(run.rows_read)
-    .bind(run.rows_written)
-    .bind(&run.model_sha256)
-    .bind(to_text(run.started_at))
-    .bind(run.finished_at.map(to_text))
-    .bind(&run.error)
-    .bind(&run.host)
-    .bind(run.pid)
-    .bind(run.rows_bad)
-    .bind(run.rows_quarantined)
-    .bind(run.rows_skipped)
-    .bind(&run.bad_rows)
-    .execute(executor)
-    .await
-    .context("recording the run in batchscore_runs")?;
+         rows_skipped = excluded.rows_skipped, bad_rows = excluded.bad_rows{condition}"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(&run.run_id)
+        .bind(&run.job)
+        .bind(to_text(run.window_start))
+        .bind(to_text(run.window_end))
+        .bind(run.status.as_str())
+        .bind(run.rows_read)
+        .bind(run.rows_written)
+        .bind(&run.model_sha256)
+        .bind(to_text(run.started_at))
+        .bind(run.finished_at.map(to_text))
+        .bind(&run.error)
+        .bind(&run.host)
+        .bind(run.pid)
+        .bind(run.rows_bad)
+        .bind(run.rows_quarantined)
+        .bind(run.rows_skipped)
+        .bind(&run.bad_rows)
+        .execute(executor)
+        .await
+        .context("recording the run in batchscore_runs")?;
     Ok(())
 }
 

@@ -256,7 +256,8 @@ async fn unreachable_database() {
         .env("BATCHSCORE_JOBS_DIR", p.jobs_dir())
         .output()
         .unwrap();
-    assert_exit(&out, 2);
+    // Nothing listens there: the server may be down, which a later run may find fixed.
+    assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(
         err.contains("cannot connect to the database postgres://scorer:***@127.0.0.1:1/nowhere"),
@@ -345,4 +346,29 @@ async fn reversed_window_is_a_usage_error() {
     ]);
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("not an RFC 3339 time"));
+}
+
+/// A server that answers but refuses the database name is a configuration error, unlike one
+/// that is down (`unreachable_database`).
+#[tokio::test]
+async fn a_database_that_does_not_exist_is_a_configuration_error() {
+    let Some(pg) = Project::postgres().await else {
+        return;
+    };
+    let p = project().await;
+    p.write_job("machine_failure", JOB);
+    let base = pg.url.split('?').next().unwrap();
+    let url = format!("{}/no_such_database_bs", base.rsplit_once('/').unwrap().0);
+    let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_batchscore"))
+        .args(["run-job", "machine_failure"])
+        .env("DATABASE_URL", &url)
+        .env("BATCHSCORE_JOBS_DIR", p.jobs_dir())
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("no_such_database_bs"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -29,14 +29,14 @@ failure_probability = "probabilities[1]"
 table = "{sink}"
 "#;
 
-fn job(sink: &str, size: &str, chunk_rows: usize) -> String {
+pub(crate) fn job(sink: &str, size: &str, chunk_rows: usize) -> String {
     JOB.replace("{schedule}", "* * * * * *")
         .replace("{sink}", sink)
         .replace("{size}", size)
         .replace("{chunk_rows}", &chunk_rows.to_string())
 }
 
-async fn create_readings(p: &Project) {
+pub(crate) async fn create_readings(p: &Project) {
     p.execute(match p.kind {
         Kind::Sqlite => {
             "CREATE TABLE readings (id INTEGER PRIMARY KEY, ts TEXT NOT NULL, temperature REAL, \
@@ -51,7 +51,7 @@ async fn create_readings(p: &Project) {
 }
 
 /// Insert five rows stamped with the current time, as an application would.
-async fn insert_now(pool: &sqlx::AnyPool, kind: Kind) {
+pub(crate) async fn insert_now(pool: &sqlx::AnyPool, kind: Kind) {
     let sql = match kind {
         Kind::Sqlite => {
             "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
@@ -84,7 +84,7 @@ async fn seed_last_hour(p: &Project, rows: usize) {
     p.execute(&sql).await;
 }
 
-fn start_daemon(p: &Project, extra: &[&str]) -> Child {
+pub(crate) fn start_daemon(p: &Project, extra: &[&str]) -> Child {
     let mut args = vec!["daemon"];
     args.extend_from_slice(extra);
     p.command(&args)
@@ -95,7 +95,7 @@ fn start_daemon(p: &Project, extra: &[&str]) -> Child {
 }
 
 /// SIGTERM, then the exit code and stderr, failing if it takes longer than `within`.
-fn stop_daemon(child: Child, within: Duration) -> (i32, String) {
+pub(crate) fn stop_daemon(child: Child, within: Duration) -> (i32, String) {
     signal(&child, "TERM");
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -158,7 +158,7 @@ async fn scored_ids(p: &Project, sink: &str) -> Vec<i64> {
 }
 
 /// Windows are contiguous, and the results hold exactly the rows inside them, once.
-async fn assert_every_eligible_row_scored_once(
+pub(crate) async fn assert_every_eligible_row_scored_once(
     p: &Project,
     job: &str,
     sink: &str,
@@ -192,7 +192,7 @@ async fn assert_every_eligible_row_scored_once(
 }
 
 /// Spawn a task that inserts rows every 100 ms until the returned sender is dropped.
-fn feed(p: &Project) -> tokio::sync::oneshot::Sender<()> {
+pub(crate) fn feed(p: &Project) -> tokio::sync::oneshot::Sender<()> {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let (pool, kind) = (p.pool.clone(), p.kind);
     tokio::spawn(async move {

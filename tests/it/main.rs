@@ -9,6 +9,7 @@ mod support;
 mod bad_input;
 mod bad_rows;
 mod daemon;
+mod failures;
 mod hardening;
 mod models;
 mod scoring;

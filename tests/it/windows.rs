@@ -32,23 +32,23 @@ failure_probability = "probabilities[1]"
 table = "predictions"
 "#;
 
-fn job(catch_up: &str) -> String {
+pub(crate) fn job(catch_up: &str) -> String {
     JOB.replace("{catch_up}", catch_up)
 }
 
 /// `t0 + minutes`, as RFC 3339.
-fn at(minutes: i64) -> String {
+pub(crate) fn at(minutes: i64) -> String {
     rfc3339(t0() + chrono::TimeDelta::minutes(minutes))
 }
 
-fn ts(minutes: i64) -> String {
+pub(crate) fn ts(minutes: i64) -> String {
     // How the ledger and watermark tables print times, in both databases.
     (t0() + chrono::TimeDelta::minutes(minutes))
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// (window_start, window_end, status, rows_written) of every ledger row, ordered by window.
-async fn ledger(p: &Project) -> Vec<(String, String, String, i64)> {
+pub(crate) async fn ledger(p: &Project) -> Vec<(String, String, String, i64)> {
     let sql = match p.kind {
         Kind::Sqlite => {
             "SELECT window_start, window_end, status, rows_written FROM batchscore_runs ORDER BY window_start, started_at"
@@ -69,7 +69,7 @@ async fn ledger(p: &Project) -> Vec<(String, String, String, i64)> {
 }
 
 /// key → (label, probability) of the results table.
-async fn predictions(p: &Project) -> BTreeMap<i64, (i64, f64)> {
+pub(crate) async fn predictions(p: &Project) -> BTreeMap<i64, (i64, f64)> {
     if !p.table_exists("predictions").await {
         return BTreeMap::new();
     }
@@ -83,7 +83,7 @@ async fn predictions(p: &Project) -> BTreeMap<i64, (i64, f64)> {
 }
 
 /// Keys of synthetic rows in `[from, to)` minutes after t0 (1000 rows per ten minutes).
-fn keys(from_minutes: i64, to_minutes: i64) -> Vec<i64> {
+pub(crate) fn keys(from_minutes: i64, to_minutes: i64) -> Vec<i64> {
     (from_minutes * 100..to_minutes * 100).collect()
 }
 
@@ -253,7 +253,10 @@ async fn golden(kind: Kind, rows: usize, at_minutes: i64) -> BTreeMap<i64, (i64,
     predictions(&p).await
 }
 
-fn assert_same_predictions(actual: &BTreeMap<i64, (i64, f64)>, golden: &BTreeMap<i64, (i64, f64)>) {
+pub(crate) fn assert_same_predictions(
+    actual: &BTreeMap<i64, (i64, f64)>,
+    golden: &BTreeMap<i64, (i64, f64)>,
+) {
     assert_eq!(
         actual.len(),
         golden.len(),

@@ -1,5 +1,7 @@
 //! Test fixtures: a temporary project (jobs directory, database), seeding, and the binary.
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -1,0 +1,405 @@
+//! The failure model: connection resets, a silent network, a frozen holder superseded after its
+//! lease (scheduled windows and backfills), a daemon riding out an outage, and SQLite's write
+//! lock held by another writer. PostgreSQL's failures go through the TCP proxy in
+//! `support/proxy.rs`; every wait is bounded.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::daemon::{
+    assert_every_eligible_row_scored_once, create_readings, feed, insert_now, stop_daemon,
+};
+use crate::support::proxy::Proxy;
+use crate::support::*;
+use crate::windows::{assert_same_predictions, at, job, ledger, predictions, ts};
+
+/// Four thirty-minute windows of 3,000 rows, in chunks of 100: long enough to be caught
+/// mid-window.
+fn catch_up_job() -> String {
+    job("all")
+        .replace("size = \"10m\"", "size = \"30m\"")
+        .replace("chunk_rows = 400", "chunk_rows = 100")
+}
+
+const ROWS: usize = 12_000;
+const ROWS_PER_WINDOW: i64 = 3_000;
+
+/// A PostgreSQL project with the catch-up job, its rows and its watermark at t0.
+async fn catch_up_project() -> Option<Project> {
+    let p = Project::postgres().await?;
+    p.seed_synthetic(ROWS).await;
+    p.write_job("job", &catch_up_job());
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
+    Some(p)
+}
+
+/// The predictions of the same job over the same rows, run once without trouble.
+async fn reference(args: &[&str]) -> BTreeMap<i64, (i64, f64)> {
+    let p = catch_up_project().await.expect("PostgreSQL is up");
+    assert_exit(&p.batchscore(args), 0);
+    predictions(&p).await
+}
+
+fn spawn_through(p: &Project, url: &str, args: &[&str]) -> Child {
+    p.command(args)
+        .env("DATABASE_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn run_through(p: &Project, url: &str, args: &[&str]) -> Output {
+    p.command(args).env("DATABASE_URL", url).output().unwrap()
+}
+
+/// Run `args` until it exits 0, retrying while the job is busy (75), for at most `seconds`.
+/// Returns how long it took.
+fn run_until_done(p: &Project, url: &str, args: &[&str], seconds: u64) -> Duration {
+    let started = Instant::now();
+    loop {
+        let out = run_through(p, url, args);
+        match out.status.code() {
+            Some(0) => return started.elapsed(),
+            Some(75) | Some(1) if started.elapsed() < Duration::from_secs(seconds) => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            _ => assert_exit(&out, 0),
+        }
+    }
+}
+
+/// Wait until one of the proxy's connections holds a window's transaction that has written
+/// something to the results table, for at most 20 s.
+async fn wait_for_open_writes(p: &Project, proxy: &Proxy) {
+    eventually(20, "a window with uncommitted writes", || async {
+        let ports: Vec<String> = proxy
+            .upstream_ports()
+            .iter()
+            .map(|port| port.to_string())
+            .collect();
+        p.count(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY(ARRAY[{}]::int[]) \
+             AND backend_xid IS NOT NULL AND query LIKE '%\"predictions\"%'",
+            ports.join(", ")
+        ))
+        .await
+            > 0
+    })
+    .await;
+}
+
+/// Every committed window of the ledger is whole, and none is left `running`.
+fn assert_whole_and_finished(rows: &[(String, String, String, i64)]) {
+    for (start, end, status, written) in rows {
+        assert!(
+            status != "succeeded" || *written == ROWS_PER_WINDOW,
+            "window [{start}, {end}) {status} with {written} rows"
+        );
+        assert_ne!(status, "running", "window [{start}, {end}) left running");
+    }
+}
+
+/// Every committed window is whole, each window of the catch-up was committed exactly once,
+/// none is left `running`, and the results equal an uninterrupted run's.
+async fn assert_exactly_once(p: &Project, reference: &BTreeMap<i64, (i64, f64)>) {
+    let rows = ledger(p).await;
+    assert_whole_and_finished(&rows);
+    for minutes in [0, 30, 60, 90] {
+        let succeeded = rows
+            .iter()
+            .filter(|r| r.0 == ts(minutes) && r.2 == "succeeded")
+            .count();
+        assert!(
+            succeeded >= 1,
+            "window at {minutes} min was never committed"
+        );
+    }
+    assert_eq!(p.watermark("job").await.as_deref(), Some(ts(120).as_str()));
+    assert_same_predictions(&predictions(p).await, reference);
+}
+
+#[tokio::test]
+async fn connection_resets_anywhere_in_a_catch_up_lose_and_double_nothing() {
+    let Some(p) = catch_up_project().await else {
+        return;
+    };
+    let (proxy, url) = Proxy::in_front_of(&p.url);
+    let run = ["run-job", "job", "--at", &at(121), "--lease", "5s"];
+    let succeeded = "SELECT count(*) FROM batchscore_runs WHERE status = 'succeeded'";
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut reset_mid_run = 0;
+    for round in 0..10 {
+        assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
+        let before = p.count(succeeded).await;
+        let mut child = spawn_through(&p, &url, &run);
+        // Reset after 0 to 3 windows of this run have committed, plus 0 to 60 ms: in the claim,
+        // a read, a write or a commit, in any window.
+        let milestone = (round % 4) as i64;
+        while child.try_wait().unwrap().is_none() && p.count(succeeded).await < before + milestone {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 60));
+        if child.try_wait().unwrap().is_none() {
+            reset_mid_run += 1;
+        }
+        proxy.reset_all();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "round {round}: exit {:?}: {}",
+            out.status.code(),
+            stderr(&out)
+        );
+        for (start, end, status, written) in ledger(&p).await {
+            assert!(
+                status != "succeeded" || written == ROWS_PER_WINDOW,
+                "round {round}: window [{start}, {end}) {status} with {written} rows"
+            );
+        }
+        run_until_done(&p, &url, &run, 30);
+        assert_eq!(
+            p.watermark("job").await.as_deref(),
+            Some(ts(120).as_str()),
+            "round {round}"
+        );
+    }
+    assert!(
+        reset_mid_run >= 7,
+        "only {reset_mid_run} of 10 resets hit a running process"
+    );
+    let reference = reference(&["run-job", "job", "--at", &at(121)]).await;
+    assert_exactly_once(&p, &reference).await;
+}
+
+#[tokio::test]
+async fn a_silent_network_mid_window_gives_up_within_the_lease_and_writes_nothing() {
+    let Some(p) = catch_up_project().await else {
+        return;
+    };
+    let (proxy, url) = Proxy::in_front_of(&p.url);
+    let run = ["run-job", "job", "--at", &at(121), "--lease", "4s"];
+    let child = spawn_through(&p, &url, &run);
+    wait_for_open_writes(&p, &proxy).await;
+    proxy.go_silent();
+    let silent = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = silent.elapsed();
+    assert!(
+        took < Duration::from_secs(4 + 30),
+        "gave up after {took:?}, more than lease + 30 s"
+    );
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("did not answer"), "{err}");
+    // Committed windows are whole; the open one is not in the results, now or once the server
+    // has ended the silent sessions (their transaction idled past the lease).
+    let committed: i64 = ledger(&p)
+        .await
+        .iter()
+        .filter(|r| r.2 == "succeeded")
+        .map(|r| r.3)
+        .sum();
+    drop(proxy);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(predictions(&p).await.len() as i64, committed);
+    // The next run finishes the job, exactly.
+    run_until_done(&p, &p.url, &run, 30);
+    let reference = reference(&["run-job", "job", "--at", &at(121)]).await;
+    assert_exactly_once(&p, &reference).await;
+}
+
+/// Freeze a holder mid-window (SIGSTOP), let a successor take the job over after the lease,
+/// then wake the holder: it must exit 75 and write nothing, and the results must equal an
+/// uninterrupted run's.
+async fn frozen_holder_is_superseded(args: &[&str]) {
+    let Some(p) = catch_up_project().await else {
+        return;
+    };
+    let (proxy, url) = Proxy::in_front_of(&p.url);
+    let mut run = args.to_vec();
+    run.extend(["--lease", "3s"]);
+    let holder = spawn_through(&p, &url, &run);
+    wait_for_open_writes(&p, &proxy).await;
+    signal(&holder, "STOP");
+    let frozen = Instant::now();
+    // The successor writes the keys the frozen holder wrote but did not commit: the server ends
+    // the holder's transaction within the lease, so it does not wait on them for long.
+    let took = run_until_done(&p, &p.url, &run, 30);
+    assert!(
+        frozen.elapsed() < Duration::from_secs(3 + 12),
+        "the successor took over {:?} after the freeze (lease 3 s), its own run taking {took:?}",
+        frozen.elapsed()
+    );
+    signal(&holder, "CONT");
+    let out = holder.wait_with_output().unwrap();
+    assert_exit(&out, 75);
+    let err = stderr(&out);
+    assert!(err.contains("took the job over"), "{err}");
+    let reference = reference(args).await;
+    let rows = ledger(&p).await;
+    assert_whole_and_finished(&rows);
+    // Each window was committed once, by the successor; the frozen holder's window is marked
+    // abandoned (or failed, if it woke before its successor marked it).
+    for minutes in [0, 30, 60, 90] {
+        let of_window: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.0 == ts(minutes) && r.2 != "skipped")
+            .map(|r| r.2.as_str())
+            .collect();
+        assert_eq!(
+            of_window.iter().filter(|s| **s == "succeeded").count(),
+            1,
+            "window at {minutes} min: {of_window:?}"
+        );
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.2 == "abandoned" || (r.2 == "failed" && r.0 == ts(0))),
+        "the frozen holder's window is marked abandoned: {rows:?}"
+    );
+    assert_same_predictions(&predictions(&p).await, &reference);
+}
+
+#[tokio::test]
+async fn a_frozen_holder_is_superseded_after_its_lease_and_writes_nothing() {
+    frozen_holder_is_superseded(&["run-job", "job", "--at", &at(121)]).await;
+}
+
+#[tokio::test]
+async fn a_frozen_backfill_is_superseded_after_its_lease_and_writes_nothing() {
+    frozen_holder_is_superseded(&["run-job", "job", "--from", &at(0), "--to", &at(120)]).await;
+}
+
+/// The fencing check alone: a holder whose claim was taken while it was paused, with its
+/// transaction still open (the lease is long, so the server has not ended it), commits nothing.
+#[tokio::test]
+async fn a_superseded_holder_with_its_transaction_open_commits_nothing() {
+    let Some(p) = catch_up_project().await else {
+        return;
+    };
+    let (proxy, url) = Proxy::in_front_of(&p.url);
+    let run = [
+        "run-job",
+        "job",
+        "--from",
+        &at(0),
+        "--to",
+        &at(30),
+        "--lease",
+        "60s",
+    ];
+    let holder = spawn_through(&p, &url, &run);
+    wait_for_open_writes(&p, &proxy).await;
+    signal(&holder, "STOP");
+    // Another run took the job over (as one would after the lease lapsed).
+    p.execute("UPDATE batchscore_claims SET claim_id = 'successor', pid = 1")
+        .await;
+    signal(&holder, "CONT");
+    let out = holder.wait_with_output().unwrap();
+    assert_exit(&out, 75);
+    assert!(
+        stderr(&out).contains("took the job over"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(predictions(&p).await.len(), 0, "nothing was committed");
+    assert!(ledger(&p).await.iter().all(|r| r.2 != "succeeded"));
+}
+
+#[tokio::test]
+async fn the_daemon_rides_out_a_database_outage() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    create_readings(&p).await;
+    insert_now(&p.pool, p.kind).await;
+    p.write_job("a", &crate::daemon::job("scores_a", "1s", 1000));
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    let (proxy, url) = Proxy::in_front_of(&p.url);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let feeding = feed(&p);
+    let mut command = p.command(&["daemon", "--listen", &listen, "--lease", "3s"]);
+    let daemon = command
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.refuse();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(10) {
+        // Alive and scheduling: a down database is not a reason to restart the daemon.
+        assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    proxy.forward();
+    let back = chrono::Utc::now();
+    eventually(30, "windows committed after the outage", || async {
+        p.count(&format!(
+            "SELECT count(*) FROM batchscore_runs WHERE job = 'a' AND status = 'succeeded' \
+             AND window_end > '{}'::timestamptz",
+            back.to_rfc3339()
+        ))
+        .await
+            >= 2
+    })
+    .await;
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    let failed = metrics
+        .lines()
+        .find(|l| l.starts_with("batchscore_runs_total{job=\"a\",outcome=\"failed\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(failed >= 1.0, "failed runs are counted:\n{metrics}");
+    drop(feeding);
+    let (code, err) = stop_daemon(daemon, Duration::from_secs(15));
+    assert_eq!(code, 0, "{err}");
+    // Contiguous windows, every row of them scored once: nothing lost or doubled.
+    assert_every_eligible_row_scored_once(&p, "a", "scores_a", 5).await;
+}
+
+#[tokio::test]
+async fn sqlite_write_lock_held_by_another_writer_exits_75_after_the_busy_timeout() {
+    let p = Project::sqlite().await;
+    p.seed_synthetic(3_000).await;
+    p.write_job("job", &job("all"));
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    // An application writing in a long transaction.
+    let mut writer = p.pool.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let out = p.batchscore(&["run-job", "job", "--at", &at(21), "--lease", "4s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(4 + 10),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_exit(&out, 75);
+    let err = stderr(&out);
+    assert!(
+        err.contains("locked by another writer") && err.contains("busy timeout"),
+        "{err}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    drop(writer);
+    assert_eq!(predictions(&p).await.len(), 0);
+    assert!(p.runs().await.is_empty(), "nothing was written");
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &at(21), "--lease", "4s"]),
+        0,
+    );
+}
