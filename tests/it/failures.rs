@@ -190,6 +190,7 @@ async fn a_silent_network_mid_window_gives_up_within_the_lease_and_writes_nothin
     let silent = Instant::now();
     let out = child.wait_with_output().unwrap();
     let took = silent.elapsed();
+    eprintln!("figure: a silent network, lease 4 s: the run gave up after {took:.1?}");
     assert!(
         took < Duration::from_secs(4 + 30),
         "gave up after {took:?}, more than lease + 30 s"
@@ -231,6 +232,10 @@ async fn frozen_holder_is_superseded(args: &[&str]) {
     // The successor writes the keys the frozen holder wrote but did not commit: the server ends
     // the holder's transaction within the lease, so it does not wait on them for long.
     let took = run_until_done(&p, &p.url, &run, 30);
+    eprintln!(
+        "figure: frozen holder, lease 3 s: the successor finished {:.1?} after the freeze",
+        frozen.elapsed()
+    );
     assert!(
         frozen.elapsed() < Duration::from_secs(3 + 12),
         "the successor took over {:?} after the freeze (lease 3 s), its own run taking {took:?}",
@@ -342,6 +347,7 @@ async fn the_daemon_rides_out_a_database_outage() {
     }
     proxy.forward();
     let back = chrono::Utc::now();
+    let forwarding = Instant::now();
     eventually(30, "windows committed after the outage", || async {
         p.count(&format!(
             "SELECT count(*) FROM batchscore_runs WHERE job = 'a' AND status = 'succeeded' \
@@ -352,6 +358,10 @@ async fn the_daemon_rides_out_a_database_outage() {
             >= 2
     })
     .await;
+    eprintln!(
+        "figure: daemon after a 10 s outage: two windows committed {:.1?} after the database came back",
+        forwarding.elapsed()
+    );
     let metrics = http_get(port, "/metrics").unwrap().1;
     let failed = metrics
         .lines()
@@ -380,6 +390,10 @@ async fn sqlite_write_lock_held_by_another_writer_exits_75_after_the_busy_timeou
         .unwrap();
     let started = Instant::now();
     let out = p.batchscore(&["run-job", "job", "--at", &at(21), "--lease", "4s"]);
+    eprintln!(
+        "figure: SQLite write lock held, lease 4 s: exit after {:.1?}",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(4 + 10),
         "waited {:?}",
