@@ -286,7 +286,7 @@ impl<B: Backend> Keeper<B> {
     /// After a run failed: whether that was because another run took the job over (its errors
     /// then read as connection failures, when the server ended this run's session, or as
     /// deadlines that passed while the process was paused). Asks the database once more, for at
-    /// most [`SUPERSEDED_CHECK`] (the answer is already known if the heartbeat lost the claim).
+    /// most `SUPERSEDED_CHECK` (the answer is already known if the heartbeat lost the claim).
     pub async fn superseded(&mut self) -> bool {
         let lease = SUPERSEDED_CHECK;
         match &mut self.mode {
