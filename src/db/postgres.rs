@@ -79,8 +79,19 @@ fn session_tag(claim: &Claim) -> String {
 }
 
 /// Extend the claim by the server's clock, only if this run still holds it.
-const RENEW_CLAIM: &str = "UPDATE batchscore_claims SET expires_at = clock_timestamp() + make_interval(secs => $3) \
-     WHERE job = $1 AND claim_id = $2";
+async fn renew<'e>(executor: impl sqlx::PgExecutor<'e>, claim: &Claim) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE batchscore_claims SET expires_at = clock_timestamp() + make_interval(secs => $3) \
+         WHERE job = $1 AND claim_id = $2",
+    )
+    .bind(&claim.job)
+    .bind(&claim.claim_id)
+    .bind(claim.lease.as_seconds_f64())
+    .execute(executor)
+    .await
+    .context("renewing the claim")?;
+    Ok(done.rows_affected() == 1)
+}
 
 /// Whether an error may go away by itself: the network, a timeout, a server that is starting,
 /// shutting down or out of connections, a statement cancelled by a timeout (SQLSTATE classes 08,
@@ -605,25 +616,13 @@ impl Backend for PostgresBackend {
     }
 
     async fn renew_claim(&self, lock: &mut PgConnection, claim: &Claim) -> anyhow::Result<bool> {
-        let done = sqlx::query(RENEW_CLAIM)
-            .bind(&claim.job)
-            .bind(&claim.claim_id)
-            .bind(claim.lease.as_seconds_f64())
-            .execute(lock)
-            .await
-            .context("renewing the claim")?;
-        Ok(done.rows_affected() == 1)
+        renew(lock, claim).await
     }
 
     async fn fence(tx: &mut Self::Tx, claim: &Claim) -> anyhow::Result<bool> {
-        let done = sqlx::query(RENEW_CLAIM)
-            .bind(&claim.job)
-            .bind(&claim.claim_id)
-            .bind(claim.lease.as_seconds_f64())
-            .execute(&mut **tx)
+        renew(&mut **tx, claim)
             .await
-            .context("checking this run still holds the claim")?;
-        Ok(done.rows_affected() == 1)
+            .context("checking this run still holds the claim")
     }
 
     async fn release_claim(&self, lock: Option<PgConnection>, claim: &Claim) -> anyhow::Result<()> {

@@ -32,11 +32,15 @@ use crate::spec::{JobSpec, SourceFrom};
 /// Whether an error may go away by itself: the pool, I/O, or another writer holding the lock
 /// (SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, with their extended codes).
 pub fn is_transient(err: &sqlx::Error) -> bool {
-    super::is_transient_io(err)
-        || matches!(err, sqlx::Error::Database(db)
-            if db.code()
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 10)))
+    super::is_transient_io(err) || matches!(primary_code(err), Some(5 | 6 | 10))
+}
+
+/// SQLite's primary result code of a database error (the extended code's low byte).
+fn primary_code(err: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    Some(db.code()?.parse::<i32>().ok()? & 0xff)
 }
 
 /// Rows per multi-row INSERT into the quarantine: enough to amortise each statement, few enough
@@ -581,14 +585,11 @@ impl Backend for SqliteBackend {
     }
 
     fn lock_wait(&self, err: &anyhow::Error) -> Option<Duration> {
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
         let locked = err.chain().any(|cause| {
-            let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() else {
-                return false;
-            };
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-            db.code()
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(|e| matches!(primary_code(e), Some(5 | 6)))
         });
         locked.then_some(self.limits.busy)
     }
