@@ -103,18 +103,105 @@ impl<B: Backend> http::Status for Daemon<B> {
     }
 }
 
-/// Run the daemon until SIGTERM or SIGINT. Exit code: 0 after a clean shutdown, 1 if a window
+/// What stops and reloads a daemon. The command wires them to signals ([`Controls::signals`]);
+/// tests drive them directly.
+pub struct Controls {
+    /// Trips when the daemon must stop (SIGTERM, SIGINT).
+    pub stop: Shutdown,
+    /// One message per reload request (SIGHUP).
+    pub reloads: mpsc::Receiver<()>,
+}
+
+impl Controls {
+    /// SIGTERM and SIGINT stop the daemon, SIGHUP reloads its jobs.
+    pub fn signals() -> std::io::Result<Controls> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let stop = Shutdown::listen()?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let (reload, reloads) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                // A reload already waiting covers this one too.
+                if let Err(mpsc::error::TrySendError::Closed(())) = reload.try_send(()) {
+                    break;
+                }
+            }
+        });
+        Ok(Controls { stop, reloads })
+    }
+}
+
+/// Run the daemon until `controls` stop it. Exit code: 0 after a clean shutdown, 1 if a window
 /// had to be rolled back because it did not finish within the grace period.
-pub async fn run<B: Backend>(db: B, options: DaemonOptions) -> anyhow::Result<ExitCode> {
+pub async fn run<B: Backend>(
+    db: B,
+    options: DaemonOptions,
+    controls: Controls,
+) -> anyhow::Result<ExitCode> {
+    let Controls { stop, mut reloads } = controls;
+    let Started {
+        daemon,
+        abort,
+        mut runs_done,
+        loaded,
+    } = start(db, options, stop.clone()).await?;
+    let http_stop = Arc::new(tokio::sync::Notify::new());
+    let http = match daemon.options.listen {
+        Some(addr) => Some(
+            http::serve(addr, Arc::clone(&daemon), {
+                let stop = Arc::clone(&http_stop);
+                async move { stop.notified().await }
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    daemon.schedule_all(loaded).await?;
+
+    let signal = loop {
+        tokio::select! {
+            signal = stop.requested() => break signal,
+            Some(()) = reloads.recv() => daemon.reload().await,
+        }
+    };
+    daemon.shut_down(signal, abort, &mut runs_done).await;
+    http_stop.notify_one();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    if daemon.rolled_back.load(Ordering::SeqCst) {
+        return Ok(ExitCode::from(EXIT_RUN_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A job file that loaded and prepared: its name, the job, and its fingerprint.
+type Loaded = (String, Arc<PreparedJob>, (String, String));
+
+/// What [`start`] hands the main loop.
+struct Started<B: Backend> {
+    daemon: Arc<Daemon<B>>,
+    /// Rolls back the windows still open when the shutdown grace is over.
+    abort: Trigger,
+    /// Closes when every run has ended.
+    runs_done: mpsc::Receiver<()>,
+    loaded: Vec<Loaded>,
+}
+
+/// The daemon, before anything is scheduled: migrations applied and the jobs loaded. Refuses to
+/// start with no valid job, or with an invalid one under `--strict`.
+async fn start<B: Backend>(
+    db: B,
+    options: DaemonOptions,
+    drain: Shutdown,
+) -> anyhow::Result<Started<B>> {
     let deadline = options.lease.to_std().unwrap_or_default();
     crate::db::within(deadline, "applying migrations", db.migrate()).await?;
-    let drain = Shutdown::listen()?;
     let (abort_trigger, abort) = Shutdown::new();
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let scheduler = JobScheduler::new()
         .await
         .context("starting the scheduler")?;
-    let (runs, mut runs_done) = mpsc::channel::<()>(1);
+    let (runs, runs_done) = mpsc::channel::<()>(1);
     let daemon = Arc::new(Daemon {
         permits: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
         db,
@@ -125,10 +212,7 @@ pub async fn run<B: Backend>(db: B, options: DaemonOptions) -> anyhow::Result<Ex
         next_generation: 1.into(),
         metrics: Metrics::default(),
         health: Health::default(),
-        stop: Stop {
-            drain: drain.clone(),
-            abort,
-        },
+        stop: Stop { drain, abort },
         runs: Mutex::new(Some(runs)),
         rolled_back: AtomicBool::new(false),
     });
@@ -146,61 +230,36 @@ pub async fn run<B: Backend>(db: B, options: DaemonOptions) -> anyhow::Result<Ex
         let problem = format!("invalid job(s) {} and --strict is set", names.join(", "));
         return Err(ConfigError::Daemon(problem).into());
     }
-
-    let http_stop = Arc::new(tokio::sync::Notify::new());
-    let http = match daemon.options.listen {
-        Some(addr) => Some(
-            http::serve(addr, Arc::clone(&daemon), {
-                let stop = Arc::clone(&http_stop);
-                async move { stop.notified().await }
-            })
-            .await?,
-        ),
-        None => None,
-    };
-    daemon
-        .scheduler
-        .start()
-        .await
-        .context("starting the scheduler")?;
-    for (name, job, fingerprint) in loaded {
-        daemon.add(name, job, fingerprint).await;
-    }
-    daemon.catch_up_missed_slots().await;
-    daemon.health.set(true);
-    tracing::info!(
-        jobs = daemon.jobs.lock().expect("not poisoned").len(),
-        "daemon started"
-    );
-
-    let signal = loop {
-        tokio::select! {
-            signal = drain.requested() => break signal,
-            _ = hangup.recv() => daemon.reload().await,
-        }
-    };
-    daemon
-        .shut_down(signal, abort_trigger, &mut runs_done)
-        .await;
-    http_stop.notify_one();
-    if let Some(http) = http {
-        let _ = http.await;
-    }
-    if daemon.rolled_back.load(Ordering::SeqCst) {
-        return Ok(ExitCode::from(EXIT_RUN_FAILED));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Started {
+        daemon,
+        abort: abort_trigger,
+        runs_done,
+        loaded,
+    })
 }
 
 impl<B: Backend> Daemon<B> {
+    /// Start the scheduler with the jobs [`start`] loaded, catch up the slots missed while the
+    /// daemon was down, and report healthy.
+    async fn schedule_all(self: &Arc<Self>, loaded: Vec<Loaded>) -> anyhow::Result<()> {
+        self.scheduler
+            .start()
+            .await
+            .context("starting the scheduler")?;
+        for (name, job, fingerprint) in loaded {
+            self.add(name, job, fingerprint).await;
+        }
+        self.catch_up_missed_slots().await;
+        self.health.set(true);
+        tracing::info!(
+            jobs = self.jobs.lock().expect("not poisoned").len(),
+            "daemon started"
+        );
+        Ok(())
+    }
+
     /// Load and prepare every job file: the valid ones with their fingerprints, and the errors.
-    #[allow(clippy::type_complexity)]
-    async fn load_all(
-        &self,
-    ) -> (
-        Vec<(String, Arc<PreparedJob>, (String, String))>,
-        Vec<(String, anyhow::Error)>,
-    ) {
+    async fn load_all(&self) -> (Vec<Loaded>, Vec<(String, anyhow::Error)>) {
         let names = match job_names(&self.options.jobs_dir) {
             Ok(names) => names,
             Err(err) => return (Vec::new(), vec![("*".to_owned(), err.into())]),
@@ -498,7 +557,7 @@ impl<B: Backend> Daemon<B> {
     /// SIGHUP: re-read the jobs directory and models. Added and changed jobs take effect, removed
     /// ones stop; a job whose new definition is invalid keeps its old one.
     async fn reload(self: &Arc<Self>) {
-        tracing::info!("SIGHUP: reloading jobs");
+        tracing::info!("reloading jobs (SIGHUP)");
         let (loaded, invalid) = self.load_all().await;
         for (name, err) in &invalid {
             if self.jobs.lock().expect("not poisoned").contains_key(name) {
@@ -570,6 +629,118 @@ impl<B: Backend> Daemon<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Limits;
+    use crate::db::sqlite::SqliteBackend;
+    use crate::ledger::RunStatus;
+    use crate::shutdown::Signal;
+
+    /// Scores `readings` every second, windows of a second.
+    fn job_file(sink: &str) -> String {
+        format!(
+            r#"schedule = "* * * * * *"
+[source]
+table = "readings"
+key = "id"
+timestamp = "ts"
+features = ["temperature", "vibration", "pressure", "rpm"]
+[window]
+size = "1s"
+lateness = "1s"
+[model]
+path = "{}/models/machine_failure.onnx"
+[outputs]
+failure_probability = "probabilities[1]"
+[sink]
+table = "{sink}"
+"#,
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    /// Wait until `job` has a committed window, or fail after 20 s.
+    async fn committed(db: &SqliteBackend, job: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // Until the daemon has migrated the database, there is no ledger to read.
+            let runs = db.recent_runs(Some(job), 50).await.unwrap_or_default();
+            if runs.iter().any(|r| r.status == RunStatus::Succeeded) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no committed window of {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn controls_reload_and_stop_the_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs_dir = dir.path().join("jobs");
+        std::fs::create_dir(&jobs_dir).unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("db.sqlite").display()
+        );
+        let db = SqliteBackend::connect(&url, Limits::default())
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE readings (id INTEGER PRIMARY KEY, ts TEXT NOT NULL, temperature REAL, \
+             vibration REAL, pressure REAL, rpm INTEGER)",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        std::fs::write(jobs_dir.join("a.toml"), job_file("scores_a")).unwrap();
+        let options = DaemonOptions {
+            jobs_dir: jobs_dir.clone(),
+            strict: true,
+            max_concurrent: 2,
+            shutdown_grace: Duration::from_secs(5),
+            listen: None,
+            lease: TimeDelta::seconds(30),
+        };
+        let (trigger, stop) = Shutdown::new();
+        let (reload, reloads) = mpsc::channel(1);
+        let daemon = tokio::spawn(run(db.clone(), options, Controls { stop, reloads }));
+        // Rows keep arriving, as from an application.
+        let feeding = tokio::spawn({
+            let pool = db.pool().clone();
+            async move {
+                loop {
+                    sqlx::raw_sql(
+                        "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
+                         VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 61, 0.3, 4.1, 1000)",
+                    )
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+
+        committed(&db, "a").await;
+        // A job added after start runs only once a reload asks for it.
+        std::fs::write(jobs_dir.join("b.toml"), job_file("scores_b")).unwrap();
+        assert!(db.recent_runs(Some("b"), 1).await.unwrap().is_empty());
+        reload.send(()).await.unwrap();
+        committed(&db, "b").await;
+
+        trigger.trip(Signal::Terminate);
+        let code = tokio::time::timeout(Duration::from_secs(15), daemon)
+            .await
+            .expect("the daemon stops within its grace")
+            .unwrap()
+            .unwrap();
+        feeding.abort();
+        assert_eq!(format!("{code:?}"), format!("{:?}", ExitCode::SUCCESS));
+        // Stopped: no window is left open, and nothing runs any more.
+        let runs = db.recent_runs(None, 1000).await.unwrap();
+        assert!(
+            runs.iter().all(|r| r.status != RunStatus::Running),
+            "{runs:?}"
+        );
+    }
 
     #[test]
     fn retries_back_off_from_a_second_to_a_minute() {

@@ -1,12 +1,12 @@
 //! The errors callers branch on, and the exit code each one means.
+//!
+//! Every module may fail with these, so this one depends on none of them: what an error says
+//! about a window, a holder or a bad row, it holds as text.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::claim::Holder;
-use crate::features::BadRow;
-use crate::plan::Window;
 use crate::shutdown::Signal;
 
 /// The run failed; nothing of the window was written.
@@ -36,6 +36,10 @@ pub enum ConfigError {
     Database { target: String, problem: String },
     #[error("{0}")]
     OnnxRuntime(String),
+    /// batchscore's own tables are not as this binary's migrations left them (an applied
+    /// migration was edited, failed partway, or comes from a newer release).
+    #[error("batchscore's schema: {0}")]
+    Schema(String),
     /// The daemon cannot start as configured (no valid job, a bad `--listen` address).
     #[error("daemon: {0}")]
     Daemon(String),
@@ -53,13 +57,14 @@ impl ConfigError {
 /// Another run got there first; this one wrote nothing and the job is in good hands.
 #[derive(Debug, thiserror::Error)]
 pub enum Contention {
+    /// `holder` describes who holds the job, when that could be read.
     #[error("job `{job}` is busy: another run holds it ({}); nothing was done, try again later",
-        holder.as_ref().map_or("it is just starting or finishing".to_owned(), |h| h.to_string()))]
-    Busy { job: String, holder: Option<Holder> },
+        holder.as_deref().unwrap_or("it is just starting or finishing"))]
+    Busy { job: String, holder: Option<String> },
     #[error(
         "job `{job}`: window {window} was committed by another run first (the watermark moved); nothing of this run's window was written"
     )]
-    WatermarkMoved { job: String, window: Window },
+    WatermarkMoved { job: String, window: String },
     /// Another run took the job over after this run's lease lapsed (this one was paused, frozen
     /// or cut off from the database for longer than the lease). The fencing check in each
     /// window's transaction makes sure it writes nothing more.
@@ -80,7 +85,7 @@ pub enum Contention {
 #[derive(Debug, thiserror::Error)]
 pub enum BadWindow {
     #[error("bad_rows.policy = \"fail\" and {first}")]
-    Policy { first: BadRow },
+    Policy { first: String },
     #[error(
         "{bad} of {read} rows are bad ({:.2}%), more than bad_rows.max_fraction = {}%: {summary}; first: {first}",
         *bad as f64 * 100.0 / *read as f64,
@@ -91,7 +96,7 @@ pub enum BadWindow {
         read: i64,
         max_fraction: f64,
         summary: String,
-        first: BadRow,
+        first: String,
     },
 }
 

@@ -12,7 +12,7 @@
 use polars::prelude::*;
 
 use crate::element::Element;
-use crate::source::{CellType, SourceChunk};
+use crate::source::SourceChunk;
 use crate::spec::Fill;
 
 /// One model input and the feature columns (indexes into `source.features`) that feed it.
@@ -122,7 +122,7 @@ pub struct Features<'a> {
 }
 
 /// Build the tensors of `chunk`, whose first column is the key and the rest the features in
-/// `source.features` order, each of the [`CellType`] its input needs. `fill` holds, per feature,
+/// `source.features` order, each of the [`CellType`](crate::source::CellType) its input needs. `fill` holds, per feature,
 /// the value that replaces a bad one, if the job set one.
 pub fn extract_features<'a>(
     chunk: &'a SourceChunk,
@@ -365,17 +365,6 @@ pub fn bad_row(chunk: &SourceChunk, row: usize, column: &str, reason: String) ->
         reason,
         features: serde_json::Value::Object(raw).to_string(),
     }
-}
-
-/// The cell type each feature needs, from the inputs the features feed.
-pub fn cell_types(feeds: &[InputFeed], features: usize) -> Vec<CellType> {
-    let mut cells = vec![CellType::Float; features];
-    for feed in feeds {
-        for &c in &feed.columns {
-            cells[c] = CellType::for_element(feed.element);
-        }
-    }
-    cells
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub async fn serve<S: Status>(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ConfigError::Daemon(format!("cannot listen on {addr}: {e}")))?;
+    // The bound address: with port 0 the system picked one, and this says which.
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, "serving /healthz and /metrics");
     let app = Router::new()
         .route("/healthz", get(healthz::<S>))

@@ -6,31 +6,38 @@
 //! (predictions → results table) → [`ledger`] (the run's record), tied together by [`run`].
 //! [`db`] is the one seam between SQLite and PostgreSQL; [`command`] holds the subcommands.
 
-pub mod claim;
+// The public surface is what `main.rs` needs; everything else is crate-private, and its docs
+// (`cargo doc --document-private-items`) link across private modules on purpose.
+#![allow(rustdoc::private_intra_doc_links)]
+
+pub(crate) mod claim;
 pub mod cli;
-pub mod command;
-pub mod daemon;
-pub mod db;
-pub mod element;
-pub mod error;
-pub mod features;
-pub mod http;
-pub mod ident;
-pub mod job;
-pub mod ledger;
-pub mod logging;
-pub mod metrics;
-pub mod model;
-pub mod onnxruntime;
-pub mod plan;
-pub mod run;
-pub mod schedule;
-pub mod shutdown;
-pub mod sink;
-pub mod source;
-pub mod spec;
+pub(crate) mod command;
+pub(crate) mod daemon;
+pub(crate) mod db;
+pub(crate) mod element;
+pub(crate) mod error;
+pub(crate) mod features;
+pub(crate) mod http;
+pub(crate) mod ident;
+pub(crate) mod job;
+pub(crate) mod ledger;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod model;
+pub(crate) mod onnxruntime;
+pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod schedule;
+pub(crate) mod shutdown;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod spec;
 
 use std::process::ExitCode;
+
+pub use error::exit_code;
+pub use logging::init as init_logging;
 
 /// Run the parsed command line to completion and say how the process should exit.
 pub fn run_cli(cli: cli::Cli) -> anyhow::Result<ExitCode> {

@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = batchscore::cli::Cli::parse();
-    batchscore::logging::init(&cli.global);
+    batchscore::init_logging(&cli.global);
     match batchscore::run_cli(cli) {
         Ok(code) => code,
         Err(err) => {
             // `{:#}` prints the whole context chain on one line: what we were doing, then why it failed.
             eprintln!("error: {err:#}");
-            batchscore::error::exit_code(&err)
+            batchscore::exit_code(&err)
         }
     }
 }

@@ -547,12 +547,12 @@ fn input_value<'a>(input: &'a InputTensor<'_>) -> anyhow::Result<SessionInputVal
             .into_dyn()
             .into(),
         TensorData::String(v) => {
-            // SAFETY: ort bounds string elements by `'static` only because its array types are
-            // generic; `from_string_array` copies every string into ONNX Runtime's own tensor
-            // before it returns and keeps no reference, while `v` outlives the call. Erasing
-            // the lifetime spares copying each string into an owned `String` first.
-            let texts: &[&'static str] = unsafe { std::mem::transmute::<&[&str], _>(v.as_slice()) };
-            Tensor::from_string_array((shape, texts))?.into_dyn().into()
+            // ort bounds string elements by `'static` (its array types are generic), so the
+            // strings are owned here; it copies each into ONNX Runtime's tensor anyway.
+            let texts: Vec<String> = v.iter().map(|text| (*text).to_owned()).collect();
+            Tensor::from_string_array((shape, texts.as_slice()))?
+                .into_dyn()
+                .into()
         }
     })
 }

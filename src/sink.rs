@@ -75,7 +75,7 @@ impl ResultsTable {
     pub fn column_names(&self) -> Vec<&str> {
         std::iter::once(self.key.as_str())
             .chain(self.outputs.iter().map(|(c, _)| c.as_str()))
-            .chain(RESULT_META_COLUMNS)
+            .chain(RESULT_META_COLUMNS.map(|(name, _)| name))
             .collect()
     }
 
@@ -113,6 +113,26 @@ pub struct RunStamp {
     pub window: Window,
     pub model_version: String,
     pub scored_at: DateTime<Utc>,
+}
+
+impl RunStamp {
+    /// The stamp's values, in [`RESULT_META_COLUMNS`] order.
+    pub fn values(&self) -> [StampValue<'_>; 5] {
+        [
+            StampValue::Text(&self.model_version),
+            StampValue::Text(&self.run_id),
+            StampValue::Time(self.window.start),
+            StampValue::Time(self.window.end),
+            StampValue::Time(self.scored_at),
+        ]
+    }
+}
+
+/// One value of a [`RunStamp`].
+#[derive(Debug, Clone, Copy)]
+pub enum StampValue<'a> {
+    Text(&'a str),
+    Time(DateTime<Utc>),
 }
 
 /// A scored chunk: the key column, then one column per output in [`ResultsTable::outputs`] order.

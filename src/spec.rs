@@ -15,14 +15,23 @@ use std::path::{Path, PathBuf};
 use crate::error::ConfigError;
 use crate::ident::{Ident, TableName};
 
-/// Columns batchscore writes into every results table besides the key and the outputs.
-pub const RESULT_META_COLUMNS: [&str; 5] = [
-    "model_version",
-    "run_id",
-    "window_start",
-    "window_end",
-    "scored_at",
+/// Columns batchscore writes into every results table besides the key and the outputs (the
+/// run's stamp), in insert order, with what each holds. The one list: validation, the backends'
+/// DDL and their writers read it.
+pub const RESULT_META_COLUMNS: [(&str, MetaKind); 5] = [
+    ("model_version", MetaKind::Text),
+    ("run_id", MetaKind::Text),
+    ("window_start", MetaKind::Time),
+    ("window_end", MetaKind::Time),
+    ("scored_at", MetaKind::Time),
 ];
+
+/// What a [`RESULT_META_COLUMNS`] column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKind {
+    Text,
+    Time,
+}
 
 /// Default rows per chunk: large enough that ONNX Runtime and the database work in bulk, small
 /// enough that a chunk of a few dozen features stays in the low megabytes.
@@ -32,8 +41,6 @@ pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub name: String,
-    pub path: PathBuf,
-    pub description: Option<String>,
     pub schedule: Schedule,
     pub source: SourceSpec,
     pub window: WindowSpec,
@@ -200,6 +207,8 @@ pub struct SinkSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobFile {
+    /// For the people reading the file; parsed so that the rest of the file is checked.
+    #[allow(dead_code)]
     description: Option<String>,
     schedule: String,
     #[serde(default = "utc")]
@@ -302,7 +311,7 @@ pub fn load_job(jobs_dir: &Path, name: &str) -> Result<JobSpec, ConfigError> {
         .and_then(|dir| dir.parent().map(Path::to_owned))
         .unwrap_or_default();
     match parse_job(name, &text, &model_base) {
-        Ok(spec) => Ok(JobSpec { path, ..spec }),
+        Ok(spec) => Ok(spec),
         Err(problem) => Err(ConfigError::JobFile { path, problem }),
     }
 }
@@ -364,8 +373,6 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
 
     Ok(JobSpec {
         name: name.to_owned(),
-        path: PathBuf::new(), // set by `load_job`, which knows the file
-        description: file.description,
         schedule: Schedule {
             expression: file.schedule,
             cron,
@@ -566,7 +573,11 @@ fn check_outputs(table: &toml::Table, key: &Ident) -> Result<Vec<OutputSpec>, St
     let mut outputs: Vec<OutputSpec> = Vec::with_capacity(table.len());
     for (column, value) in table {
         let column = Ident::parse(column).map_err(|e| format!("outputs: {e}"))?;
-        if &column == key || RESULT_META_COLUMNS.contains(&column.as_str()) {
+        if &column == key
+            || RESULT_META_COLUMNS
+                .iter()
+                .any(|(name, _)| *name == column.as_str())
+        {
             return Err(format!(
                 "outputs.{column}: `{column}` is a column batchscore writes itself; pick another name"
             ));

@@ -1,10 +1,10 @@
--- The run ledger: one row per window a run scored (or skipped), with how it ended.
+-- The run ledger: one row per run of a job.
 CREATE TABLE IF NOT EXISTS batchscore_runs (
     run_id        text PRIMARY KEY,
     job           text NOT NULL,
     window_start  timestamptz NOT NULL,
     window_end    timestamptz NOT NULL,
-    status        text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'skipped', 'abandoned')),
+    status        text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
     rows_read     bigint NOT NULL DEFAULT 0,
     rows_written  bigint NOT NULL DEFAULT 0,
     model_sha256  text NOT NULL,

@@ -1,11 +1,11 @@
--- The run ledger: one row per window a run scored (or skipped), with how it ended. Times are RFC 3339 text in UTC (fixed width, so
+-- The run ledger: one row per run of a job. Times are RFC 3339 text in UTC (fixed width, so
 -- text order is time order).
 CREATE TABLE IF NOT EXISTS batchscore_runs (
     run_id        TEXT PRIMARY KEY NOT NULL,
     job           TEXT NOT NULL,
     window_start  TEXT NOT NULL,
     window_end    TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'skipped', 'abandoned')),
+    status        TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
     rows_read     INTEGER NOT NULL DEFAULT 0,
     rows_written  INTEGER NOT NULL DEFAULT 0,
     model_sha256  TEXT NOT NULL,

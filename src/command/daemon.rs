@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use crate::cli::{DaemonArgs, GlobalArgs};
-use crate::daemon::{self, DaemonOptions};
+use crate::daemon::{self, Controls, DaemonOptions};
 use crate::{db, with_backend};
 
 pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -19,5 +19,6 @@ pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCo
         listen: args.listen,
         lease: args.lease,
     };
-    with_backend!(db, backend => daemon::run(backend, options).await)
+    let controls = Controls::signals()?;
+    with_backend!(db, backend => daemon::run(backend, options, controls).await)
 }

@@ -55,7 +55,7 @@ async fn set_with<B: Backend>(db: &B, job: &str, time: DateTime<Utc>) -> anyhow:
         ClaimOutcome::Busy(holder) => {
             return Err(Contention::Busy {
                 job: job.to_owned(),
-                holder,
+                holder: holder.map(|h| h.to_string()),
             }
             .into());
         }

@@ -1,19 +1,30 @@
 //! The one seam between SQLite and PostgreSQL.
 //!
-//! [`Backend`] is everything a run needs from a database; [`sqlite`] and [`postgres`] implement
-//! it with their own dialect SQL next to them. The backend is picked once from the URL scheme
+//! [`Backend`] is everything a run needs from a database, and [`WindowTx`] what it does inside a
+//! window's transaction; [`sqlite`] and [`postgres`] implement them, each split by concern
+//! (`read`, `write`, `ledger`, `claim`). SQL that is the same in both dialects is written once,
+//! over [`dialect::Dialect`]: the ledger and watermarks ([`ledger`]), the claims ([`claims`]) and
+//! the migration checks ([`migrate`]). The backend is picked once from the URL scheme
 //! ([`connect`]), and everything above is generic over it (see [`with_backend!`](crate::with_backend)), so no
 //! `if postgres` is scattered through the run logic.
 
+mod claims;
+mod dialect;
+mod ledger;
+mod migrate;
 pub mod postgres;
 pub mod sqlite;
+
+pub use ledger::Replace;
 
 use std::future::Future;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use self::dialect::Dialect;
 use crate::claim::{Claim, ClaimOutcome};
 use crate::error::{ConfigError, Unreachable, Unresponsive};
 use crate::features::BadRow;
@@ -77,17 +88,35 @@ pub async fn within<T>(
 }
 
 /// What a run needs from a database. Futures are `Send` so runs can be spawned on the runtime.
-pub trait Backend: Clone + Send + Sync + 'static {
+pub(crate) trait Backend: Clone + Send + Sync + 'static {
+    /// The database's dialect, for the SQL written once for every backend.
+    type Db: Dialect;
     /// The window's transaction: results, the ledger and the watermark commit in it, or not at all.
-    type Tx: Send;
+    type Tx: WindowTx;
     /// What keeps a claim held besides its row (PostgreSQL: the advisory lock's connection).
     type Lock: Send + Sync + 'static;
     /// Whether the claim's lease can be renewed while a window's transaction is open (it cannot
     /// on SQLite, whose one write lock the window holds).
     const RENEWS_DURING_WINDOW: bool;
 
-    /// Apply batchscore's own migrations (embedded in the binary).
-    fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// The pool, for the statements written once for every backend.
+    fn pool(&self) -> &sqlx::Pool<Self::Db>;
+
+    /// batchscore's own migrations for this database, embedded in the binary.
+    fn migrator() -> &'static sqlx::migrate::Migrator;
+
+    /// Apply batchscore's own migrations, after checking those already applied are the ones
+    /// shipped (see [`migrate`]). With nothing pending it writes nothing, so a role without
+    /// CREATE can run jobs.
+    fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            let migrator = Self::migrator();
+            if migrate::check(self.pool(), migrator).await? == migrate::Schema::Current {
+                return Ok(());
+            }
+            migrator.run(self.pool()).await.map_err(migrate::failed)
+        }
+    }
 
     /// The source's columns and their kinds. The inner error says what is wrong with the source
     /// (no such table, a query that does not run): a configuration error. The outer one is the
@@ -132,93 +161,46 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// [`Backend::claim`]).
     fn begin(&self, claim: &Claim) -> impl Future<Output = anyhow::Result<Self::Tx>> + Send;
 
-    fn create_results_table(
-        tx: &mut Self::Tx,
-        table: &ResultsTable,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-
-    /// Insert or replace (by key) one scored chunk.
-    fn upsert_results(
-        tx: &mut Self::Tx,
-        table: &ResultsTable,
-        stamp: &RunStamp,
-        chunk: &ScoredChunk,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-
-    /// Whether the job has rows in the quarantine (a row scored later then leaves it).
-    fn has_quarantined(
-        tx: &mut Self::Tx,
-        job: &str,
-    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
-
-    /// Put bad rows in the quarantine, replacing earlier entries of the same keys.
-    fn quarantine(
-        tx: &mut Self::Tx,
-        job: &str,
-        stamp: &RunStamp,
-        rows: &[BadRow],
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-
-    /// Take rows that were just scored out of the quarantine.
-    fn release_quarantined(
-        tx: &mut Self::Tx,
-        job: &str,
-        keys: Vec<String>,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-
-    /// Record a run as started, committed at once so even a crashed run leaves a trace.
-    fn insert_run(&self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send;
-
-    /// Record a ledger row inside the window's transaction (a range `latest` catch-up skipped).
-    fn insert_run_in(
-        tx: &mut Self::Tx,
+    /// Record a run in the ledger outside any window transaction: as started (committed at
+    /// once, so even a crashed run leaves a trace), as skipped, or as failed after its window
+    /// was rolled back ([`Replace::IfRunning`]).
+    fn record_run(
+        &self,
         run: &RunRecord,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+        replace: Replace,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        ledger::record_run(Self::Db::on_pool(self.pool()), run, replace)
+    }
 
     /// Mark the job's rows still `running` as `abandoned`: called by the claim's new holder, so
     /// whoever left them is gone. Returns how many.
-    fn abandon_runs(&self, job: &str) -> impl Future<Output = anyhow::Result<u64>> + Send;
-
-    /// Record how a run ended, inside the window's transaction.
-    fn finish_run(
-        tx: &mut Self::Tx,
-        run: &RunRecord,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-
-    /// Record a failed run, outside any window transaction (which was rolled back), unless its
-    /// row no longer says `running`: a commit that went through though its reply was lost, or a
-    /// successor that marked it abandoned, keeps what it wrote.
-    fn fail_run(&self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send;
-
-    fn commit(tx: Self::Tx) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn abandon_runs(&self, job: &str) -> impl Future<Output = anyhow::Result<u64>> + Send {
+        ledger::abandon_runs(Self::Db::on_pool(self.pool()), job)
+    }
 
     /// The job's watermark: the end of its last committed window.
     fn watermark(
         &self,
         job: &str,
-    ) -> impl Future<Output = anyhow::Result<Option<DateTime<Utc>>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Option<DateTime<Utc>>>> + Send {
+        ledger::watermark(Self::Db::on_pool(self.pool()), job)
+    }
 
     /// Every job's watermark, by job name.
     fn watermarks(
         &self,
-    ) -> impl Future<Output = anyhow::Result<Vec<(String, DateTime<Utc>)>>> + Send;
-
-    /// Move the watermark from `from` to `to` inside the window's transaction, only if it is
-    /// still `from` (compare-and-set). Returns false when another run moved it first.
-    fn advance_watermark(
-        tx: &mut Self::Tx,
-        job: &str,
-        from: Option<DateTime<Utc>>,
-        to: DateTime<Utc>,
-        run_id: &str,
-    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Vec<(String, DateTime<Utc>)>>> + Send {
+        ledger::watermarks(Self::Db::on_pool(self.pool()))
+    }
 
     /// Set the watermark to any time (the explicit `watermark set` command).
     fn set_watermark(
         &self,
         job: &str,
         to: DateTime<Utc>,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        ledger::set_watermark(Self::Db::on_pool(self.pool()), job, to)
+    }
 
     /// Claim the job for one run, or say who holds it.
     fn claim(
@@ -232,14 +214,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
         lock: &mut Self::Lock,
         claim: &Claim,
     ) -> impl Future<Output = anyhow::Result<bool>> + Send;
-
-    /// The fencing check, in the window's transaction just before its commit: renew the claim
-    /// if this run still holds it, and say whether it does. A run superseded while paused then
-    /// commits nothing, backfills included (which move no watermark to compare-and-set). The
-    /// renewal locks the claim's row until the commit, so a takeover waits for it, then sees
-    /// the lease renewed.
-    fn fence(tx: &mut Self::Tx, claim: &Claim)
-    -> impl Future<Output = anyhow::Result<bool>> + Send;
 
     /// Give the claim up (`lock` is `None` when its connection was lost mid-renewal).
     fn release_claim(
@@ -257,7 +231,107 @@ pub trait Backend: Clone + Send + Sync + 'static {
         &self,
         job: Option<&str>,
         limit: u32,
-    ) -> impl Future<Output = anyhow::Result<Vec<RunRecord>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Vec<RunRecord>>> + Send {
+        ledger::recent_runs(Self::Db::on_pool(self.pool()), job, limit)
+    }
+}
+
+/// The window's transaction, and everything done in it: the results, the quarantine, the
+/// ledger row, the watermark and the fencing check commit together or not at all.
+pub(crate) trait WindowTx: Send + Sized {
+    type Db: Dialect;
+
+    /// The transaction itself, for the statements written once for every backend.
+    fn tx(&mut self) -> &mut sqlx::Transaction<'static, Self::Db>;
+
+    fn into_tx(self) -> sqlx::Transaction<'static, Self::Db>;
+
+    /// The results table's column definitions, in this dialect: key, outputs, then the stamp.
+    fn results_columns(table: &ResultsTable) -> Vec<String>;
+
+    /// Create the results table (`CREATE TABLE IF NOT EXISTS`).
+    fn create_results_table(
+        &mut self,
+        table: &ResultsTable,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
+                table.table.quoted(),
+                Self::results_columns(table).join(",\n  ")
+            );
+            dialect::execute(Self::Db::on_conn(&mut **self.tx()), sql, vec![])
+                .await
+                .with_context(|| format!("creating results table {}", table.table))?;
+            Ok(())
+        }
+    }
+
+    /// Insert or replace (by key) one scored chunk.
+    fn upsert_results(
+        &mut self,
+        table: &ResultsTable,
+        stamp: &RunStamp,
+        chunk: &ScoredChunk,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Whether the job has rows in the quarantine (a row scored later then leaves it).
+    fn has_quarantined(&mut self, job: &str) -> impl Future<Output = anyhow::Result<bool>> + Send {
+        ledger::has_quarantined(Self::Db::on_conn(&mut **self.tx()), job)
+    }
+
+    /// Put bad rows in the quarantine, replacing earlier entries of the same keys.
+    fn quarantine(
+        &mut self,
+        job: &str,
+        stamp: &RunStamp,
+        rows: &[BadRow],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Take rows that were just scored out of the quarantine.
+    fn release_quarantined(
+        &mut self,
+        job: &str,
+        keys: Vec<String>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Record a run in the ledger: how the window ended, or a range a `latest` catch-up skipped.
+    fn record_run(&mut self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send {
+        ledger::record_run(Self::Db::on_conn(&mut **self.tx()), run, Replace::Always)
+    }
+
+    /// Move the watermark from `from` to `to`, only if it is still `from` (compare-and-set).
+    /// Returns false when another run moved it first.
+    fn advance_watermark(
+        &mut self,
+        job: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        run_id: &str,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send {
+        ledger::advance_watermark(Self::Db::on_conn(&mut **self.tx()), job, from, to, run_id)
+    }
+
+    /// The fencing check, just before the commit: renew the claim if this run still holds it,
+    /// and say whether it does. A run superseded while paused then commits nothing, backfills
+    /// included (which move no watermark to compare-and-set). The renewal locks the claim's row
+    /// until the commit, so a takeover waits for it, then sees the lease renewed.
+    fn fence(&mut self, claim: &Claim) -> impl Future<Output = anyhow::Result<bool>> + Send {
+        async move {
+            claims::renew(Self::Db::on_conn(&mut **self.tx()), claim)
+                .await
+                .context("checking this run still holds the claim")
+        }
+    }
+
+    fn commit(self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            self.into_tx()
+                .commit()
+                .await
+                .context("committing the window")
+        }
+    }
 }
 
 /// A connected database, either kind.

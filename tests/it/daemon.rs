@@ -2,7 +2,9 @@
 //! metrics, and two daemons on one database; all through the real binary.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
@@ -84,27 +86,101 @@ async fn seed_last_hour(p: &Project, rows: usize) {
     p.execute(&sql).await;
 }
 
-pub(crate) fn start_daemon(p: &Project, extra: &[&str]) -> Child {
+pub(crate) fn start_daemon(p: &Project, extra: &[&str]) -> Daemon {
     let mut args = vec!["daemon"];
     args.extend_from_slice(extra);
-    p.command(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    Daemon::spawn(p.command(&args))
+}
+
+/// A running daemon process, with its log (stderr) collected as it is written.
+pub(crate) struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Daemon {
+    pub(crate) fn spawn(mut command: std::process::Command) -> Daemon {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let reader = std::thread::spawn({
+            let log = Arc::clone(&log);
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Daemon { child, log, reader }
+    }
+
+    /// The port a daemon started with `--listen 127.0.0.1:0` listens on, as it logs it: the
+    /// system picks a free one, so no other process can take it between choice and use.
+    pub(crate) fn port(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            let addr = log
+                .lines()
+                .find(|l| l.contains("serving /healthz and /metrics"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+            if let Some(addr) = addr {
+                return addr.port();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not listen:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn signal(&self, name: &str) {
+        signal(&self.child, name);
+    }
+
+    /// Wait for it to exit: its exit code and its whole log.
+    pub(crate) fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let log = self.log.lock().unwrap().clone();
+        (status.code(), log)
+    }
 }
 
 /// SIGTERM, then the exit code and stderr, failing if it takes longer than `within`.
-pub(crate) fn stop_daemon(child: Child, within: Duration) -> (i32, String) {
-    signal(&child, "TERM");
+pub(crate) fn stop_daemon(daemon: Daemon, within: Duration) -> (i32, String) {
+    daemon.signal("TERM");
     let started = Instant::now();
-    let out = child.wait_with_output().unwrap();
+    let (code, log) = daemon.wait();
     assert!(
         started.elapsed() <= within,
         "took {:?} to stop",
         started.elapsed()
     );
-    (out.status.code().unwrap_or(-1), stderr(&out))
+    (code.unwrap_or(-1), log)
+}
+
+/// Wait (at most `seconds`) until `job` has committed at least `windows` windows.
+pub(crate) async fn wait_for_windows(p: &Project, job: &str, windows: i64, seconds: u64) {
+    let sql = format!(
+        "SELECT count(*) FROM batchscore_runs WHERE job = '{job}' AND status = 'succeeded'"
+    );
+    eventually(
+        seconds,
+        &format!("{windows} committed windows of job {job}"),
+        || async { p.table_exists("batchscore_runs").await && p.count(&sql).await >= windows },
+    )
+    .await;
 }
 
 /// (start, end) in unix seconds of the job's committed windows, in order.
@@ -216,7 +292,8 @@ async fn two_jobs_every_second_score_every_row_once() {
     p.write_job("b", &job("scores_b", "1s", 1000));
     let feeding = feed(&p);
     let daemon = start_daemon(&p, &[]);
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    wait_for_windows(&p, "a", 4, 30).await;
+    wait_for_windows(&p, "b", 4, 30).await;
     drop(feeding);
     let (code, err) = stop_daemon(daemon, Duration::from_secs(10));
     assert_eq!(code, 0, "{err}");
@@ -236,7 +313,7 @@ async fn two_daemons_on_one_postgres_database_commit_each_window_once() {
     let feeding = feed(&p);
     let first = start_daemon(&p, &[]);
     let second = start_daemon(&p, &[]);
-    tokio::time::sleep(Duration::from_millis(6000)).await;
+    wait_for_windows(&p, "a", 5, 30).await;
     drop(feeding);
     let (code, err) = stop_daemon(first, Duration::from_secs(10));
     assert_eq!(code, 0, "{err}");
@@ -268,9 +345,8 @@ async fn wait_until_running(p: &Project) {
 #[tokio::test]
 async fn a_slow_run_skips_ticks_and_sigterm_rolls_back_within_the_grace() {
     let p = slow_project().await;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let daemon = start_daemon(&p, &["--listen", &listen, "--shutdown-grace", "1s"]);
+    let daemon = start_daemon(&p, &["--listen", "127.0.0.1:0", "--shutdown-grace", "1s"]);
+    let port = daemon.port();
     wait_until_running(&p).await;
     assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
     // Ticks keep coming every second while the first window is being scored.
@@ -279,22 +355,21 @@ async fn a_slow_run_skips_ticks_and_sigterm_rolls_back_within_the_grace() {
             .is_some_and(|(_, body)| body.contains("batchscore_ticks_skipped_total{job=\"slow\"} "))
     })
     .await;
-    signal(&daemon, "TERM");
+    daemon.signal("TERM");
     // Not yet exited (the grace runs), but no longer healthy.
     eventually(5, "/healthz to turn 503", || async {
         http_get(port, "/healthz").map(|r| r.0) != Some(200)
     })
     .await;
     let started = Instant::now();
-    let out = daemon.wait_with_output().unwrap();
+    let (code, err) = daemon.wait();
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "took {:?}",
         started.elapsed()
     );
-    let err = stderr(&out);
     assert_eq!(
-        out.status.code(),
+        code,
         Some(1),
         "a rolled-back window makes the exit code 1:\n{err}"
     );
@@ -374,8 +449,8 @@ async fn sighup_reloads_jobs_and_metrics_match_the_ledger() {
     create_readings(&p).await;
     insert_now(&p.pool, p.kind).await;
     p.write_job("a", &job("scores_a", "1s", 1000));
-    let port = free_port();
-    let daemon = start_daemon(&p, &["--listen", &format!("127.0.0.1:{port}")]);
+    let daemon = start_daemon(&p, &["--listen", "127.0.0.1:0"]);
+    let port = daemon.port();
     let metric = |name: &str| {
         let name = name.to_owned();
         async move {
@@ -394,7 +469,7 @@ async fn sighup_reloads_jobs_and_metrics_match_the_ledger() {
     // A new schedule: once a year. Ticks stop, and the next run moves to January.
     let yearly = job("scores_a", "1s", 1000).replace("* * * * * *", "0 0 0 1 1 *");
     p.write_job("a", &yearly);
-    signal(&daemon, "HUP");
+    daemon.signal("HUP");
     eventually(10, "the new schedule", || async {
         metric("batchscore_next_run_timestamp_seconds{job=\"a\"}")
             .await
@@ -402,10 +477,17 @@ async fn sighup_reloads_jobs_and_metrics_match_the_ledger() {
             > (chrono::Utc::now() + chrono::TimeDelta::days(1)).timestamp() as f64
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // a run started before the reload finishes
+    // A run started before the reload finishes.
+    eventually(10, "no window of a open", || async {
+        p.count("SELECT count(*) FROM batchscore_runs WHERE job = 'a' AND status = 'running'")
+            .await
+            == 0
+    })
+    .await;
     let before = metric("batchscore_runs_total{job=\"a\",outcome=\"ok\"}")
         .await
         .unwrap();
+    // Nothing to wait for: two seconds (two of the old ticks) must pass without a run.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(
         metric("batchscore_runs_total{job=\"a\",outcome=\"ok\"}")
@@ -444,7 +526,7 @@ async fn sighup_reloads_jobs_and_metrics_match_the_ledger() {
     // An invalid edit keeps the old definition; a new file is picked up.
     p.write_job("a", &yearly.replace("0 0 0 1 1 *", "every full moon"));
     p.write_job("b", &job("scores_b", "1s", 1000));
-    signal(&daemon, "HUP");
+    daemon.signal("HUP");
     eventually(20, "job b to run", || async {
         metric("batchscore_runs_total{job=\"b\",outcome=\"ok\"}")
             .await
@@ -493,8 +575,8 @@ async fn invalid_jobs_are_reported_and_strict_refuses_them() {
         stderr(&out)
     );
 
-    let port = free_port();
-    let daemon = start_daemon(&p, &["--listen", &format!("127.0.0.1:{port}")]);
+    let daemon = start_daemon(&p, &["--listen", "127.0.0.1:0"]);
+    let port = daemon.port();
     eventually(20, "the daemon to listen", || async {
         http_get(port, "/healthz").map(|r| r.0) == Some(200)
     })

@@ -8,7 +8,8 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::daemon::{
-    assert_every_eligible_row_scored_once, create_readings, feed, insert_now, stop_daemon,
+    Daemon, assert_every_eligible_row_scored_once, create_readings, feed, insert_now, stop_daemon,
+    wait_for_windows,
 };
 use crate::support::proxy::Proxy;
 use crate::support::*;
@@ -344,17 +345,12 @@ async fn the_daemon_rides_out_a_database_outage() {
     p.write_job("a", &crate::daemon::job("scores_a", "1s", 1000));
     assert_exit(&p.batchscore(&["migrate"]), 0);
     let (proxy, url) = Proxy::in_front_of(&p.url);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let feeding = feed(&p);
-    let mut command = p.command(&["daemon", "--listen", &listen, "--lease", "3s"]);
-    let daemon = command
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut command = p.command(&["daemon", "--listen", "127.0.0.1:0", "--lease", "3s"]);
+    command.env("DATABASE_URL", &url);
+    let daemon = Daemon::spawn(command);
+    let port = daemon.port();
+    wait_for_windows(&p, "a", 1, 30).await;
     proxy.refuse();
     let outage = Instant::now();
     while outage.elapsed() < Duration::from_secs(10) {

@@ -11,6 +11,8 @@ mod bad_rows;
 mod daemon;
 mod failures;
 mod hardening;
+mod layout;
+mod migrations;
 mod models;
 mod scoring;
 mod windows;

@@ -335,15 +335,6 @@ macro_rules! on_both_databases {
     };
 }
 
-/// A free TCP port on loopback (bound, then released for the daemon to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `GET path` on loopback: (status code, body), or None while nothing listens.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};

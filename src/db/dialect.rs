@@ -1,0 +1,141 @@
+//! What batchscore's own tables need from a SQL dialect, so their SQL is written once
+//! ([`super::ledger`], [`super::claims`], [`super::migrate`]) for every backend.
+//!
+//! The statements use `$1`, `$2`… placeholders (PostgreSQL's, which SQLite reads as the same
+//! numbered parameters), bind [`Param`]s that each dialect encodes as it stores that type, and
+//! read rows through the dialect's accessors: times are `timestamptz` on PostgreSQL and
+//! fixed-width RFC 3339 text on SQLite, where text order is time order.
+
+use chrono::{DateTime, Utc};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Executor, IntoArguments};
+
+/// A statement parameter, encoded by each dialect in its own types.
+#[derive(Debug, Clone)]
+pub(crate) enum Param {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Time(Option<DateTime<Utc>>),
+    /// A length of time in seconds, for [`Dialect::later`].
+    Seconds(f64),
+    Bytes(Vec<u8>),
+}
+
+impl From<&str> for Param {
+    fn from(text: &str) -> Param {
+        Param::Text(Some(text.to_owned()))
+    }
+}
+
+impl From<&String> for Param {
+    fn from(text: &String) -> Param {
+        Param::Text(Some(text.clone()))
+    }
+}
+
+impl From<Option<&str>> for Param {
+    fn from(text: Option<&str>) -> Param {
+        Param::Text(text.map(str::to_owned))
+    }
+}
+
+impl From<&Option<String>> for Param {
+    fn from(text: &Option<String>) -> Param {
+        Param::Text(text.clone())
+    }
+}
+
+impl From<i64> for Param {
+    fn from(value: i64) -> Param {
+        Param::Int(Some(value))
+    }
+}
+
+impl From<DateTime<Utc>> for Param {
+    fn from(time: DateTime<Utc>) -> Param {
+        Param::Time(Some(time))
+    }
+}
+
+impl From<Option<DateTime<Utc>>> for Param {
+    fn from(time: Option<DateTime<Utc>>) -> Param {
+        Param::Time(time)
+    }
+}
+
+/// The dialect of one database, as batchscore's own tables use it.
+pub(crate) trait Dialect:
+    sqlx::Database<
+        Arguments: IntoArguments<Self> + Send,
+        Row: Send,
+        QueryResult: Send,
+        Connection: sqlx::migrate::Migrate,
+    >
+{
+    /// The current time by the database's clock, as its times are stored.
+    const NOW: &'static str;
+
+    /// [`Dialect::NOW`] plus the seconds in `param` (a [`Param::Seconds`]).
+    fn later(param: &str) -> String;
+
+    /// Bind one parameter.
+    fn bind(
+        query: Query<'static, Self, Self::Arguments>,
+        param: Param,
+    ) -> Query<'static, Self, Self::Arguments>;
+
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    fn text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error>;
+    fn int(row: &Self::Row, column: &str) -> Result<Option<i64>, sqlx::Error>;
+    fn flag(row: &Self::Row, column: &str) -> Result<bool, sqlx::Error>;
+    fn bytes(row: &Self::Row, column: &str) -> Result<Vec<u8>, sqlx::Error>;
+    fn time(row: &Self::Row, column: &str) -> anyhow::Result<Option<DateTime<Utc>>>;
+
+    /// Whether `err` says a table does not exist.
+    fn is_undefined_table(err: &sqlx::Error) -> bool;
+
+    /// The pool as an executor (each statement on a pooled connection).
+    fn on_pool<'p>(pool: &'p sqlx::Pool<Self>) -> impl Executor<'p, Database = Self> + 'p;
+
+    /// A connection, or an open transaction's, as an executor.
+    fn on_conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c;
+}
+
+/// `sql` with `params` bound.
+fn prepare<DB: Dialect>(sql: String, params: Vec<Param>) -> Query<'static, DB, DB::Arguments> {
+    params
+        .into_iter()
+        .fold(sqlx::query(AssertSqlSafe(sql)), DB::bind)
+}
+
+/// Run a statement; how many rows it changed.
+pub(crate) async fn execute<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    sql: String,
+    params: Vec<Param>,
+) -> Result<u64, sqlx::Error> {
+    let done = prepare::<DB>(sql, params).execute(executor).await?;
+    Ok(DB::rows_affected(&done))
+}
+
+pub(crate) async fn fetch_optional<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    sql: String,
+    params: Vec<Param>,
+) -> Result<Option<DB::Row>, sqlx::Error> {
+    prepare::<DB>(sql, params).fetch_optional(executor).await
+}
+
+pub(crate) async fn fetch_all<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    sql: String,
+    params: Vec<Param>,
+) -> Result<Vec<DB::Row>, sqlx::Error> {
+    prepare::<DB>(sql, params).fetch_all(executor).await
+}
+
+/// A column that must not be NULL.
+pub(crate) fn required<T>(value: Option<T>, column: &str) -> anyhow::Result<T> {
+    value.ok_or_else(|| anyhow::anyhow!("column {column} is NULL"))
+}

@@ -1,0 +1,267 @@
+//! The SQL of batchscore's ledger (`batchscore_runs`), watermarks and quarantine lookups, written
+//! once for every backend (see [`super::dialect`]). Each function takes any executor: the pool,
+//! or the window's transaction.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::Executor;
+
+use super::dialect::{self, Dialect, Param, required};
+use crate::ledger::{RunRecord, RunStatus};
+
+/// `batchscore_runs`' columns, in the order [`record_run`] binds them.
+const RUN_COLUMNS: [&str; 17] = [
+    "run_id",
+    "job",
+    "window_start",
+    "window_end",
+    "status",
+    "rows_read",
+    "rows_written",
+    "model_sha256",
+    "started_at",
+    "finished_at",
+    "error",
+    "host",
+    "pid",
+    "rows_bad",
+    "rows_quarantined",
+    "rows_skipped",
+    "bad_rows",
+];
+
+/// The columns a later record of the same run updates (how it ended).
+const OUTCOME_COLUMNS: [&str; 9] = [
+    "status",
+    "rows_read",
+    "rows_written",
+    "finished_at",
+    "error",
+    "rows_bad",
+    "rows_quarantined",
+    "rows_skipped",
+    "bad_rows",
+];
+
+/// Which existing row of the same run a record replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Any: the run's start, then how it ended.
+    Always,
+    /// Only a row still `running`: a failure recorded after the window's transaction was rolled
+    /// back must not overwrite what a commit that went through (its reply lost), or a
+    /// successor that marked the run abandoned, wrote.
+    IfRunning,
+}
+
+/// Insert the run's ledger row, or update how it ended: the one statement that records a run.
+pub(crate) async fn record_run<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    run: &RunRecord,
+    replace: Replace,
+) -> anyhow::Result<()> {
+    let placeholders: Vec<String> = (1..=RUN_COLUMNS.len()).map(|i| format!("${i}")).collect();
+    let updates: Vec<String> = OUTCOME_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let condition = match replace {
+        Replace::Always => "",
+        Replace::IfRunning => " WHERE batchscore_runs.status = 'running'",
+    };
+    let sql = format!(
+        "INSERT INTO batchscore_runs ({}) VALUES ({}) ON CONFLICT (run_id) DO UPDATE SET {}{condition}",
+        RUN_COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", "),
+    );
+    let params = vec![
+        Param::from(&run.run_id),
+        Param::from(&run.job),
+        Param::from(run.window_start),
+        Param::from(run.window_end),
+        Param::from(run.status.as_str()),
+        Param::from(run.rows_read),
+        Param::from(run.rows_written),
+        Param::from(&run.model_sha256),
+        Param::from(run.started_at),
+        Param::from(run.finished_at),
+        Param::from(&run.error),
+        Param::from(&run.host),
+        Param::from(run.pid),
+        Param::from(run.rows_bad),
+        Param::from(run.rows_quarantined),
+        Param::from(run.rows_skipped),
+        Param::from(&run.bad_rows),
+    ];
+    dialect::execute(executor, sql, params)
+        .await
+        .context("recording the run in batchscore_runs")?;
+    Ok(())
+}
+
+/// Mark the job's rows still `running` as `abandoned`; how many.
+pub(crate) async fn abandon_runs<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    job: &str,
+) -> anyhow::Result<u64> {
+    let sql = format!(
+        "UPDATE batchscore_runs SET status = 'abandoned', finished_at = {}, \
+         error = 'the process running it stopped before finishing (killed, crashed or lost its claim)' \
+         WHERE job = $1 AND status = 'running'",
+        DB::NOW
+    );
+    dialect::execute(executor, sql, vec![job.into()])
+        .await
+        .context("marking abandoned runs in batchscore_runs")
+}
+
+/// The latest runs, newest first, of one job or all.
+pub(crate) async fn recent_runs<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    job: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<Vec<RunRecord>> {
+    let sql = format!(
+        "SELECT {} FROM batchscore_runs WHERE CAST($1 AS TEXT) IS NULL OR job = $1 \
+         ORDER BY started_at DESC LIMIT $2",
+        RUN_COLUMNS.join(", ")
+    );
+    let rows = dialect::fetch_all(executor, sql, vec![job.into(), i64::from(limit).into()])
+        .await
+        .context("reading batchscore_runs")?;
+    rows.iter()
+        .map(run_from_row::<DB>)
+        .collect::<anyhow::Result<_>>()
+        .context("reading batchscore_runs")
+}
+
+fn run_from_row<DB: Dialect>(row: &DB::Row) -> anyhow::Result<RunRecord> {
+    let text = |column| -> anyhow::Result<String> { required(DB::text(row, column)?, column) };
+    let int = |column| -> anyhow::Result<i64> { required(DB::int(row, column)?, column) };
+    let time =
+        |column| -> anyhow::Result<DateTime<Utc>> { required(DB::time(row, column)?, column) };
+    let status = text("status")?;
+    Ok(RunRecord {
+        run_id: text("run_id")?,
+        job: text("job")?,
+        window_start: time("window_start")?,
+        window_end: time("window_end")?,
+        status: RunStatus::parse(&status)
+            .with_context(|| format!("unknown run status `{status}`"))?,
+        rows_read: int("rows_read")?,
+        rows_written: int("rows_written")?,
+        rows_bad: int("rows_bad")?,
+        rows_quarantined: int("rows_quarantined")?,
+        rows_skipped: int("rows_skipped")?,
+        bad_rows: DB::text(row, "bad_rows")?,
+        model_sha256: text("model_sha256")?,
+        started_at: time("started_at")?,
+        finished_at: DB::time(row, "finished_at")?,
+        error: DB::text(row, "error")?,
+        host: text("host")?,
+        pid: int("pid")?,
+    })
+}
+
+/// The job's watermark: the end of its last committed window.
+pub(crate) async fn watermark<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    job: &str,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let sql = "SELECT watermark FROM batchscore_watermarks WHERE job = $1".to_owned();
+    let row = dialect::fetch_optional(executor, sql, vec![job.into()])
+        .await
+        .context("reading the watermark")?;
+    match row {
+        Some(row) => DB::time(&row, "watermark").context("reading the watermark"),
+        None => Ok(None),
+    }
+}
+
+/// Every job's watermark, by job name.
+pub(crate) async fn watermarks<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+    let sql = "SELECT job, watermark FROM batchscore_watermarks ORDER BY job".to_owned();
+    let rows = dialect::fetch_all(executor, sql, vec![])
+        .await
+        .context("reading watermarks")?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                required(DB::text(row, "job")?, "job")?,
+                required(DB::time(row, "watermark")?, "watermark")?,
+            ))
+        })
+        .collect()
+}
+
+/// Move the watermark from `from` to `to`, only if it is still `from` (compare-and-set).
+/// Returns false when another run moved it first. On PostgreSQL (READ COMMITTED) a concurrent
+/// mover makes this wait, then re-check the WHERE against the committed row; on SQLite the
+/// window's write lock already keeps other movers out: either way exactly one of two racing
+/// runs moves it.
+pub(crate) async fn advance_watermark<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    job: &str,
+    from: Option<DateTime<Utc>>,
+    to: DateTime<Utc>,
+    run_id: &str,
+) -> anyhow::Result<bool> {
+    let (sql, mut params) = match from {
+        None => (
+            format!(
+                "INSERT INTO batchscore_watermarks (job, watermark, run_id, updated_at) \
+                 VALUES ($1, $2, $3, {}) ON CONFLICT (job) DO NOTHING",
+                DB::NOW
+            ),
+            vec![],
+        ),
+        Some(from) => (
+            format!(
+                "UPDATE batchscore_watermarks SET watermark = $2, run_id = $3, updated_at = {} \
+                 WHERE job = $1 AND watermark = $4 AND watermark < $2",
+                DB::NOW
+            ),
+            vec![Param::from(from)],
+        ),
+    };
+    params.splice(0..0, [job.into(), to.into(), run_id.into()]);
+    let moved = dialect::execute(executor, sql, params)
+        .await
+        .context("moving the watermark")?;
+    Ok(moved == 1)
+}
+
+/// Set the watermark to any time (the explicit `watermark set` command).
+pub(crate) async fn set_watermark<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    job: &str,
+    to: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let sql = format!(
+        "INSERT INTO batchscore_watermarks (job, watermark, run_id, updated_at) VALUES ($1, $2, NULL, {now}) \
+         ON CONFLICT (job) DO UPDATE SET watermark = excluded.watermark, run_id = NULL, updated_at = {now}",
+        now = DB::NOW
+    );
+    dialect::execute(executor, sql, vec![job.into(), to.into()])
+        .await
+        .context("setting the watermark")?;
+    Ok(())
+}
+
+/// Whether the job has rows in the quarantine.
+pub(crate) async fn has_quarantined<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    job: &str,
+) -> anyhow::Result<bool> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM batchscore_quarantine WHERE job = $1) AS found";
+    let row = dialect::fetch_optional(executor, sql.to_owned(), vec![job.into()])
+        .await
+        .context("reading batchscore_quarantine")?;
+    match row {
+        Some(row) => Ok(DB::flag(&row, "found")?),
+        None => Ok(false),
+    }
+}

@@ -1,0 +1,247 @@
+//! Reading a SQLite source: describing it, counting and streaming a window's rows.
+//!
+//! SQLite types are per value, not per column, so times are accepted in every form people
+//! store them in (ISO-8601 text with `T` or space, with or without `Z` or an offset, or integer
+//! unix seconds), and each feature value is checked as it is read.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rusqlite::types::ValueRef;
+use sqlx::{AssertSqlSafe, Column as _, SqlSafeStr, TypeInfo};
+use tokio::sync::mpsc;
+
+use super::SqliteBackend;
+use super::direct::with_direct;
+use crate::ident::TableName;
+use crate::plan::Window;
+use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
+use crate::spec::{JobSpec, SourceFrom};
+
+impl SqliteBackend {
+    /// A table's columns and declared types, in order; none if there is no such table.
+    pub(super) async fn declared_columns(
+        &self,
+        table: &TableName,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
+        sqlx::query_as("SELECT name, type FROM pragma_table_info(?1, ?2)")
+            .bind(table.name.as_str())
+            .bind(schema)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub(super) async fn describe(
+        &self,
+        spec: &JobSpec,
+    ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
+        let described = match &spec.source.from {
+            SourceFrom::Table(table) => match self.declared_columns(table).await {
+                Ok(rows) if rows.is_empty() => Err(format!("source table {table} does not exist")),
+                Ok(rows) => Ok(rows
+                    .into_iter()
+                    .map(|(name, ty)| (name, classify(&ty)))
+                    .collect()),
+                Err(e) if super::is_transient(&e) => return Err(e.into()),
+                Err(e) => Err(format!("cannot describe source table {table}: {e}")),
+            },
+            SourceFrom::Query(_) => {
+                let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec));
+                match sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str()).await
+                {
+                    Ok(described) => Ok(described
+                        .columns()
+                        .iter()
+                        .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
+                        .collect()),
+                    Err(e) if super::is_transient(&e) => return Err(e.into()),
+                    Err(e) => Err(format!("source.query does not run: {e}")),
+                }
+            }
+        };
+        Ok(described)
+    }
+
+    pub(super) async fn count(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            from_clause(spec),
+            window_predicate(spec)
+        );
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(to_unix_seconds(window.start))
+            .bind(to_unix_seconds(window.end))
+            .fetch_one(&self.pool)
+            .await
+            .context("counting the window's rows")
+    }
+
+    pub(super) async fn read(
+        &self,
+        spec: &JobSpec,
+        shape: &SourceShape,
+        window: Window,
+        out: mpsc::Sender<SourceChunk>,
+    ) -> anyhow::Result<()> {
+        let mut columns = vec![spec.source.key.quoted()];
+        columns.extend(spec.source.features.iter().map(|f| f.quoted()));
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            columns.join(", "),
+            from_clause(spec),
+            window_predicate(spec)
+        );
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .context("reading the window's rows")?;
+        let (spec, shape) = (spec.clone(), shape.clone());
+        let runtime = tokio::runtime::Handle::current();
+        // The statement steps on a blocking thread, rows decoded straight off it: through sqlx,
+        // every value was copied on its worker thread and every row handed across threads.
+        tokio::task::spawn_blocking(move || {
+            let mut locked = runtime
+                .block_on(conn.lock_handle())
+                .context("reading the window's rows")?;
+            with_direct(&mut locked, |db| {
+                let mut select = db.prepare(&sql)?;
+                select.raw_bind_parameter(1, to_unix_seconds(window.start))?;
+                select.raw_bind_parameter(2, to_unix_seconds(window.end))?;
+                let mut rows = select.raw_query();
+                let mut chunk = ChunkBuilder::new(&spec, &shape);
+                while let Some(row) = rows.next()? {
+                    decode_row(row, &spec, &shape, &mut chunk)?;
+                    if chunk.is_full() && out.blocking_send(chunk.take()).is_err() {
+                        return Ok(()); // the consumer stopped; it reports why
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = out.blocking_send(chunk.take());
+                }
+                Ok(())
+            })
+            .context("reading the window's rows")
+        })
+        .await
+        .context("the window's reader panicked")?
+    }
+}
+
+/// A window bound as SQLite compares it: unix seconds, fractional.
+fn to_unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_micros() as f64 / 1e6
+}
+
+/// The row's time in unix seconds, whatever form the column stores it in.
+fn time_expr(column: &str) -> String {
+    format!(
+        "(CASE WHEN typeof({column}) IN ('integer', 'real') THEN {column} ELSE unixepoch({column}, 'subsec') END)"
+    )
+}
+
+/// Map a declared column type to a kind, by SQLite's own affinity rules.
+fn classify(declared: &str) -> ColumnKind {
+    let t = declared.to_ascii_uppercase();
+    if t.is_empty() || t == "NULL" {
+        ColumnKind::Dynamic
+    } else if t.contains("INT") {
+        ColumnKind::Integer
+    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+        ColumnKind::Text
+    } else if t.contains("BLOB") {
+        ColumnKind::Other(declared.to_owned())
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        ColumnKind::Real
+    } else if t.contains("BOOL") {
+        ColumnKind::Boolean
+    } else if t.contains("DATE") || t.contains("TIME") {
+        ColumnKind::Timestamp
+    } else {
+        ColumnKind::Numeric
+    }
+}
+
+/// `FROM …` of the window's SELECT; the user's query has its placeholders bound as ?1 and ?2.
+fn from_clause(spec: &JobSpec) -> String {
+    match &spec.source.from {
+        SourceFrom::Table(table) => table.quoted(),
+        SourceFrom::Query(query) => format!(
+            "({}) AS batchscore_source",
+            crate::source::bind_placeholders(query, "?1", "?2")
+        ),
+    }
+}
+
+fn window_predicate(spec: &JobSpec) -> String {
+    let time = time_expr(&spec.source.timestamp.quoted());
+    format!("{time} >= ?1 AND {time} < ?2")
+}
+
+/// Decode one source row: key first, then the features, checked value by value (SQLite types
+/// are per value: a REAL column may hold text), converted by the [`ChunkBuilder`].
+fn decode_row(
+    row: &rusqlite::Row<'_>,
+    spec: &JobSpec,
+    shape: &SourceShape,
+    chunk: &mut ChunkBuilder,
+) -> anyhow::Result<()> {
+    let key_problem = |what: &str| {
+        anyhow::anyhow!(
+            "a row of the window has {what} in key column `{}`: keys must be unique and not NULL",
+            spec.source.key
+        )
+    };
+    match (shape.key, row.get_ref(0)?) {
+        (_, ValueRef::Null) => return Err(key_problem("NULL")),
+        (KeyKind::Integer, ValueRef::Integer(key)) => chunk.push_int_key(key),
+        (KeyKind::Text, ValueRef::Integer(key)) => chunk.push_text_key(&key.to_string()),
+        (KeyKind::Text, ValueRef::Text(key)) => chunk.push_text_key(
+            std::str::from_utf8(key).map_err(|_| key_problem("text that is not UTF-8"))?,
+        ),
+        (_, other) => return Err(key_problem(&format!("a {} value", type_name(other)))),
+    }
+    for (feature, cell) in shape.cells.iter().enumerate() {
+        match row.get_ref(feature + 1)? {
+            ValueRef::Null => chunk.push(feature, Cell::Null),
+            ValueRef::Integer(v) => chunk.push(feature, Cell::Integer(v)),
+            ValueRef::Real(v) => chunk.push(feature, Cell::Float(v)),
+            ValueRef::Text(bytes) => chunk.push(feature, Cell::Text(bytes)),
+            other => {
+                let kind = type_name(other);
+                let wanted = match cell {
+                    CellType::Text => "text",
+                    _ => "a number",
+                };
+                chunk.push_unreadable(
+                    feature,
+                    format!("holds a {kind} value, not {wanted}"),
+                    format!("({kind})"),
+                );
+            }
+        }
+    }
+    chunk.end_row();
+    Ok(())
+}
+
+/// A value's storage class, as messages name it ("real", "blob").
+fn type_name(value: ValueRef<'_>) -> String {
+    value.data_type().to_string().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_follow_sqlite_affinity() {
+        assert_eq!(classify("BIGINT"), ColumnKind::Integer);
+        assert_eq!(classify("varchar(20)"), ColumnKind::Text);
+        assert_eq!(classify("DOUBLE PRECISION"), ColumnKind::Real);
+        assert_eq!(classify("NUMERIC(8,3)"), ColumnKind::Numeric);
+        assert_eq!(classify("BOOLEAN"), ColumnKind::Boolean);
+        assert_eq!(classify(""), ColumnKind::Dynamic);
+        assert_eq!(classify("BLOB"), ColumnKind::Other("BLOB".into()));
+    }
+}

@@ -1,0 +1,203 @@
+//! A window's pipeline: three stages at once, joined by bounded channels so memory follows the
+//! chunk size and not the window. A reader task streams the source's rows, scoring runs on the
+//! blocking pool (off the async threads), and the [`Writer`] puts the results in the window's
+//! transaction, which the pipeline hands back, uncommitted, with what it found.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::writer::{WRITE_AHEAD, Write, Writer};
+use crate::claim::Claim;
+use crate::db::Backend;
+use crate::error::BadWindow;
+use crate::features::{BadRow, extract_features};
+use crate::job::PreparedJob;
+use crate::ledger::RunRecord;
+use crate::plan::Window;
+use crate::sink::{RunStamp, ScoredChunk};
+use crate::source::SourceChunk;
+use crate::spec::BadRowPolicy;
+
+/// Chunks the reader may run ahead of scoring.
+const READ_AHEAD: usize = 2;
+
+/// Read, score and write `window`, counting into `record`; the open transaction holding every
+/// row written, and the bad rows found by reason.
+pub(super) async fn run_pipeline<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    window: Window,
+    stamp: &RunStamp,
+    claim: &Claim,
+    record: &mut RunRecord,
+) -> anyhow::Result<(B::Tx, BadRowCounts)> {
+    let mut found = BadRowCounts::default();
+    let (sender, mut chunks) = mpsc::channel::<SourceChunk>(READ_AHEAD);
+    let reader = tokio::spawn({
+        let db = db.clone();
+        let job = Arc::clone(job);
+        let claim = claim.clone();
+        async move {
+            db.read_window(&job.spec, &job.shape, window, &claim, sender)
+                .await
+        }
+        .instrument(tracing::Span::current())
+    });
+    // Abort the reader however this function ends, including when its future is dropped.
+    let reader = AbortOnDrop(reader);
+    let (to_writer, writes) = mpsc::channel::<Write>(WRITE_AHEAD);
+    // The writer runs beside the feeder in this task, not as a task of its own: a SQLite write
+    // then holds this thread and pauses the feeder, rather than competing with ONNX Runtime's
+    // threads for the cores (as its own task: 10% slower with the heavy model on 2 cores); a
+    // PostgreSQL write awaits the server, and the feeder goes on meanwhile.
+    let writer = Writer {
+        db,
+        job,
+        stamp,
+        claim,
+        open: None,
+    };
+    let (written, fed) = tokio::join!(
+        writer.write_window(writes),
+        feed(job, &mut chunks, to_writer, record, &mut found),
+    );
+    // A failed write is why the feeder stopped early: its error comes first.
+    let tx = written?;
+    fed?;
+    reader.join().await?;
+    Ok((tx, found))
+}
+
+/// Hand each chunk read to scoring, and each scored chunk to the writer, routing bad rows by the
+/// job's policy; returns when the window is read, or early when the writer stops taking chunks.
+async fn feed(
+    job: &Arc<PreparedJob>,
+    chunks: &mut mpsc::Receiver<SourceChunk>,
+    to_writer: mpsc::Sender<Write>,
+    record: &mut RunRecord,
+    found: &mut BadRowCounts,
+) -> anyhow::Result<()> {
+    let bad_rows = &job.spec.bad_rows;
+    // Chunk n+1 is read (by the reader task) while chunk n scores on the blocking pool and
+    // earlier chunks are written.
+    let mut scoring: Option<tokio::task::JoinHandle<anyhow::Result<Scored>>> = None;
+    loop {
+        let next = chunks.recv().await;
+        if let Some(chunk) = &next {
+            record.rows_read += chunk.frame.height() as i64;
+        }
+        let done = match scoring.take() {
+            Some(previous) => Some(previous.await.context("the scoring task panicked")??),
+            None => None,
+        };
+        // Chunk n+1 starts scoring only once chunk n is done: ONNX Runtime's threads take every
+        // core, and two runs at once slow each other down.
+        scoring = next.map(|chunk| spawn_scoring(Arc::clone(job), chunk));
+        if let Some((scored, bad)) = done {
+            let mut handed = true;
+            if let Some(first) = bad.first() {
+                found.add(&bad);
+                record.rows_bad += bad.len() as i64;
+                record.bad_rows = Some(found.summary());
+                match bad_rows.policy {
+                    BadRowPolicy::Fail => {
+                        return Err(BadWindow::Policy {
+                            first: first.to_string(),
+                        }
+                        .into());
+                    }
+                    BadRowPolicy::Quarantine => {
+                        record.rows_quarantined += bad.len() as i64;
+                        handed = to_writer.send(Write::Quarantine(bad)).await.is_ok();
+                    }
+                    BadRowPolicy::Skip => record.rows_skipped += bad.len() as i64,
+                }
+            }
+            if let Some(scored) = scored {
+                record.rows_written += scored.rows() as i64;
+                handed = handed && to_writer.send(Write::Results(scored)).await.is_ok();
+            }
+            if !handed {
+                return Ok(()); // the writer failed, and says why
+            }
+        }
+        if scoring.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> anyhow::Result<()> {
+        (&mut self.0).await.context("the window's reader stopped")?
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A scored chunk (if any row is left) and the rows that could not be scored.
+type Scored = (Option<ScoredChunk>, Vec<BadRow>);
+
+/// Features, model and output checks for one chunk, started on the blocking pool.
+fn spawn_scoring(
+    job: Arc<PreparedJob>,
+    chunk: SourceChunk,
+) -> tokio::task::JoinHandle<anyhow::Result<Scored>> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let features = extract_features(&chunk, &job.inputs, &job.fill);
+        let mut bad = features.bad;
+        if features.rows.is_empty() {
+            return Ok((None, bad));
+        }
+        let outputs = job
+            .model
+            .score(&features.inputs, features.rows.len(), &job.outputs)?;
+        let (scored, bad_outputs) = ScoredChunk::new(&chunk, &features.rows, outputs);
+        bad.extend(bad_outputs);
+        Ok((scored, bad))
+    })
+}
+
+/// Bad rows by reason, for the ledger and messages.
+#[derive(Default)]
+pub(super) struct BadRowCounts {
+    counts: std::collections::BTreeMap<String, u64>,
+    pub(super) first: Option<BadRow>,
+}
+
+impl BadRowCounts {
+    fn add(&mut self, rows: &[BadRow]) {
+        for row in rows {
+            *self
+                .counts
+                .entry(format!("{} {}", row.column, row.reason))
+                .or_default() += 1;
+        }
+        if self.first.is_none() {
+            self.first = rows.first().cloned();
+        }
+    }
+
+    /// "vibration is NULL: 3; temperature is NaN: 1", most common first.
+    pub(super) fn summary(&self) -> String {
+        let mut counts: Vec<(&String, &u64)> = self.counts.iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let parts: Vec<String> = counts
+            .iter()
+            .take(10)
+            .map(|(reason, n)| format!("{reason}: {n}"))
+            .collect();
+        parts.join("; ")
+    }
+}

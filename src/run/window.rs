@@ -1,0 +1,210 @@
+//! One window of a run, from its ledger row to its commit: [`run_window`] records it started,
+//! scores it in one transaction ([`score_window`]: open, pipeline, close) and records how it
+//! ended.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::keeper::Keeper;
+use super::pipeline::{BadRowCounts, run_pipeline};
+use super::{Advance, CLEANUP_DEADLINE, WindowSummary};
+use crate::claim::{Claim, Lost};
+use crate::db::{Backend, Replace, WindowTx, within};
+use crate::error::{BadWindow, Contention, Interrupted, Unresponsive};
+use crate::job::PreparedJob;
+use crate::ledger::{RunRecord, RunStatus, Tally};
+use crate::plan::Window;
+use crate::shutdown::Stop;
+use crate::sink::RunStamp;
+
+/// One window of a run: its range, how it moves the watermark, and the missed range it records
+/// (`catch_up = "latest"`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scope {
+    pub(super) window: Window,
+    pub(super) advance: Advance,
+    pub(super) gap: Option<Window>,
+}
+
+/// Score `window` for `job` and commit it whole, or fail and write nothing but the ledger's
+/// record of the failure.
+#[tracing::instrument(skip_all, fields(job = %job.spec.name, window = %scope.window, run_id = tracing::field::Empty))]
+pub(super) async fn run_window<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    scope: Scope,
+    keeper: &Keeper<B>,
+    stop: &Stop,
+    tally: &mut Tally,
+) -> anyhow::Result<WindowSummary> {
+    let window = scope.window;
+    let mut record = RunRecord::start(&job.spec.name, window, &job.model.sha256);
+    tracing::Span::current().record("run_id", record.run_id.as_str());
+    within(
+        keeper.claim().lease(),
+        "recording the window's start",
+        db.record_run(&record, Replace::Always),
+    )
+    .await?;
+    tracing::info!("window started");
+
+    let rolled_back = format!("window {window} was rolled back, nothing of it was written");
+    let scored = tokio::select! {
+        // Dropping the window's future drops its transaction: nothing of it is committed (the
+        // server ends it too, if it cannot reach us to say so).
+        outcome = score_window(db, job, scope, keeper.claim(), &mut record) => outcome,
+        signal = stop.abort.requested() => Err(Interrupted {
+            signal,
+            what: rolled_back.clone(),
+        }
+        .into()),
+        lost = keeper.lost() => Err(lost.into_error(&job.spec.name, &rolled_back)),
+    };
+    match scored {
+        Ok(()) => Ok(committed(record, scope, tally)),
+        Err(err) => Err(failed(db, job, record, window, err, tally).await),
+    }
+}
+
+/// Count a committed window.
+fn committed(record: RunRecord, scope: Scope, tally: &mut Tally) -> WindowSummary {
+    tracing::info!(
+        rows_read = record.rows_read,
+        rows_written = record.rows_written,
+        "window committed"
+    );
+    tally.succeeded += 1;
+    tally.skipped += u64::from(scope.gap.is_some());
+    tally.rows_read += record.rows_read as u64;
+    tally.rows_written += record.rows_written as u64;
+    tally.rows_rejected += (record.rows_quarantined + record.rows_skipped) as u64;
+    WindowSummary {
+        run_id: record.run_id,
+        window: scope.window,
+        rows_written: record.rows_written,
+    }
+}
+
+/// Count a failed window and record it in the ledger (best effort); the error to stop with.
+async fn failed<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    mut record: RunRecord,
+    window: Window,
+    err: anyhow::Error,
+    tally: &mut Tally,
+) -> anyhow::Error {
+    tally.failed += 1;
+    tally.rows_read += record.rows_read as u64;
+    tally.rows_rejected += record.rows_read as u64;
+    record.status = RunStatus::Failed;
+    // The window's transaction was rolled back: nothing went anywhere. `rows_bad` and
+    // `bad_rows` still say what was found.
+    record.rows_written = 0;
+    record.rows_quarantined = 0;
+    record.rows_skipped = 0;
+    record.finished_at = Some(Utc::now());
+    record.error = Some(format!("{err:#}"));
+    let recorded =
+        tokio::time::timeout(CLEANUP_DEADLINE, db.record_run(&record, Replace::IfRunning)).await;
+    if !matches!(recorded, Ok(Ok(()))) {
+        tracing::warn!(
+            "could not record the failure in the ledger; the next run marks it abandoned"
+        );
+    }
+    if err.is::<Interrupted>() || err.is::<Contention>() || err.is::<Unresponsive>() {
+        return err;
+    }
+    err.context(format!(
+        "job `{}`: window {window} was not written",
+        job.spec.name
+    ))
+}
+
+/// The window's transaction: everything in it commits together or not at all.
+async fn score_window<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    scope: Scope,
+    claim: &Claim,
+    record: &mut RunRecord,
+) -> anyhow::Result<()> {
+    let stamp = RunStamp {
+        run_id: record.run_id.clone(),
+        window: scope.window,
+        model_version: job.model.sha256.clone(),
+        scored_at: Utc::now(),
+    };
+    let (tx, found) = run_pipeline(db, job, scope.window, &stamp, claim, record).await?;
+    check_bad_rows(job, record, &found)?;
+    close(tx, job, scope, claim, record).await
+}
+
+/// A window with more bad rows than `bad_rows.max_fraction` is refused whole.
+fn check_bad_rows(
+    job: &PreparedJob,
+    record: &RunRecord,
+    found: &BadRowCounts,
+) -> anyhow::Result<()> {
+    if record.rows_bad == 0 {
+        return Ok(());
+    }
+    let bad_rows = &job.spec.bad_rows;
+    tracing::warn!(rows_bad = record.rows_bad, policy = bad_rows.policy.as_str(), reasons = %found.summary(), "window has bad rows");
+    if record.rows_bad as f64 > bad_rows.max_fraction * record.rows_read as f64 {
+        return Err(BadWindow::TooMany {
+            bad: record.rows_bad,
+            read: record.rows_read,
+            max_fraction: bad_rows.max_fraction,
+            summary: found.summary(),
+            first: found.first.clone().expect("counted a bad row").to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Record the skipped range, move the watermark, check the claim still holds, record the window
+/// as succeeded, and commit.
+async fn close<T: WindowTx>(
+    mut tx: T,
+    job: &PreparedJob,
+    scope: Scope,
+    claim: &Claim,
+    record: &mut RunRecord,
+) -> anyhow::Result<()> {
+    let Scope {
+        window,
+        advance,
+        gap,
+    } = scope;
+    if let Some(gap) = gap {
+        let reason = "catch_up = \"latest\": missed windows were not scored".to_owned();
+        let skipped = RunRecord::skipped(&job.spec.name, gap, &job.model.sha256, reason);
+        tx.record_run(&skipped).await?;
+        tracing::warn!(skipped = %gap, "catch_up = latest: skipping missed windows");
+    }
+    if let Advance::From(from) = advance
+        && !tx
+            .advance_watermark(&job.spec.name, from, window.end, &record.run_id)
+            .await?
+    {
+        return Err(Contention::WatermarkMoved {
+            job: job.spec.name.clone(),
+            window: window.to_string(),
+        }
+        .into());
+    }
+    // Last, so the claim's row is locked only for the commit's round trip.
+    if !tx.fence(claim).await? {
+        return Err(Lost::Superseded.into_error(
+            &job.spec.name,
+            &format!("window {window} was rolled back, nothing of it was written"),
+        ));
+    }
+    record.status = RunStatus::Succeeded;
+    record.finished_at = Some(Utc::now());
+    tx.record_run(record).await?;
+    tx.commit().await
+}

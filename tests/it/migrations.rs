@@ -1,0 +1,222 @@
+//! batchscore's own schema across releases: a database made by an earlier release upgrades
+//! cleanly, and one whose applied migrations differ from this binary's is refused with a clear
+//! configuration error (exit 2) rather than silently used; on SQLite and PostgreSQL.
+
+use sqlx::Row;
+
+use crate::support::*;
+use crate::windows::{at, job};
+
+const V1: &str = "20261124000001";
+const V2: &str = "20261124000002";
+
+/// SHA-384 of 0001 as the first release shipped it (and as it is again).
+fn first_release_checksum(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => {
+            "0bbd17986ce29e30efb6756a2afdfe013bd413bef83f1f1ae3f021fe739a161606334f25d1094f25f453e3617ad019c1"
+        }
+        Kind::Postgres => {
+            "10feb1b7a0ee5891bd46640f5627ec3aace4df57a898afdce33987d0541fd64a3521370e1e8a237762a3eb84ee5f30a6"
+        }
+    }
+}
+
+fn kind_dir(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => "sqlite",
+        Kind::Postgres => "postgres",
+    }
+}
+
+/// Apply a snapshot of an earlier release's migrations, with sqlx's migrator as that release did.
+async fn apply_snapshot(p: &Project, snapshot: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/migrations")
+        .join(snapshot)
+        .join(kind_dir(p.kind));
+    let migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    migrator.run(&p.pool).await.unwrap();
+}
+
+/// (version, checksum in hex, success) of every applied migration.
+async fn applied(p: &Project) -> Vec<(String, String, bool)> {
+    let sql = match p.kind {
+        Kind::Sqlite => {
+            "SELECT CAST(version AS TEXT), lower(hex(checksum)), CAST(success AS INTEGER) + 0 FROM _sqlx_migrations ORDER BY version"
+        }
+        Kind::Postgres => {
+            "SELECT version::text, encode(checksum, 'hex'), success::int::int8 FROM _sqlx_migrations ORDER BY version"
+        }
+    };
+    sqlx::query(sql)
+        .fetch_all(&p.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) == 1))
+        .collect()
+}
+
+/// A ledger row as an earlier release wrote it.
+async fn insert_old_run(p: &Project, run_id: &str, status: &str) {
+    let time = match p.kind {
+        Kind::Sqlite => "'2026-11-24T10:00:00.000000Z'",
+        Kind::Postgres => "'2026-11-24T10:00:00Z'::timestamptz",
+    };
+    p.execute(&format!(
+        "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, model_sha256, \
+         started_at, host, pid) VALUES ('{run_id}', 'old', {time}, {time}, '{status}', 'sha', {time}, 'h', 1)"
+    ))
+    .await;
+}
+
+async fn a_database_of_the_first_release_upgrades(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    apply_snapshot(&p, "first-release").await;
+    insert_old_run(&p, "first", "succeeded").await;
+
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    let applied = applied(&p).await;
+    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert!(
+        applied.iter().all(|(_, _, success)| *success),
+        "{applied:?}"
+    );
+    assert_eq!(applied[0].1, first_release_checksum(kind));
+    assert_eq!(
+        p.count(
+            "SELECT count(*) FROM batchscore_runs WHERE run_id = 'first' AND status = 'succeeded'"
+        )
+        .await,
+        1,
+        "the first release's ledger is kept"
+    );
+    // The statuses later releases write are allowed now, and jobs run.
+    insert_old_run(&p, "gone", "abandoned").await;
+    p.seed_synthetic(3_000).await;
+    p.write_job("job", &job("all"));
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(21)]), 0);
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+}
+
+on_both_databases!(a_database_of_the_first_release_upgrades);
+
+async fn a_database_migrated_with_the_edited_first_migration_upgrades(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    // Releases after the first shipped 0001 edited in place (its status CHECK widened).
+    apply_snapshot(&p, "edited").await;
+    insert_old_run(&p, "skipped-before", "skipped").await;
+    p.seed_synthetic(3_000).await;
+    p.write_job("job", &job("all"));
+
+    // A run migrates on its own: the edit is recognised and recorded under the shipped checksum.
+    let out = p.batchscore(&["run-job", "job", "--at", &at(21)]);
+    assert_exit(&out, 0);
+    let applied = applied(&p).await;
+    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied[0].1, first_release_checksum(kind));
+    assert_eq!(
+        p.count("SELECT count(*) FROM batchscore_runs WHERE run_id = 'skipped-before'")
+            .await,
+        1
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM batchscore_runs WHERE status = 'succeeded'")
+            .await,
+        1
+    );
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+}
+
+on_both_databases!(a_database_migrated_with_the_edited_first_migration_upgrades);
+
+async fn an_applied_migration_that_changed_is_refused(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    let other = match kind {
+        Kind::Sqlite => "X'00'",
+        Kind::Postgres => "'\\x00'::bytea",
+    };
+    p.execute(&format!(
+        "UPDATE _sqlx_migrations SET checksum = {other} WHERE version = {V2}"
+    ))
+    .await;
+    p.seed_synthetic(3_000).await;
+    p.write_job("job", &job("all"));
+    for args in [&["migrate"][..], &["run-job", "job", "--at", &at(21)]] {
+        let out = p.batchscore(args);
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains(&format!("migration {V2} (windows)")), "{err}");
+        assert!(
+            err.contains("applied migrations must never change"),
+            "{err}"
+        );
+    }
+    assert_eq!(p.count("SELECT count(*) FROM batchscore_runs").await, 0);
+}
+
+on_both_databases!(an_applied_migration_that_changed_is_refused);
+
+async fn a_failed_or_unknown_migration_is_refused(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    p.execute(&format!(
+        "UPDATE _sqlx_migrations SET success = (1 = 0) WHERE version = {V1}"
+    ))
+    .await;
+    let out = p.batchscore(&["migrate"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("failed partway"), "{}", stderr(&out));
+
+    p.execute(&format!(
+        "UPDATE _sqlx_migrations SET success = (1 = 1) WHERE version = {V1}"
+    ))
+    .await;
+    let nothing = match kind {
+        Kind::Sqlite => "X'00'",
+        Kind::Postgres => "'\\x00'::bytea",
+    };
+    p.execute(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (20991231000001, 'from the future', (1 = 1), {nothing}, 0)"
+    ))
+    .await;
+    let out = p.batchscore(&["migrate"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("migrated by a newer release"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+on_both_databases!(a_failed_or_unknown_migration_is_refused);
+
+async fn an_unreadable_migrations_table_is_an_error_not_an_empty_one(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    // A table of that name that is not sqlx's (another tool's, or damaged).
+    p.execute("CREATE TABLE _sqlx_migrations (id INTEGER)")
+        .await;
+    let out = p.batchscore(&["migrate"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("reading batchscore's applied migrations (_sqlx_migrations)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!p.table_exists("batchscore_runs").await);
+}
+
+on_both_databases!(an_unreadable_migrations_table_is_an_error_not_an_empty_one);
