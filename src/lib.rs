@@ -4,7 +4,8 @@
 //! [`spec`] (job file → checked `JobSpec`) → [`plan`] (which window) → [`source`] (rows → polars
 //! chunks) → [`features`] (chunk → one tensor per model input) → [`model`] (ONNX Runtime scoring) → [`sink`]
 //! (predictions → results table) → [`ledger`] (the run's record), tied together by [`run`].
-//! [`db`] is the one seam between SQLite and PostgreSQL; [`command`] holds the subcommands.
+//! [`db`] is the one seam between SQLite and PostgreSQL; [`daemon`] runs jobs on their
+//! schedules (with its HTTP endpoints and metrics); [`command`] holds the subcommands.
 
 // The public surface is what `main.rs` needs; everything else is crate-private, and its docs
 // (`cargo doc --document-private-items`) link across private modules on purpose.
@@ -18,17 +19,13 @@ pub(crate) mod db;
 pub(crate) mod element;
 pub(crate) mod error;
 pub(crate) mod features;
-pub(crate) mod http;
 pub(crate) mod ident;
 pub(crate) mod job;
 pub(crate) mod ledger;
 pub(crate) mod logging;
-pub(crate) mod metrics;
 pub(crate) mod model;
-pub(crate) mod onnxruntime;
 pub(crate) mod plan;
 pub(crate) mod run;
-pub(crate) mod schedule;
 pub(crate) mod shutdown;
 pub(crate) mod sink;
 pub(crate) mod source;

@@ -5,6 +5,7 @@
 //! `model_version` on every result row names exactly the model that produced it, even if the
 //! file is replaced while the run is going.
 
+mod onnxruntime;
 mod zipmap;
 
 use std::collections::HashMap;
@@ -101,7 +102,7 @@ impl Model {
                 path.display()
             )));
         }
-        let environment = crate::onnxruntime::environment()?;
+        let environment = onnxruntime::environment()?;
         let session = Session::builder(environment)
             // Spinning threads wait for work by burning a core; on a small machine that core is
             // the database's and the reader's. Blocking costs microseconds per batch.

@@ -2,7 +2,7 @@
 //!
 //! Jobs are validated at start (an invalid one is reported and not scheduled) and on SIGHUP,
 //! which re-reads the jobs directory and model files; a job whose new definition is invalid keeps
-//! running on its old one. Fire times come from [`crate::schedule`] (right across DST) and are
+//! running on its old one. Fire times come from [`schedule`] (right across DST) and are
 //! handed to tokio-cron-scheduler as one-shot jobs, one at a time per job. A tick that finds its
 //! job still running is skipped: the next run catches up through the watermark. Every run goes
 //! through [`crate::run::run_job`], so it takes the same claim as `run-job` and system cron.
@@ -14,6 +14,10 @@
 //! failed is retried with backoff before its next tick, and once the database answers again
 //! runs continue from the watermark. `/healthz` stays 200 meanwhile: it says the daemon is alive
 //! and scheduling, and restarting it would not bring the database back.
+
+mod http;
+mod metrics;
+mod schedule;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,14 +33,14 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use uuid::Uuid;
 
+use self::http::Health;
+use self::metrics::Metrics;
+use self::schedule::next_fire;
 use crate::db::Backend;
 use crate::error::{ConfigError, Contention, EXIT_RUN_FAILED, Interrupted};
-use crate::http::{self, Health};
 use crate::job::{self, PreparedJob};
 use crate::ledger::Tally;
-use crate::metrics::Metrics;
 use crate::plan::WindowRequest;
-use crate::schedule::next_fire;
 use crate::shutdown::{Shutdown, Signal, Stop, Trigger};
 use crate::spec::{self, job_names};
 
