@@ -53,6 +53,7 @@ def main():
             raining     BOOLEAN,
             zone        TEXT
         );
+        CREATE INDEX IF NOT EXISTS orders_placed_at ON orders (placed_at);
         """
     )
 

@@ -63,6 +63,7 @@ pub async fn validate(global: &GlobalArgs, name: Option<String>) -> anyhow::Resu
 /// The summary line of a valid job, then one indented line per model input and output.
 async fn check<B: Backend>(db: &B, spec: spec::JobSpec) -> anyhow::Result<String> {
     let job = job::prepare(db, spec).await?;
+    let notes = db.window_notes(&job.spec).await?;
     let mut lines = vec![format!(
         "{} features from {} -> {} (model {})",
         job.spec.source.features.len(),
@@ -74,6 +75,11 @@ async fn check<B: Backend>(db: &B, spec: spec::JobSpec) -> anyhow::Result<String
         job.describe_io()
             .iter()
             .map(|line| format!("          {line}")),
+    );
+    lines.extend(
+        notes
+            .iter()
+            .map(|note| format!("          warning: {note}")),
     );
     Ok(lines.join("\n"))
 }

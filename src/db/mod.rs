@@ -136,6 +136,15 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
         table: &TableName,
     ) -> impl Future<Output = anyhow::Result<Option<Vec<(String, String)>>>> + Send;
 
+    /// What `jobs validate` should say about what a window costs: a table without an index
+    /// whose first column is the timestamp (with the `CREATE INDEX` to run), a query that does
+    /// not take the window, timestamps the index cannot find. Empty when a window's cost follows
+    /// its rows.
+    fn window_notes(
+        &self,
+        spec: &JobSpec,
+    ) -> impl Future<Output = anyhow::Result<Vec<String>>> + Send;
+
     /// How many source rows fall in the window (for `--dry-run`).
     fn count_window(
         &self,
@@ -387,6 +396,24 @@ pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database>
         }
         .into())
     }
+}
+
+/// The note for a `source.query` whose window, as the database plans it, reads all of `table`.
+fn query_scan_note(spec: &JobSpec, table: &str) -> String {
+    format!(
+        "source.query reads all of {table} for every window, whatever the window's size: index the \
+         column it takes {ts} from, or push the window into the query (`WHERE … >= :window_start \
+         AND … < :window_end` on an indexed column)",
+        ts = spec.source.timestamp
+    )
+}
+
+/// The note for a source table without an index on its timestamp column.
+fn missing_index_note(table: &TableName, timestamp: &str, create: &str) -> String {
+    format!(
+        "{table} has no index whose first column is {timestamp}: every window reads the whole \
+         table, so runs slow down as it grows. Create one: {create}"
+    )
 }
 
 /// Whether a database error may go away by itself (the network, a timeout, a pool), as far as

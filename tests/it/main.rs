@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod bad_rows;
+mod cost;
 mod daemon;
 mod failures;
 mod hardening;

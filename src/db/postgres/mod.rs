@@ -114,6 +114,10 @@ impl Backend for PostgresBackend {
         Ok((!names.is_empty()).then_some(names))
     }
 
+    async fn window_notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+        self.notes(spec).await
+    }
+
     async fn count_window(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
         self.count(spec, window).await
     }

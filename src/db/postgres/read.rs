@@ -42,6 +42,63 @@ impl PostgresBackend {
             .collect()))
     }
 
+    pub(super) async fn notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+        let ts = &spec.source.timestamp;
+        let mut notes = Vec::new();
+        if let SourceFrom::Query(_) = &spec.source.from {
+            // How the server would read one window, were it free to pick any index: with
+            // sequential scans priced out, one remains only where no index can serve.
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .context("planning the window's query")?;
+            sqlx::query("SET LOCAL enable_seqscan = off")
+                .execute(&mut *tx)
+                .await
+                .context("planning the window's query")?;
+            let sql = format!(
+                "EXPLAIN (FORMAT JSON) {}",
+                window_select(spec, "*", "$1", "$2")
+            );
+            let plan: serde_json::Value = sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(chrono::Utc::now() - chrono::TimeDelta::hours(1))
+                .bind(chrono::Utc::now())
+                .fetch_one(&mut *tx)
+                .await
+                .context("planning the window's query")?;
+            let mut whole = Vec::new();
+            whole_scans(&plan, &mut whole);
+            notes.extend(
+                whole
+                    .iter()
+                    .map(|table| crate::db::query_scan_note(spec, table)),
+            );
+        }
+        if let SourceFrom::Table(table) = &spec.source.from {
+            // Tables, partitioned tables and materialized views can have indexes; a view uses
+            // those of its tables, which batchscore cannot see from here.
+            let indexed: Option<bool> = sqlx::query_scalar(
+                "SELECT CASE WHEN c.relkind IN ('r', 'p', 'm') THEN EXISTS (\
+                   SELECT 1 FROM pg_index i JOIN pg_attribute a \
+                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                   WHERE i.indrelid = c.oid AND a.attname = $2 AND i.indpred IS NULL AND i.indisvalid) END \
+                 FROM pg_class c WHERE c.oid = to_regclass($1)",
+            )
+            .bind(table.quoted())
+            .bind(ts.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .with_context(|| format!("listing the indexes of {table}"))?
+            .flatten();
+            if indexed == Some(false) {
+                let create = format!("CREATE INDEX ON {} ({});", table.quoted(), ts.quoted());
+                notes.push(crate::db::missing_index_note(table, ts.as_str(), &create));
+            }
+        }
+        Ok(notes)
+    }
+
     pub(super) async fn count(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
         let sql = window_select(spec, "count(*)", "$1", "$2");
         sqlx::query_scalar(AssertSqlSafe(sql))
@@ -168,6 +225,27 @@ fn timestamptz_literal(t: DateTime<Utc>) -> String {
     )
 }
 
+/// The tables a plan (`EXPLAIN (FORMAT JSON)`) reads whole: sequential scans, and index scans
+/// without an index condition (a bitmap heap scan always has one, in its bitmap index scan).
+fn whole_scans(plan: &serde_json::Value, found: &mut Vec<String>) {
+    match plan {
+        serde_json::Value::Array(items) => items.iter().for_each(|item| whole_scans(item, found)),
+        serde_json::Value::Object(node) => {
+            let kind = node.get("Node Type").and_then(|t| t.as_str());
+            let whole = match kind {
+                Some("Seq Scan") => true,
+                Some("Index Scan" | "Index Only Scan") => !node.contains_key("Index Cond"),
+                _ => false,
+            };
+            if whole && let Some(table) = node.get("Relation Name").and_then(|t| t.as_str()) {
+                found.push(table.to_owned());
+            }
+            node.values().for_each(|value| whole_scans(value, found));
+        }
+        _ => {}
+    }
+}
+
 /// How a feature crosses the wire in the window's binary COPY: the server casts each column to
 /// the type nearest its cell, and the [`ChunkBuilder`] converts the rest (an integer 0/1 for a
 /// bool input, whose values it checks one by one rather than have the server cast 2 to true).
@@ -239,4 +317,98 @@ fn decode_tuple(
     }
     chunk.end_row();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use sqlx::Connection;
+
+    /// A connection on a schema of its own on the test server; `None` (skipped) when the server
+    /// is unreachable, except under CI, where that is a failure.
+    async fn connect() -> Option<(sqlx::PgConnection, String)> {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let mut conn = match sqlx::PgConnection::connect(&url).await {
+            Ok(conn) => conn,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("skipping: PostgreSQL at {url} unreachable ({e})");
+                return None;
+            }
+            Err(e) => panic!("PostgreSQL at {url} unreachable under CI: {e}"),
+        };
+        let schema = format!("bst_{}", uuid::Uuid::new_v4().simple());
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        Some((conn, schema))
+    }
+
+    /// The window's SELECT, as the binary COPY and `--dry-run` run it, is answered through the
+    /// index on the timestamp column, for both timestamp types: 200,000 rows over 60 days,
+    /// a 30-minute window.
+    #[tokio::test]
+    async fn a_table_window_is_read_through_the_timestamp_index() {
+        let Some((mut conn, schema)) = connect().await else {
+            return;
+        };
+        for ty in ["timestamptz", "timestamp"] {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP TABLE IF EXISTS readings; \
+                 CREATE TABLE readings (id bigint PRIMARY KEY, ts {ty} NOT NULL, f double precision); \
+                 INSERT INTO readings SELECT i, '2026-09-01'::timestamptz + i * interval '25.92 seconds', i \
+                   FROM generate_series(1, 200000) AS i; \
+                 CREATE INDEX readings_ts ON readings (ts); ANALYZE readings"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let spec = crate::spec::parse_job(
+                "job",
+                "schedule = \"*/30 * * * *\"\n[source]\ntable = \"readings\"\nkey = \"id\"\n\
+                 timestamp = \"ts\"\nfeatures = [\"f\"]\n[window]\nsize = \"30m\"\n\
+                 [model]\npath = \"m.onnx\"\n[outputs]\nscore = \"variable\"\n[sink]\ntable = \"out\"\n",
+                std::path::Path::new("/"),
+            )
+            .unwrap();
+            let start = Utc.with_ymd_and_hms(2026, 10, 1, 12, 0, 0).unwrap();
+            let end = start + chrono::TimeDelta::minutes(30);
+            let copied = window_select(
+                &spec,
+                "id, CAST(f AS double precision)",
+                &timestamptz_literal(start),
+                &timestamptz_literal(end),
+            );
+            let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {copied}")))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains("Index") && plan.contains("readings_ts"),
+                "{ty}:\n{plan}"
+            );
+            assert!(!plan.contains("Seq Scan"), "{ty}:\n{plan}");
+            let counted = window_select(&spec, "count(*)", "$1", "$2");
+            let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {counted}")))
+                .bind(start)
+                .bind(end)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains("readings_ts") && !plan.contains("Seq Scan"),
+                "{ty}:\n{plan}"
+            );
+        }
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
 }

@@ -1,6 +1,6 @@
 //! SQLite, the embedded default: [`Backend`] for a database file on this machine.
 //!
-//! [`read`] streams a window out of the source, [`write`](mod@write) is the window's transaction, [`claim`]
+//! [`read`] streams a window out of the source (its rows found by [`window`]), [`write`](mod@write) is the window's transaction, [`claim`]
 //! judges a job's holder, [`ledger`] is the dialect of the SQL shared with PostgreSQL, and
 //! [`direct`] the one place a connection is driven through rusqlite.
 
@@ -8,6 +8,7 @@ mod claim;
 mod direct;
 mod ledger;
 mod read;
+mod window;
 mod write;
 
 use std::str::FromStr;
@@ -106,6 +107,10 @@ impl Backend for SqliteBackend {
             .await
             .with_context(|| format!("describing results table {table}"))?;
         Ok((!names.is_empty()).then_some(names))
+    }
+
+    async fn window_notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+        self.notes(spec).await
     }
 
     async fn count_window(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {

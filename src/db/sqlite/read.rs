@@ -5,13 +5,13 @@
 //! unix seconds), and each feature value is checked as it is read.
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use rusqlite::types::ValueRef;
-use sqlx::{AssertSqlSafe, Column as _, SqlSafeStr, TypeInfo};
+use sqlx::{AssertSqlSafe, Column as _, Row, SqlSafeStr, TypeInfo};
 use tokio::sync::mpsc;
 
 use super::SqliteBackend;
 use super::direct::with_direct;
+use super::window::{self, Bound};
 use crate::ident::TableName;
 use crate::plan::Window;
 use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
@@ -62,15 +62,104 @@ impl SqliteBackend {
         Ok(described)
     }
 
+    pub(super) async fn notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+        let ts = &spec.source.timestamp;
+        let mut notes = Vec::new();
+        if let SourceFrom::Query(_) = &spec.source.from {
+            // SQLite flattens most queries into the window's SELECT: ask how it would read one.
+            let sql = format!(
+                "EXPLAIN QUERY PLAN SELECT * FROM {} WHERE {}",
+                from_clause(spec),
+                window_predicate(spec)
+            );
+            let mut plan = sqlx::query(AssertSqlSafe(sql));
+            for bound in window::bounds(
+                chrono::Utc::now() - chrono::TimeDelta::hours(1),
+                chrono::Utc::now(),
+            ) {
+                plan = match bound {
+                    Bound::Seconds(seconds) => plan.bind(seconds),
+                    Bound::Text(text) => plan.bind(text),
+                };
+            }
+            let steps = plan
+                .fetch_all(&self.pool)
+                .await
+                .context("planning the window's query")?;
+            for step in steps {
+                let detail: String = step.try_get("detail")?;
+                // "SCAN orders", but not "SCAN orders USING INDEX …" (an index walked whole is
+                // still bounded by it) nor the scan of a subquery's result.
+                if let Some(table) = detail.strip_prefix("SCAN ")
+                    && !detail.contains("USING")
+                    && !table.starts_with('(')
+                {
+                    notes.push(crate::db::query_scan_note(spec, table));
+                }
+            }
+        }
+        if let SourceFrom::Table(table) = &spec.source.from {
+            let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
+            let indexed: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1, ?2) AS l \
+                 WHERE NOT l.partial AND (SELECT i.name FROM pragma_index_info(l.name, ?2) AS i \
+                 WHERE i.seqno = 0) = ?3)",
+            )
+            .bind(table.name.as_str())
+            .bind(schema)
+            .bind(ts.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .with_context(|| format!("listing the indexes of {table}"))?;
+            if !indexed {
+                let index = format!("{}_{}", table.name, ts);
+                let index = match &table.schema {
+                    Some(schema) => format!("{}.\"{index}\"", schema.quoted()),
+                    None => format!("\"{index}\""),
+                };
+                let create = format!(
+                    "CREATE INDEX {index} ON {} ({});",
+                    table.name.quoted(),
+                    ts.quoted()
+                );
+                notes.push(crate::db::missing_index_note(table, ts.as_str(), &create));
+            }
+        }
+        // Values the window's index ranges cannot find (a form other than ISO-8601 with minutes,
+        // or unix seconds): such rows are in no window.
+        let sql = window::unsupported_forms(&ts.quoted(), &from_clause(spec));
+        let (count, example): (i64, Option<String>) = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(-1e15)
+            .bind(1e15)
+            .fetch_one(&self.pool)
+            .await
+            .with_context(|| format!("checking the forms of {ts}"))?;
+        if count > 0 {
+            notes.push(format!(
+                "{count} value(s) of {ts} are text in no supported form (for example {:?}): rows \
+                 with such times are in no window and never scored. Store ISO-8601 \
+                 (`2026-11-24T10:00:00Z`, `T` or space, optional seconds, fraction and `Z` or \
+                 offset) or unix seconds",
+                example.unwrap_or_default()
+            ));
+        }
+        Ok(notes)
+    }
+
     pub(super) async fn count(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
         let sql = format!(
             "SELECT count(*) FROM {} WHERE {}",
             from_clause(spec),
             window_predicate(spec)
         );
-        sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(to_unix_seconds(window.start))
-            .bind(to_unix_seconds(window.end))
+        let mut count = sqlx::query_scalar(AssertSqlSafe(sql));
+        for bound in window::bounds(window.start, window.end) {
+            count = match bound {
+                Bound::Seconds(seconds) => count.bind(seconds),
+                Bound::Text(text) => count.bind(text),
+            };
+        }
+        count
             .fetch_one(&self.pool)
             .await
             .context("counting the window's rows")
@@ -106,8 +195,12 @@ impl SqliteBackend {
                 .context("reading the window's rows")?;
             with_direct(&mut locked, |db| {
                 let mut select = db.prepare(&sql)?;
-                select.raw_bind_parameter(1, to_unix_seconds(window.start))?;
-                select.raw_bind_parameter(2, to_unix_seconds(window.end))?;
+                for (i, bound) in window::bounds(window.start, window.end).iter().enumerate() {
+                    match bound {
+                        Bound::Seconds(seconds) => select.raw_bind_parameter(i + 1, seconds)?,
+                        Bound::Text(text) => select.raw_bind_parameter(i + 1, text.as_str())?,
+                    }
+                }
                 let mut rows = select.raw_query();
                 let mut chunk = ChunkBuilder::new(&spec, &shape);
                 while let Some(row) = rows.next()? {
@@ -126,18 +219,6 @@ impl SqliteBackend {
         .await
         .context("the window's reader panicked")?
     }
-}
-
-/// A window bound as SQLite compares it: unix seconds, fractional.
-fn to_unix_seconds(t: DateTime<Utc>) -> f64 {
-    t.timestamp_micros() as f64 / 1e6
-}
-
-/// The row's time in unix seconds, whatever form the column stores it in.
-fn time_expr(column: &str) -> String {
-    format!(
-        "(CASE WHEN typeof({column}) IN ('integer', 'real') THEN {column} ELSE unixepoch({column}, 'subsec') END)"
-    )
 }
 
 /// Map a declared column type to a kind, by SQLite's own affinity rules.
@@ -162,7 +243,8 @@ fn classify(declared: &str) -> ColumnKind {
     }
 }
 
-/// `FROM …` of the window's SELECT; the user's query has its placeholders bound as ?1 and ?2.
+/// `FROM …` of the window's SELECT; the user's query has its placeholders bound as ?1 and ?2
+/// (the window in unix seconds).
 fn from_clause(spec: &JobSpec) -> String {
     match &spec.source.from {
         SourceFrom::Table(table) => table.quoted(),
@@ -174,8 +256,7 @@ fn from_clause(spec: &JobSpec) -> String {
 }
 
 fn window_predicate(spec: &JobSpec) -> String {
-    let time = time_expr(&spec.source.timestamp.quoted());
-    format!("{time} >= ?1 AND {time} < ?2")
+    window::predicate(&spec.source.timestamp.quoted())
 }
 
 /// Decode one source row: key first, then the features, checked value by value (SQLite types
