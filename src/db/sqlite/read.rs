@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::SqliteBackend;
 use super::direct::with_direct;
-use super::window::{self, Bound};
+use super::window;
 use crate::ident::TableName;
 use crate::plan::Window;
 use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
@@ -72,17 +72,9 @@ impl SqliteBackend {
                 from_clause(spec),
                 window_predicate(spec)
             );
-            let mut plan = sqlx::query(AssertSqlSafe(sql));
-            for bound in window::bounds(
-                chrono::Utc::now() - chrono::TimeDelta::hours(1),
-                chrono::Utc::now(),
-            ) {
-                plan = match bound {
-                    Bound::Seconds(seconds) => plan.bind(seconds),
-                    Bound::Text(text) => plan.bind(text),
-                };
-            }
-            let steps = plan
+            let now = chrono::Utc::now();
+            let arguments = window::arguments(now - chrono::TimeDelta::hours(1), now)?;
+            let steps = sqlx::query_with(AssertSqlSafe(sql), arguments)
                 .fetch_all(&self.pool)
                 .await
                 .context("planning the window's query")?;
@@ -152,14 +144,8 @@ impl SqliteBackend {
             from_clause(spec),
             window_predicate(spec)
         );
-        let mut count = sqlx::query_scalar(AssertSqlSafe(sql));
-        for bound in window::bounds(window.start, window.end) {
-            count = match bound {
-                Bound::Seconds(seconds) => count.bind(seconds),
-                Bound::Text(text) => count.bind(text),
-            };
-        }
-        count
+        let arguments = window::arguments(window.start, window.end)?;
+        sqlx::query_scalar_with(AssertSqlSafe(sql), arguments)
             .fetch_one(&self.pool)
             .await
             .context("counting the window's rows")
@@ -196,10 +182,7 @@ impl SqliteBackend {
             with_direct(&mut locked, |db| {
                 let mut select = db.prepare(&sql)?;
                 for (i, bound) in window::bounds(window.start, window.end).iter().enumerate() {
-                    match bound {
-                        Bound::Seconds(seconds) => select.raw_bind_parameter(i + 1, seconds)?,
-                        Bound::Text(text) => select.raw_bind_parameter(i + 1, text.as_str())?,
-                    }
+                    select.raw_bind_parameter(i + 1, bound)?;
                 }
                 let mut rows = select.raw_query();
                 let mut chunk = ChunkBuilder::new(&spec, &shape);

@@ -20,6 +20,8 @@
 //! mixes of them), and `jobs validate` reports values in any other form.
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use sqlx::Arguments as _;
+use sqlx::sqlite::SqliteArguments;
 
 /// How far an offset can move a value's text from its time.
 const MAX_OFFSET: TimeDelta = TimeDelta::hours(15);
@@ -86,6 +88,31 @@ pub(super) fn bounds(start: DateTime<Utc>, end: DateTime<Utc>) -> [Bound; PARAME
     ]
 }
 
+impl rusqlite::ToSql for Bound {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match self {
+            Bound::Seconds(seconds) => (*seconds).into(),
+            Bound::Text(text) => text.as_str().into(),
+        })
+    }
+}
+
+/// The values of `?1` to `?10` for the window `[start, end)`, as arguments of a sqlx statement.
+pub(super) fn arguments(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> anyhow::Result<SqliteArguments> {
+    let mut arguments = SqliteArguments::default();
+    for bound in bounds(start, end) {
+        match bound {
+            Bound::Seconds(seconds) => arguments.add(seconds),
+            Bound::Text(text) => arguments.add(text),
+        }
+        .map_err(anyhow::Error::from_boxed)?;
+    }
+    Ok(arguments)
+}
+
 /// How many values of `column` (quoted) in `from` are text in none of the forms the predicate
 /// finds through the index, and one of them, for `jobs validate`.
 pub(super) fn unsupported_forms(column: &str, from: &str) -> String {
@@ -132,10 +159,7 @@ mod tests {
     fn keys(db: &rusqlite::Connection, sql: &str, bounds: &[Bound]) -> Vec<i64> {
         let mut select = db.prepare(sql).unwrap();
         for (i, bound) in bounds.iter().enumerate() {
-            match bound {
-                Bound::Seconds(s) => select.raw_bind_parameter(i + 1, *s).unwrap(),
-                Bound::Text(t) => select.raw_bind_parameter(i + 1, t.as_str()).unwrap(),
-            }
+            select.raw_bind_parameter(i + 1, bound).unwrap();
         }
         let mut rows = select.raw_query();
         let mut found = Vec::new();
@@ -180,10 +204,7 @@ mod tests {
             let plan: String = db
                 .prepare(&format!("EXPLAIN QUERY PLAN {indexed}"))
                 .unwrap()
-                .query_map(rusqlite::params_from_iter(bounds.iter().map(|b| match b {
-                    Bound::Seconds(s) => rusqlite::types::Value::Real(*s),
-                    Bound::Text(t) => rusqlite::types::Value::Text(t.clone()),
-                })), |row| row.get::<_, String>(3))
+                .query_map(rusqlite::params_from_iter(bounds.iter()), |row| row.get::<_, String>(3))
                 .unwrap()
                 .map(Result::unwrap)
                 .collect::<Vec<_>>()
