@@ -20,6 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
 use crate::error::{Contention, Unresponsive};
+use crate::shard::Shard;
 
 /// Default lease: how long a claim outlives its last renewal, and so how long a frozen or cut-off
 /// holder can keep its job from others, and how long a run waits on a silent database.
@@ -29,6 +30,8 @@ pub const DEFAULT_LEASE: &str = "1m";
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub job: String,
+    /// Each shard of a job is claimed on its own.
+    pub shard: Shard,
     pub claim_id: String,
     pub host: String,
     pub pid: i64,
@@ -36,9 +39,10 @@ pub struct Claim {
 }
 
 impl Claim {
-    pub fn new(job: &str, lease: TimeDelta) -> Claim {
+    pub fn new(job: &str, shard: Shard, lease: TimeDelta) -> Claim {
         Claim {
             job: job.to_owned(),
+            shard,
             claim_id: uuid::Uuid::now_v7().to_string(),
             host: crate::ledger::hostname(),
             pid: i64::from(std::process::id()),

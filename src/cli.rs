@@ -80,7 +80,23 @@ pub enum Command {
     /// Show or set job watermarks (the end of each job's last committed window).
     #[command(subcommand)]
     Watermark(WatermarkCommand),
+    /// Move a job to the number of shards its file now says, every shard starting where the
+    /// old ones all stopped: no gap, no overlap. Needs every old shard's watermark level.
+    #[command(after_help = RESHARD_HELP)]
+    Reshard {
+        /// Job name: the stem of a file in the jobs directory.
+        name: String,
+    },
 }
+
+const RESHARD_HELP: &str = "\
+Resharding (changing [source] shards) in three steps:
+  1. With the job file still at the old count, bring every shard to the same watermark:
+       batchscore run-job NAME --at T      (the same T for all; runs every shard)
+     (stop the schedule first, or pick T no later than the next scheduled run's)
+  2. Change `shards` in the job file.
+  3. batchscore reshard NAME
+Runs refuse a job whose file and watermarks disagree on the count (exit 2) until step 3.";
 
 #[derive(Debug, Args)]
 pub struct RunJobArgs {
@@ -108,6 +124,12 @@ pub struct RunJobArgs {
     /// Print the plan (window, row count, model signature) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Run only this shard of a job with `[source] shards = N` (0 to N-1). Defaults to
+    /// JOB_COMPLETION_INDEX, which a Kubernetes Indexed Job sets in each pod. Without it, the run
+    /// takes every shard it can claim, one after another.
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub shard: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +200,9 @@ pub enum WatermarkCommand {
         name: String,
         #[arg(value_parser = parse_time)]
         time: DateTime<Utc>,
+        /// Only this shard (default: every shard of the job).
+        #[arg(long)]
+        shard: Option<u32>,
     },
 }
 

@@ -81,6 +81,13 @@ pub enum Contention {
     DatabaseLocked { job: String, waited: Duration },
 }
 
+impl Contention {
+    /// Another run holds the job (or shard): it is being run.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Contention::Busy { .. })
+    }
+}
+
 /// A window whose bad rows its job does not accept: nothing of it was written.
 #[derive(Debug, thiserror::Error)]
 pub enum BadWindow {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use std::fmt;
 
 use crate::plan::Window;
+use crate::shard::Shard;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
@@ -57,6 +58,8 @@ impl fmt::Display for RunStatus {
 pub struct RunRecord {
     pub run_id: String,
     pub job: String,
+    /// The shard's index (0 for a job that is not sharded).
+    pub shard: u32,
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
     pub status: RunStatus,
@@ -78,10 +81,11 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// A new ledger row for `window`, started now by this process, with nothing counted yet.
-    pub fn start(job: &str, window: Window, model_sha256: &str) -> RunRecord {
+    pub fn start(job: &str, shard: Shard, window: Window, model_sha256: &str) -> RunRecord {
         RunRecord {
             run_id: uuid::Uuid::now_v7().to_string(),
             job: job.to_owned(),
+            shard: shard.index,
             window_start: window.start,
             window_end: window.end,
             status: RunStatus::Running,
@@ -101,8 +105,14 @@ impl RunRecord {
     }
 
     /// A ledger row for a window that was not scored, with the reason in `error`.
-    pub fn skipped(job: &str, window: Window, model_sha256: &str, reason: String) -> RunRecord {
-        let record = RunRecord::start(job, window, model_sha256);
+    pub fn skipped(
+        job: &str,
+        shard: Shard,
+        window: Window,
+        model_sha256: &str,
+        reason: String,
+    ) -> RunRecord {
+        let record = RunRecord::start(job, shard, window, model_sha256);
         RunRecord {
             status: RunStatus::Skipped,
             finished_at: Some(record.started_at),

@@ -26,6 +26,7 @@ pub(crate) mod logging;
 pub(crate) mod model;
 pub(crate) mod plan;
 pub(crate) mod run;
+pub(crate) mod shard;
 pub(crate) mod shutdown;
 pub(crate) mod sink;
 pub(crate) mod source;

@@ -112,6 +112,10 @@ impl BadRowPolicy {
     }
 }
 
+/// The most shards a job may have (`[source] shards`, see [`crate::shard`]): far more than any
+/// cluster runs at once for one job, and few enough to read them all in `watermark show`.
+pub const MAX_SHARDS: u32 = 1024;
+
 /// Default `bad_rows.max_fraction`: one row in a hundred.
 pub const DEFAULT_MAX_BAD_FRACTION: f64 = 0.01;
 
@@ -129,6 +133,8 @@ pub struct SourceSpec {
     pub timestamp: Ident,
     pub features: Vec<Ident>,
     pub chunk_rows: usize,
+    /// `shards = N`: the job runs as N shards, split by a hash of the key (see [`crate::shard`]).
+    pub shards: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +251,7 @@ struct SourceFile {
     timestamp: String,
     features: Option<Vec<String>>,
     chunk_rows: Option<usize>,
+    shards: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -483,12 +490,19 @@ fn check_source(
     if chunk_rows == 0 {
         return Err("source.chunk_rows must be at least 1".to_owned());
     }
+    let shards = file.shards.unwrap_or(1);
+    if !(1..=MAX_SHARDS).contains(&shards) {
+        return Err(format!(
+            "source.shards must be between 1 and {MAX_SHARDS}, not {shards}"
+        ));
+    }
     let source = SourceSpec {
         from,
         key,
         timestamp,
         features,
         chunk_rows,
+        shards,
     };
     Ok((source, inputs))
 }
@@ -732,6 +746,10 @@ table = "machine_failure_predictions"
             (
                 EXAMPLE.replace("\"reading_id\"", "\"id; DROP TABLE x\""),
                 "source.key",
+            ),
+            (
+                EXAMPLE.replace("[window]", "shards = 0\n[window]"),
+                "source.shards must be between 1 and 1024, not 0",
             ),
             (
                 EXAMPLE.replace("\"probabilities[1]\"", "\"probabilities[x]\""),

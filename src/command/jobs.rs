@@ -15,13 +15,14 @@ use crate::{job, with_backend};
 pub fn list(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let mut table = Table::new();
     table.load_preset(NOTHING);
-    table.set_header(["NAME", "SCHEDULE", "TIMEZONE", "MODEL", "RESULTS"]);
+    table.set_header(["NAME", "SCHEDULE", "TIMEZONE", "SHARDS", "MODEL", "RESULTS"]);
     for name in job_names(&global.jobs_dir)? {
         match load_job(&global.jobs_dir, &name) {
             Ok(spec) => table.add_row([
                 name,
                 spec.schedule.expression,
                 spec.schedule.timezone.to_string(),
+                spec.source.shards.to_string(),
                 shown_path(&spec.model.path),
                 spec.sink.table.to_string(),
             ]),

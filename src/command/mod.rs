@@ -1,8 +1,10 @@
 //! The subcommands, one file each; [`dispatch`] routes a parsed command line to them.
 
+mod claims;
 pub mod daemon;
 pub mod jobs;
 pub mod migrate;
+pub mod reshard;
 pub mod run_job;
 pub mod status;
 pub mod watermark;
@@ -21,8 +23,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(global, args).await,
         Command::Daemon(args) => daemon::run(global, args).await,
         Command::Watermark(WatermarkCommand::Show { name }) => watermark::show(global, name).await,
-        Command::Watermark(WatermarkCommand::Set { name, time }) => {
-            watermark::set(global, &name, time).await
+        Command::Watermark(WatermarkCommand::Set { name, time, shard }) => {
+            watermark::set(global, &name, time, shard).await
         }
+        Command::Reshard { name } => reshard::run(global, &name).await,
     }
 }

@@ -9,6 +9,8 @@ use crate::db::{self, Backend};
 use crate::error::ConfigError;
 use crate::job::{self, PreparedJob};
 use crate::plan::{WindowRequest, plan_windows};
+use crate::run::ShardChoice;
+use crate::shard::Shard;
 use crate::shutdown::{Shutdown, Stop};
 use crate::{run, spec, with_backend};
 
@@ -39,39 +41,50 @@ async fn run_with<B: Backend>(
     let job = db::within(deadline, "checking the job", job::prepare(db, spec)).await?;
 
     if args.dry_run {
-        print_plan(db, &job, request).await?;
+        print_plan(db, &job, request, args.shard).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let stop = Stop::at_once(Shutdown::listen()?);
+    let choice = match args.shard {
+        Some(index) => ShardChoice::One(index),
+        None => ShardChoice::Every,
+    };
     let summary = run::run_job(
         db,
         &job,
         request,
+        choice,
         args.lease,
         &stop,
         &mut Default::default(),
     )
     .await?;
-    let name = &job.spec.name;
-    if summary.windows.is_empty() {
-        println!("{name}: up to date, no window is due");
+    for run in &summary.runs {
+        let name = run::job_label(&job.spec.name, run.shard);
+        if run.windows.is_empty() {
+            println!("{name}: up to date, no window is due");
+        }
+        for window in &run.windows {
+            println!(
+                "{name}: scored {} rows of window {} into {} (run {})",
+                window.rows_written, window.window, job.results.table, window.run_id
+            );
+        }
+        if let Some(skipped) = run.skipped {
+            println!(
+                "{name}: skipped missed range {skipped} (catch_up = \"latest\"), recorded in the ledger"
+            );
+        }
+        if run.left_behind > 0 {
+            println!(
+                "{name}: {} more window(s) due, left for the next run (window.max_catch_up)",
+                run.left_behind
+            );
+        }
     }
-    for window in &summary.windows {
-        println!(
-            "{name}: scored {} rows of window {} into {} (run {})",
-            window.rows_written, window.window, job.results.table, window.run_id
-        );
-    }
-    if let Some(skipped) = summary.skipped {
-        println!(
-            "{name}: skipped missed range {skipped} (catch_up = \"latest\"), recorded in the ledger"
-        );
-    }
-    if summary.left_behind > 0 {
-        println!(
-            "{name}: {} more window(s) due, left for the next run (window.max_catch_up)",
-            summary.left_behind
-        );
+    for shard in &summary.passed_over {
+        let name = run::job_label(&job.spec.name, *shard);
+        println!("{name}: left to the run that holds it");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -80,33 +93,46 @@ async fn print_plan<B: Backend>(
     db: &B,
     job: &PreparedJob,
     request: WindowRequest,
+    only: Option<u32>,
 ) -> anyhow::Result<()> {
     // Before the first migration there is no watermark table, and a dry run must not create it.
     let watermarks = crate::ident::TableName::parse("batchscore_watermarks").expect("a valid name");
-    let watermark = if db.table_columns(&watermarks).await?.is_some() {
-        db.watermark(&job.spec.name).await?
-    } else {
-        None
-    };
-    let plan = plan_windows(&job.spec.window, watermark, request)
-        .map_err(|p| ConfigError::job(&job.spec.name, p))?;
+    let migrated = db.table_columns(&watermarks).await?.is_some();
     println!("job:       {}", job.spec.name);
-    match watermark {
-        Some(w) => println!(
-            "watermark: {}",
-            w.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        ),
-        None => println!("watermark: none yet"),
+    let count = job.spec.source.shards;
+    if let Some(index) = only.filter(|i| *i >= count) {
+        let problem = format!("--shard {index} is out of range: the job has shards = {count}");
+        return Err(ConfigError::job(&job.spec.name, problem).into());
     }
-    if plan.windows.is_empty() {
-        println!("windows:   none due (up to date)");
-    }
-    for window in &plan.windows {
-        let rows = db.count_window(&job.spec, *window).await?;
-        println!("window:    {window}  rows: {rows}");
-    }
-    if let Some(skipped) = plan.skipped {
-        println!("skipped:   {skipped} (catch_up = \"latest\")");
+    for shard in Shard::all(count).filter(|s| only.is_none_or(|i| i == s.index)) {
+        let watermark = match migrated {
+            true => db.watermark(&job.spec.name, shard).await?,
+            false => None,
+        };
+        let plan = plan_windows(&job.spec.window, watermark, request)
+            .map_err(|p| ConfigError::job(&job.spec.name, p))?;
+        if !shard.is_whole() {
+            println!("shard:     {shard}");
+        }
+        match watermark {
+            Some(w) => println!(
+                "watermark: {}",
+                w.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+            None => println!("watermark: none yet"),
+        }
+        if plan.windows.is_empty() {
+            println!("windows:   none due (up to date)");
+        }
+        for window in &plan.windows {
+            let rows = db
+                .count_window(&job.spec, &job.shape, *window, shard)
+                .await?;
+            println!("window:    {window}  rows: {rows}");
+        }
+        if let Some(skipped) = plan.skipped {
+            println!("skipped:   {skipped} (catch_up = \"latest\")");
+        }
     }
     println!(
         "source:    {}",

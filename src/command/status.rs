@@ -1,4 +1,5 @@
-//! `batchscore status [NAME]`: the latest runs from the ledger, as a table.
+//! `batchscore status [NAME]`: the latest runs from the ledger, as a table, with the shard each
+//! ran (0 for jobs that are not sharded).
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
     table.set_header([
         "STARTED",
         "JOB",
+        "SHARD",
         "WINDOW START",
         "WINDOW END",
         "STATUS",
@@ -47,6 +49,7 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
         table.add_row([
             time(run.started_at),
             run.job,
+            run.shard.to_string(),
             time(run.window_start),
             time(run.window_end),
             run.status.to_string(),

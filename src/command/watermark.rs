@@ -1,82 +1,119 @@
-//! `batchscore watermark show [NAME]` and `batchscore watermark set NAME TIME`.
+//! `batchscore watermark show [NAME]` and `batchscore watermark set NAME TIME [--shard I]`.
 
 use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{Table, presets::NOTHING};
 
-use crate::claim::{Claim, ClaimOutcome, DEFAULT_LEASE};
+use super::claims::{ClaimsHeld, humantime_lease};
 use crate::cli::GlobalArgs;
 use crate::db::{self, Backend};
-use crate::error::{ConfigError, Contention};
+use crate::error::ConfigError;
+use crate::run::job_label;
+use crate::shard::Shard;
 use crate::{spec, with_backend};
 
 pub async fn show(global: &GlobalArgs, name: Option<String>) -> anyhow::Result<ExitCode> {
     let db = db::connect(&global.database_url).await?;
     let watermarks = with_backend!(&db, backend => async {
         backend.migrate().await?;
-        backend.watermarks().await
+        backend.watermarks(name.as_deref()).await
     }.await)?;
     let mut table = Table::new();
     table.load_preset(NOTHING);
-    table.set_header(["JOB", "WATERMARK", "LAG SECONDS"]);
+    table.set_header(["JOB", "SHARD", "WATERMARK", "LAG SECONDS"]);
     let now = Utc::now();
-    for (job, watermark) in watermarks {
-        if name.as_ref().is_some_and(|n| *n != job) {
-            continue;
-        }
+    for row in watermarks {
+        let shard = match row.shard.is_whole() {
+            true => "-".to_owned(),
+            false => row.shard.to_string(),
+        };
         table.add_row([
-            job,
-            watermark.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-            format!("{:.0}", (now - watermark).as_seconds_f64()),
+            row.job,
+            shard,
+            row.watermark.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            format!("{:.0}", (now - row.watermark).as_seconds_f64()),
         ]);
     }
     println!("{table}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Move a watermark by hand, the only way it ever moves backwards. The job's claim is taken
-/// first, so no run of the job is between planning and commit meanwhile.
-pub async fn set(global: &GlobalArgs, name: &str, time: DateTime<Utc>) -> anyhow::Result<ExitCode> {
+/// Move watermarks by hand, the only way one ever moves backwards: one shard's, or every shard's
+/// of the job. Each shard's claim is taken first, so no run of it is between planning and commit
+/// meanwhile.
+pub async fn set(
+    global: &GlobalArgs,
+    name: &str,
+    time: DateTime<Utc>,
+    only: Option<u32>,
+) -> anyhow::Result<ExitCode> {
     let spec = spec::load_job(&global.jobs_dir, name)?;
     if time > Utc::now() {
         return Err(ConfigError::job(name, "a watermark cannot be set in the future").into());
     }
+    let count = spec.source.shards;
+    if let Some(index) = only.filter(|i| *i >= count) {
+        let problem = format!("--shard {index} is out of range: the job has shards = {count}");
+        return Err(ConfigError::job(name, problem).into());
+    }
+    let shards: Vec<Shard> = Shard::all(count)
+        .filter(|s| only.is_none_or(|i| i == s.index))
+        .collect();
     let db = db::connect(&global.database_url).await?;
-    with_backend!(&db, backend => set_with(backend, &spec.name, time).await)?;
+    with_backend!(&db, backend => set_with(backend, &spec.name, &shards, time).await)?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn set_with<B: Backend>(db: &B, job: &str, time: DateTime<Utc>) -> anyhow::Result<()> {
+async fn set_with<B: Backend>(
+    db: &B,
+    job: &str,
+    shards: &[Shard],
+    time: DateTime<Utc>,
+) -> anyhow::Result<()> {
     db.migrate().await?;
-    let claim = Claim::new(job, humantime_lease());
-    let lock = match db.claim(&claim).await? {
-        ClaimOutcome::Acquired(lock) => lock,
-        ClaimOutcome::Busy(holder) => {
-            return Err(Contention::Busy {
-                job: job.to_owned(),
-                holder: holder.map(|h| h.to_string()),
+    let count = shards.first().map_or(1, |s| s.count);
+    if let Some(other) = db
+        .watermarks(Some(job))
+        .await?
+        .into_iter()
+        .find(|w| w.shard.count != count)
+    {
+        let problem = format!(
+            "its watermarks are for {} shard(s), but the job file says shards = {count}: \
+             finish the resharding first (`batchscore reshard {job}`)",
+            other.shard.count
+        );
+        return Err(ConfigError::job(job, problem).into());
+    }
+    let held = ClaimsHeld::take(db, job, shards, humantime_lease()).await?;
+    let mut outcome = Ok(Vec::new());
+    for shard in shards {
+        let previous = match db.watermark(job, *shard).await {
+            Ok(previous) => previous,
+            Err(err) => {
+                outcome = Err(err);
+                break;
             }
-            .into());
+        };
+        if let Err(err) = db.set_watermark(job, *shard, time).await {
+            outcome = Err(err);
+            break;
         }
-    };
-    let previous = db.watermark(job).await;
-    let outcome = db.set_watermark(job, time).await;
-    db.release_claim(Some(lock), &claim).await?;
-    outcome?;
-    let previous = match previous? {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        None => "none".to_owned(),
-    };
+        if let Ok(moved) = &mut outcome {
+            moved.push((*shard, previous));
+        }
+    }
+    held.release(db).await?;
     let time = time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-    tracing::warn!(job, from = %previous, to = %time, "watermark set by hand");
-    println!("{job}: watermark moved from {previous} to {time}");
+    for (shard, previous) in outcome? {
+        let previous = match previous {
+            Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            None => "none".to_owned(),
+        };
+        let label = job_label(job, shard);
+        tracing::warn!(job = %label, from = %previous, to = %time, "watermark set by hand");
+        println!("{label}: watermark moved from {previous} to {time}");
+    }
     Ok(())
-}
-
-fn humantime_lease() -> chrono::TimeDelta {
-    humantime::parse_duration(DEFAULT_LEASE)
-        .ok()
-        .and_then(|d| chrono::TimeDelta::from_std(d).ok())
-        .expect("DEFAULT_LEASE is a valid duration")
 }

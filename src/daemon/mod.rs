@@ -41,6 +41,7 @@ use crate::error::{ConfigError, Contention, EXIT_RUN_FAILED, Interrupted};
 use crate::job::{self, PreparedJob};
 use crate::ledger::Tally;
 use crate::plan::WindowRequest;
+use crate::run::ShardChoice;
 use crate::shutdown::{Shutdown, Signal, Stop, Trigger};
 use crate::spec::{self, job_names};
 
@@ -469,6 +470,7 @@ impl<B: Backend> Daemon<B> {
             &self.db,
             job,
             request,
+            ShardChoice::Every,
             self.options.lease,
             &self.stop,
             &mut tally,
@@ -524,10 +526,13 @@ impl<B: Backend> Daemon<B> {
         outcome
     }
 
-    /// The job's watermark, within the lease: the database may be down.
+    /// The job's watermark, within the lease (the database may be down): for a sharded job,
+    /// its oldest shard's, which is how far all of the job is scored.
     async fn watermark(&self, name: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
         let deadline = self.options.lease.to_std().unwrap_or_default();
-        crate::db::within(deadline, "reading the watermark", self.db.watermark(name)).await
+        let shards = self.db.watermarks(Some(name));
+        let shards = crate::db::within(deadline, "reading the watermark", shards).await?;
+        Ok(shards.iter().map(|w| w.watermark).min())
     }
 
     /// Slots missed while the daemon was down: a job whose watermark is a whole schedule slot

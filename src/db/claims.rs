@@ -1,4 +1,5 @@
-//! The SQL of the claims table (`batchscore_claims`), written once for every backend: times come
+//! The SQL of the claims table (`batchscore_claims`, one row per job and shard), written once for
+//! every backend: times come
 //! from the database's clock ([`Dialect::NOW`]), so every holder of a job judges leases by the
 //! same clock. What differs, how a backend tells a live holder from a gone one, stays with it
 //! (PostgreSQL's advisory locks, SQLite's pid check).
@@ -9,17 +10,19 @@ use sqlx::Executor;
 use super::dialect::{self, Dialect, Param, required};
 use crate::claim::{Claim, Holder};
 
-/// The job's claim as its row says, and whether its lease lapsed by the database's clock.
+/// The claim of the shard `claim` is for, as its row says, and whether its lease lapsed by the
+/// database's clock.
 pub(crate) async fn holder<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
-    job: &str,
+    claim: &Claim,
 ) -> anyhow::Result<Option<(Holder, bool)>> {
     let sql = format!(
         "SELECT claim_id, host, pid, claimed_at, expires_at, expires_at <= {} AS lapsed \
-         FROM batchscore_claims WHERE job = $1",
+         FROM batchscore_claims WHERE job = $1 AND shard = $2",
         DB::NOW
     );
-    let row = dialect::fetch_optional(executor, sql, vec![job.into()])
+    let params = vec![Param::from(&claim.job), Param::from(claim.shard.index)];
+    let row = dialect::fetch_optional(executor, sql, params)
         .await
         .context("reading the job's claim")?;
     let Some(row) = row else {
@@ -44,9 +47,9 @@ pub(crate) async fn take<'c, DB: Dialect>(
     replacing: Option<&str>,
 ) -> anyhow::Result<bool> {
     let sql = format!(
-        "INSERT INTO batchscore_claims (job, claim_id, host, pid, claimed_at, expires_at) \
-         VALUES ($1, $2, $3, $4, {}, {}) \
-         ON CONFLICT (job) DO UPDATE SET claim_id = excluded.claim_id, host = excluded.host, \
+        "INSERT INTO batchscore_claims (job, claim_id, host, pid, claimed_at, expires_at, shard) \
+         VALUES ($1, $2, $3, $4, {}, {}, $7) \
+         ON CONFLICT (job, shard) DO UPDATE SET claim_id = excluded.claim_id, host = excluded.host, \
          pid = excluded.pid, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at \
          WHERE batchscore_claims.claim_id = $6 \
          RETURNING claim_id",
@@ -60,6 +63,7 @@ pub(crate) async fn take<'c, DB: Dialect>(
         Param::from(claim.pid),
         Param::Seconds(claim.lease.as_seconds_f64()),
         Param::from(replacing),
+        Param::from(claim.shard.index),
     ];
     let won = dialect::fetch_optional(executor, sql, params)
         .await

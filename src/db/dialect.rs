@@ -51,6 +51,12 @@ impl From<i64> for Param {
     }
 }
 
+impl From<u32> for Param {
+    fn from(value: u32) -> Param {
+        Param::Int(Some(i64::from(value)))
+    }
+}
+
 impl From<DateTime<Utc>> for Param {
     fn from(time: DateTime<Utc>) -> Param {
         Param::Time(Some(time))

@@ -8,11 +8,13 @@ use sqlx::Executor;
 
 use super::dialect::{self, Dialect, Param, required};
 use crate::ledger::{RunRecord, RunStatus};
+use crate::shard::Shard;
 
 /// `batchscore_runs`' columns, in the order [`record_run`] binds them.
-const RUN_COLUMNS: [&str; 17] = [
+const RUN_COLUMNS: [&str; 18] = [
     "run_id",
     "job",
+    "shard",
     "window_start",
     "window_end",
     "status",
@@ -78,6 +80,7 @@ pub(crate) async fn record_run<'c, DB: Dialect>(
     let params = vec![
         Param::from(&run.run_id),
         Param::from(&run.job),
+        Param::from(run.shard),
         Param::from(run.window_start),
         Param::from(run.window_end),
         Param::from(run.status.as_str()),
@@ -100,18 +103,20 @@ pub(crate) async fn record_run<'c, DB: Dialect>(
     Ok(())
 }
 
-/// Mark the job's rows still `running` as `abandoned`; how many.
+/// Mark the shard's rows still `running` as `abandoned`; how many. Only this shard's: the
+/// others may be running elsewhere right now.
 pub(crate) async fn abandon_runs<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: &str,
+    shard: Shard,
 ) -> anyhow::Result<u64> {
     let sql = format!(
         "UPDATE batchscore_runs SET status = 'abandoned', finished_at = {}, \
          error = 'the process running it stopped before finishing (killed, crashed or lost its claim)' \
-         WHERE job = $1 AND status = 'running'",
+         WHERE job = $1 AND shard = $2 AND status = 'running'",
         DB::NOW
     );
-    dialect::execute(executor, sql, vec![job.into()])
+    dialect::execute(executor, sql, vec![job.into(), shard.index.into()])
         .await
         .context("marking abandoned runs in batchscore_runs")
 }
@@ -145,6 +150,7 @@ fn run_from_row<DB: Dialect>(row: &DB::Row) -> anyhow::Result<RunRecord> {
     Ok(RunRecord {
         run_id: text("run_id")?,
         job: text("job")?,
+        shard: u32::try_from(int("shard")?).context("shard")?,
         window_start: time("window_start")?,
         window_end: time("window_end")?,
         status: RunStatus::parse(&status)
@@ -164,13 +170,15 @@ fn run_from_row<DB: Dialect>(row: &DB::Row) -> anyhow::Result<RunRecord> {
     })
 }
 
-/// The job's watermark: the end of its last committed window.
+/// A shard's watermark: the end of its last committed window.
 pub(crate) async fn watermark<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: &str,
+    shard: Shard,
 ) -> anyhow::Result<Option<DateTime<Utc>>> {
-    let sql = "SELECT watermark FROM batchscore_watermarks WHERE job = $1".to_owned();
-    let row = dialect::fetch_optional(executor, sql, vec![job.into()])
+    let sql =
+        "SELECT watermark FROM batchscore_watermarks WHERE job = $1 AND shard = $2".to_owned();
+    let row = dialect::fetch_optional(executor, sql, vec![job.into(), shard.index.into()])
         .await
         .context("reading the watermark")?;
     match row {
@@ -179,32 +187,53 @@ pub(crate) async fn watermark<'c, DB: Dialect>(
     }
 }
 
-/// Every job's watermark, by job name.
+/// One row of `batchscore_watermarks`: a shard's watermark, and how many shards the job had
+/// when it moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardWatermark {
+    pub job: String,
+    pub shard: Shard,
+    pub watermark: DateTime<Utc>,
+}
+
+/// The watermarks of one job or all, by job and shard.
 pub(crate) async fn watermarks<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
-) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
-    let sql = "SELECT job, watermark FROM batchscore_watermarks ORDER BY job".to_owned();
-    let rows = dialect::fetch_all(executor, sql, vec![])
+    job: Option<&str>,
+) -> anyhow::Result<Vec<ShardWatermark>> {
+    let sql = "SELECT job, shard, shards, watermark FROM batchscore_watermarks \
+               WHERE CAST($1 AS TEXT) IS NULL OR job = $1 ORDER BY job, shard"
+        .to_owned();
+    let rows = dialect::fetch_all(executor, sql, vec![job.into()])
         .await
         .context("reading watermarks")?;
     rows.iter()
         .map(|row| {
-            Ok((
-                required(DB::text(row, "job")?, "job")?,
-                required(DB::time(row, "watermark")?, "watermark")?,
-            ))
+            let count = |column| -> anyhow::Result<u32> {
+                u32::try_from(required(DB::int(row, column)?, column)?).context(column)
+            };
+            Ok(ShardWatermark {
+                job: required(DB::text(row, "job")?, "job")?,
+                shard: Shard {
+                    index: count("shard")?,
+                    count: count("shards")?,
+                },
+                watermark: required(DB::time(row, "watermark")?, "watermark")?,
+            })
         })
         .collect()
 }
 
-/// Move the watermark from `from` to `to`, only if it is still `from` (compare-and-set).
-/// Returns false when another run moved it first. On PostgreSQL (READ COMMITTED) a concurrent
-/// mover makes this wait, then re-check the WHERE against the committed row; on SQLite the
-/// window's write lock already keeps other movers out: either way exactly one of two racing
-/// runs moves it.
+/// Move the shard's watermark from `from` to `to`, only if it is still `from` and the job
+/// still has the shards this run planned with (compare-and-set). Returns false when another
+/// run moved it first, or the job was resharded meanwhile. On PostgreSQL (READ COMMITTED) a
+/// concurrent mover makes this wait, then re-check the WHERE against the committed row; on
+/// SQLite the window's write lock already keeps other movers out: either way exactly one of two
+/// racing runs moves it.
 pub(crate) async fn advance_watermark<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: &str,
+    shard: Shard,
     from: Option<DateTime<Utc>>,
     to: DateTime<Utc>,
     run_id: &str,
@@ -212,43 +241,73 @@ pub(crate) async fn advance_watermark<'c, DB: Dialect>(
     let (sql, mut params) = match from {
         None => (
             format!(
-                "INSERT INTO batchscore_watermarks (job, watermark, run_id, updated_at) \
-                 VALUES ($1, $2, $3, {}) ON CONFLICT (job) DO NOTHING",
+                "INSERT INTO batchscore_watermarks (job, shard, shards, watermark, run_id, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, {}) ON CONFLICT (job, shard) DO NOTHING",
                 DB::NOW
             ),
             vec![],
         ),
         Some(from) => (
             format!(
-                "UPDATE batchscore_watermarks SET watermark = $2, run_id = $3, updated_at = {} \
-                 WHERE job = $1 AND watermark = $4 AND watermark < $2",
+                "UPDATE batchscore_watermarks SET watermark = $4, run_id = $5, updated_at = {} \
+                 WHERE job = $1 AND shard = $2 AND shards = $3 AND watermark = $6 AND watermark < $4",
                 DB::NOW
             ),
             vec![Param::from(from)],
         ),
     };
-    params.splice(0..0, [job.into(), to.into(), run_id.into()]);
+    params.splice(
+        0..0,
+        [
+            job.into(),
+            shard.index.into(),
+            shard.count.into(),
+            to.into(),
+            run_id.into(),
+        ],
+    );
     let moved = dialect::execute(executor, sql, params)
         .await
         .context("moving the watermark")?;
     Ok(moved == 1)
 }
 
-/// Set the watermark to any time (the explicit `watermark set` command).
+/// Set a shard's watermark to any time (the explicit `watermark set` and `reshard` commands).
 pub(crate) async fn set_watermark<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: &str,
+    shard: Shard,
     to: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let sql = format!(
-        "INSERT INTO batchscore_watermarks (job, watermark, run_id, updated_at) VALUES ($1, $2, NULL, {now}) \
-         ON CONFLICT (job) DO UPDATE SET watermark = excluded.watermark, run_id = NULL, updated_at = {now}",
+        "INSERT INTO batchscore_watermarks (job, shard, shards, watermark, run_id, updated_at) \
+         VALUES ($1, $2, $3, $4, NULL, {now}) \
+         ON CONFLICT (job, shard) DO UPDATE SET shards = excluded.shards, \
+         watermark = excluded.watermark, run_id = NULL, updated_at = {now}",
         now = DB::NOW
     );
-    dialect::execute(executor, sql, vec![job.into(), to.into()])
+    let params = vec![
+        job.into(),
+        shard.index.into(),
+        shard.count.into(),
+        to.into(),
+    ];
+    dialect::execute(executor, sql, params)
         .await
         .context("setting the watermark")?;
     Ok(())
+}
+
+/// Forget every watermark of the job (`reshard`, before it writes the new shards' rows in the
+/// same transaction).
+pub(crate) async fn clear_watermarks<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+    job: &str,
+) -> anyhow::Result<u64> {
+    let sql = "DELETE FROM batchscore_watermarks WHERE job = $1".to_owned();
+    dialect::execute(executor, sql, vec![job.into()])
+        .await
+        .context("clearing the job's watermarks")
 }
 
 /// Whether the job has rows in the quarantine.

@@ -15,7 +15,7 @@ mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
-pub use ledger::Replace;
+pub use ledger::{Replace, ShardWatermark};
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,6 +31,7 @@ use crate::features::BadRow;
 use crate::ident::TableName;
 use crate::ledger::RunRecord;
 use crate::plan::Window;
+use crate::shard::Shard;
 use crate::sink::{ResultsTable, RunStamp, ScoredChunk};
 use crate::source::{ColumnKind, SourceChunk, SourceShape};
 use crate::spec::JobSpec;
@@ -145,20 +146,25 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
         spec: &JobSpec,
     ) -> impl Future<Output = anyhow::Result<Vec<String>>> + Send;
 
-    /// How many source rows fall in the window (for `--dry-run`).
+    /// How many of the shard's source rows fall in the window (for `--dry-run`).
     fn count_window(
         &self,
         spec: &JobSpec,
+        shape: &SourceShape,
         window: Window,
+        shard: Shard,
     ) -> impl Future<Output = anyhow::Result<i64>> + Send;
 
-    /// Stream the window's rows into `out`, `spec.source.chunk_rows` at a time, for the run
-    /// holding `claim` (PostgreSQL tags the session with it, see [`Backend::begin`]).
+    /// Stream the shard's rows of the window into `out`, `spec.source.chunk_rows` at a time, for
+    /// the run holding `claim` (PostgreSQL tags the session with it, see [`Backend::begin`]).
+    /// The shard's condition on the key ([`Shard::predicate`]) is part of the query: a shard
+    /// reads only its own rows.
     fn read_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
+        shard: Shard,
         claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -181,34 +187,67 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
         ledger::record_run(Self::Db::on_pool(self.pool()), run, replace)
     }
 
-    /// Mark the job's rows still `running` as `abandoned`: called by the claim's new holder, so
-    /// whoever left them is gone. Returns how many.
-    fn abandon_runs(&self, job: &str) -> impl Future<Output = anyhow::Result<u64>> + Send {
-        ledger::abandon_runs(Self::Db::on_pool(self.pool()), job)
+    /// Mark the shard's rows still `running` as `abandoned`: called by the shard's claim's new
+    /// holder, so whoever left them is gone. Returns how many.
+    fn abandon_runs(
+        &self,
+        job: &str,
+        shard: Shard,
+    ) -> impl Future<Output = anyhow::Result<u64>> + Send {
+        ledger::abandon_runs(Self::Db::on_pool(self.pool()), job, shard)
     }
 
-    /// The job's watermark: the end of its last committed window.
+    /// The shard's watermark: the end of its last committed window.
     fn watermark(
         &self,
         job: &str,
+        shard: Shard,
     ) -> impl Future<Output = anyhow::Result<Option<DateTime<Utc>>>> + Send {
-        ledger::watermark(Self::Db::on_pool(self.pool()), job)
+        ledger::watermark(Self::Db::on_pool(self.pool()), job, shard)
     }
 
-    /// Every job's watermark, by job name.
+    /// The watermarks of one job or every job, by job and shard.
     fn watermarks(
         &self,
-    ) -> impl Future<Output = anyhow::Result<Vec<(String, DateTime<Utc>)>>> + Send {
-        ledger::watermarks(Self::Db::on_pool(self.pool()))
+        job: Option<&str>,
+    ) -> impl Future<Output = anyhow::Result<Vec<ShardWatermark>>> + Send {
+        ledger::watermarks(Self::Db::on_pool(self.pool()), job)
     }
 
-    /// Set the watermark to any time (the explicit `watermark set` command).
+    /// Set a shard's watermark to any time (the explicit `watermark set` command).
     fn set_watermark(
         &self,
         job: &str,
+        shard: Shard,
         to: DateTime<Utc>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
-        ledger::set_watermark(Self::Db::on_pool(self.pool()), job, to)
+        ledger::set_watermark(Self::Db::on_pool(self.pool()), job, shard, to)
+    }
+
+    /// Move the job to `count` shards, every one at `at`, in one transaction, provided its
+    /// watermarks are still `expected` (what the caller checked were level): the `reshard`
+    /// command, run while it holds every old shard's claim. Returns false, changing nothing,
+    /// when they moved meanwhile.
+    fn reshard(
+        &self,
+        job: &str,
+        expected: &[ShardWatermark],
+        count: u32,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send {
+        async move {
+            let mut tx = self.pool().begin().await.context("resharding")?;
+            let now = ledger::watermarks(Self::Db::on_conn(&mut *tx), Some(job)).await?;
+            if now != expected {
+                return Ok(false);
+            }
+            ledger::clear_watermarks(Self::Db::on_conn(&mut *tx), job).await?;
+            for shard in Shard::all(count) {
+                ledger::set_watermark(Self::Db::on_conn(&mut *tx), job, shard, at).await?;
+            }
+            tx.commit().await.context("resharding")?;
+            Ok(true)
+        }
     }
 
     /// Claim the job for one run, or say who holds it.
@@ -258,12 +297,22 @@ pub(crate) trait WindowTx: Send + Sized {
     /// The results table's column definitions, in this dialect: key, outputs, then the stamp.
     fn results_columns(table: &ResultsTable) -> Vec<String>;
 
+    /// Before creating the results table: wait for any other window creating it to commit (the
+    /// shards of a new job all start by creating it). SQLite's write lock already does.
+    fn before_create(
+        &mut self,
+        _table: &ResultsTable,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Create the results table (`CREATE TABLE IF NOT EXISTS`).
     fn create_results_table(
         &mut self,
         table: &ResultsTable,
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
         async move {
+            self.before_create(table).await?;
             let sql = format!(
                 "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
                 table.table.quoted(),
@@ -276,12 +325,14 @@ pub(crate) trait WindowTx: Send + Sized {
         }
     }
 
-    /// Insert or replace (by key) one scored chunk.
+    /// Insert or replace (by key) one scored chunk of `shard`'s rows (only its keys can be in the
+    /// chunk: a backend looking for them in the table may skip the other shards').
     fn upsert_results(
         &mut self,
         table: &ResultsTable,
         stamp: &RunStamp,
         chunk: &ScoredChunk,
+        shard: Shard,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Whether the job has rows in the quarantine (a row scored later then leaves it).
@@ -309,16 +360,25 @@ pub(crate) trait WindowTx: Send + Sized {
         ledger::record_run(Self::Db::on_conn(&mut **self.tx()), run, Replace::Always)
     }
 
-    /// Move the watermark from `from` to `to`, only if it is still `from` (compare-and-set).
-    /// Returns false when another run moved it first.
+    /// Move the shard's watermark from `from` to `to`, only if it is still `from` and the job
+    /// still has `shard.count` shards (compare-and-set). Returns false when another run moved
+    /// it first, or the job was resharded.
     fn advance_watermark(
         &mut self,
         job: &str,
+        shard: Shard,
         from: Option<DateTime<Utc>>,
         to: DateTime<Utc>,
         run_id: &str,
     ) -> impl Future<Output = anyhow::Result<bool>> + Send {
-        ledger::advance_watermark(Self::Db::on_conn(&mut **self.tx()), job, from, to, run_id)
+        ledger::advance_watermark(
+            Self::Db::on_conn(&mut **self.tx()),
+            job,
+            shard,
+            from,
+            to,
+            run_id,
+        )
     }
 
     /// The fencing check, just before the commit: renew the claim if this run still holds it,

@@ -23,9 +23,11 @@ mod pipeline;
 mod window;
 mod writer;
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tracing::Instrument;
 
 use self::keeper::Keeper;
 use self::window::{Scope, run_window};
@@ -35,6 +37,7 @@ use crate::error::{ConfigError, Contention, Interrupted};
 use crate::job::PreparedJob;
 use crate::ledger::{RunRecord, Tally};
 use crate::plan::{Plan, Window, WindowRequest, plan_windows};
+use crate::shard::Shard;
 use crate::shutdown::Stop;
 
 /// What a committed window did.
@@ -45,12 +48,34 @@ pub struct WindowSummary {
     pub rows_written: i64,
 }
 
-/// What a run did: its committed windows, in order, and what it left.
+/// What a run of one shard did: its committed windows, in order, and what it left.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
+    pub shard: Shard,
     pub windows: Vec<WindowSummary>,
     pub skipped: Option<Window>,
     pub left_behind: usize,
+}
+
+/// What a run of a job did, shard by shard.
+#[derive(Debug, Clone, Default)]
+pub struct JobSummary {
+    /// The shards this run held, in the order it ran them.
+    pub runs: Vec<RunSummary>,
+    /// Shards other runs held, left to them ([`ShardChoice::Every`]).
+    pub passed_over: Vec<Shard>,
+}
+
+/// Which shards of a job a run takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardChoice {
+    /// `run-job --shard I` (or `JOB_COMPLETION_INDEX` in an Indexed Job): this one shard. If
+    /// another run holds it, the run is busy (exit 75), as for a job that is not sharded.
+    One(u32),
+    /// Every shard this run can claim, one after another, starting at a random one so that
+    /// replicas ticking together spread over the shards. Shards another run holds are left to
+    /// it; only when every shard is held is the run busy.
+    Every,
 }
 
 /// How the watermark moves when a window commits.
@@ -66,16 +91,138 @@ enum Advance {
 /// and the next one cleans up what these leave (abandoned rows, a lapsed lease).
 const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Claim `job`, plan its windows and score them in order, each in its own transaction.
+/// Run the chosen shards of `job`: for each, claim it, plan its windows from its watermark and
+/// score them in order, each in its own transaction. Shards are independent: one failing does
+/// not stop the others, and the first failure is returned after they ran.
 pub async fn run_job<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
     request: WindowRequest,
+    choice: ShardChoice,
     lease: TimeDelta,
     stop: &Stop,
     tally: &mut Tally,
+) -> anyhow::Result<JobSummary> {
+    let name = &job.spec.name;
+    let count = job.spec.source.shards;
+    let deadline = lease.to_std().unwrap_or_default();
+    check_shards(db, job, deadline).await?;
+    let shards: Vec<Shard> = match choice {
+        ShardChoice::One(index) if index < count => vec![Shard { index, count }],
+        ShardChoice::One(index) => {
+            return Err(ConfigError::job(
+                name,
+                format!(
+                    "--shard {index} is out of range: the job has shards = {count}, numbered 0 to {}",
+                    count - 1
+                ),
+            )
+            .into());
+        }
+        ShardChoice::Every => {
+            // Replicas that tick together each start at a different shard.
+            let first = RandomState::new().hash_one(std::process::id()) % u64::from(count);
+            let first = u32::try_from(first).expect("less than a u32 count");
+            (0..count)
+                .map(|i| Shard {
+                    index: (first + i) % count,
+                    count,
+                })
+                .collect()
+        }
+    };
+    // One shard asked for (or the only one): busy is the run's outcome, recorded as today.
+    let lenient = shards.len() > 1;
+    let mut summary = JobSummary::default();
+    let mut first_error: Option<anyhow::Error> = None;
+    let mut busy: Option<anyhow::Error> = None;
+    for shard in shards {
+        if let Some(signal) = stop.drain.signal() {
+            let what = format!(
+                "stopped before shard {shard}; {} earlier shard(s) of this run finished",
+                summary.runs.len()
+            );
+            return Err(Interrupted { signal, what }.into());
+        }
+        let span = tracing::info_span!("run", shard = %shard);
+        let outcome = run_shard(db, job, shard, request, lease, lenient, stop, tally)
+            .instrument(span)
+            .await;
+        match outcome {
+            Ok(run) => summary.runs.push(run),
+            Err(err)
+                if lenient
+                    && err
+                        .downcast_ref::<Contention>()
+                        .is_some_and(Contention::is_busy) =>
+            {
+                tracing::info!(shard = %shard, "{err:#}; leaving the shard to its holder");
+                summary.passed_over.push(shard);
+                busy.get_or_insert(err);
+            }
+            // Nothing another shard does can go better: stop here.
+            Err(err) if err.is::<Interrupted>() || err.is::<ConfigError>() => return Err(err),
+            Err(err) => {
+                tracing::error!(shard = %shard, error = %format!("{err:#}"), "the shard's run failed");
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    if let Some(err) = first_error {
+        return Err(err);
+    }
+    match busy {
+        Some(err) if summary.runs.is_empty() => Err(err),
+        _ => Ok(summary),
+    }
+}
+
+/// Refuse a job whose watermarks were written with another number of shards than its file
+/// now says: its shards' rows would be split differently, so some windows would be scored
+/// twice and others never. `batchscore reshard` moves a job to a new count.
+async fn check_shards<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    deadline: std::time::Duration,
+) -> anyhow::Result<()> {
+    let name = &job.spec.name;
+    let count = job.spec.source.shards;
+    let watermarks = within(
+        deadline,
+        "reading the watermarks",
+        db.watermarks(Some(name)),
+    )
+    .await?;
+    if let Some(other) = watermarks.iter().find(|w| w.shard.count != count) {
+        return Err(ConfigError::job(
+            name,
+            format!(
+                "its watermarks are for {} shard(s), but the job file says shards = {count}. \
+                 Changing the number of shards needs `batchscore reshard {name}`, which moves \
+                 every shard to the new count without gap or overlap once their watermarks are \
+                 level (see the README, \"Resharding\")",
+                other.shard.count
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Claim one shard and run its windows. `lenient`: the run takes every shard it can, so a busy
+/// shard is not recorded as skipped (its holder is running it).
+#[allow(clippy::too_many_arguments)]
+async fn run_shard<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+    shard: Shard,
+    request: WindowRequest,
+    lease: TimeDelta,
+    lenient: bool,
+    stop: &Stop,
+    tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
-    let outcome = claim_and_run(db, job, request, lease, stop, tally).await;
+    let outcome = claim_and_run(db, job, shard, request, lease, lenient, stop, tally).await;
     // SQLite: another writer held the database's write lock past the busy timeout.
     outcome.map_err(|err| match db.lock_wait(&err) {
         Some(waited) => anyhow::Error::from(Contention::DatabaseLocked {
@@ -87,25 +234,28 @@ pub async fn run_job<B: Backend>(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn claim_and_run<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
+    shard: Shard,
     request: WindowRequest,
     lease: TimeDelta,
+    lenient: bool,
     stop: &Stop,
     tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
-    let claim = Claim::new(name, lease);
+    let claim = Claim::new(name, shard, lease);
     let claimed = within(claim.lease(), "the claim", db.claim(&claim)).await?;
     let lock = match claimed {
         ClaimOutcome::Acquired(lock) => lock,
         ClaimOutcome::Busy(holder) => {
             let busy = Contention::Busy {
-                job: name.clone(),
+                job: job_label(name, shard),
                 holder: holder.map(|h| h.to_string()),
             };
-            if record_busy(db, job, request, &busy).await {
+            if !lenient && record_busy(db, job, shard, request, &busy).await {
                 tally.skipped += 1;
             }
             return Err(busy.into());
@@ -122,7 +272,7 @@ async fn claim_and_run<B: Backend>(
         && keeper.superseded().await
     {
         let what = format!("it stopped ({err:#}) and wrote nothing more");
-        outcome = Err(Lost::Superseded.into_error(name, &what));
+        outcome = Err(Lost::Superseded.into_error(&job_label(name, shard), &what));
     }
     let (claim, lock) = keeper.finish().await;
     let released = within(
@@ -147,15 +297,20 @@ async fn run_claimed<B: Backend>(
     tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
-    let deadline = keeper.claim().lease();
-    let abandoned = within(deadline, "marking abandoned runs", db.abandon_runs(name)).await?;
+    let (deadline, shard) = (keeper.claim().lease(), keeper.claim().shard);
+    let abandoned = within(
+        deadline,
+        "marking abandoned runs",
+        db.abandon_runs(name, shard),
+    )
+    .await?;
     if abandoned > 0 {
         tracing::warn!(
             abandoned,
             "marked runs left `running` by a process that is gone as abandoned"
         );
     }
-    let watermark = within(deadline, "reading the watermark", db.watermark(name)).await?;
+    let watermark = within(deadline, "reading the watermark", db.watermark(name, shard)).await?;
     let plan = plan(job, watermark, request)?;
     if plan.left_behind > 0 {
         tracing::warn!(
@@ -193,6 +348,7 @@ async fn run_claimed<B: Backend>(
         }
     }
     Ok(RunSummary {
+        shard,
         windows,
         skipped: plan.skipped,
         left_behind: plan.left_behind,
@@ -226,11 +382,12 @@ fn plan(
 async fn record_busy<B: Backend>(
     db: &B,
     job: &PreparedJob,
+    shard: Shard,
     request: WindowRequest,
     busy: &Contention,
 ) -> bool {
     // The range this run would have scored, as far as the (possibly moving) watermark says.
-    let planned = match db.watermark(&job.spec.name).await {
+    let planned = match db.watermark(&job.spec.name, shard).await {
         Ok(watermark) => plan_windows(&job.spec.window, watermark, request).ok(),
         Err(_) => None,
     };
@@ -250,7 +407,13 @@ async fn record_busy<B: Backend>(
             }
         }
     };
-    let record = RunRecord::skipped(&job.spec.name, window, &job.model.sha256, busy.to_string());
+    let record = RunRecord::skipped(
+        &job.spec.name,
+        shard,
+        window,
+        &job.model.sha256,
+        busy.to_string(),
+    );
     let recorded =
         tokio::time::timeout(CLEANUP_DEADLINE, db.record_run(&record, Replace::Always)).await;
     let recorded = matches!(recorded, Ok(Ok(())));
@@ -258,4 +421,12 @@ async fn record_busy<B: Backend>(
         tracing::debug!("could not record the busy run in the ledger");
     }
     recorded
+}
+
+/// How messages name a job's shard: the job's name alone when it is not sharded.
+pub fn job_label(job: &str, shard: Shard) -> String {
+    match shard.is_whole() {
+        true => job.to_owned(),
+        false => format!("{job} (shard {shard})"),
+    }
 }

@@ -41,7 +41,7 @@ pub(super) async fn run_pipeline<B: Backend>(
         let job = Arc::clone(job);
         let claim = claim.clone();
         async move {
-            db.read_window(&job.spec, &job.shape, window, &claim, sender)
+            db.read_window(&job.spec, &job.shape, window, claim.shard, &claim, sender)
                 .await
         }
         .instrument(tracing::Span::current())

@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::keeper::Keeper;
 use super::pipeline::{BadRowCounts, run_pipeline};
-use super::{Advance, CLEANUP_DEADLINE, WindowSummary};
+use super::{Advance, CLEANUP_DEADLINE, WindowSummary, job_label};
 use crate::claim::{Claim, Lost};
 use crate::db::{Backend, Replace, WindowTx, within};
 use crate::error::{BadWindow, Contention, Interrupted, Unresponsive};
@@ -39,7 +39,8 @@ pub(super) async fn run_window<B: Backend>(
     tally: &mut Tally,
 ) -> anyhow::Result<WindowSummary> {
     let window = scope.window;
-    let mut record = RunRecord::start(&job.spec.name, window, &job.model.sha256);
+    let shard = keeper.claim().shard;
+    let mut record = RunRecord::start(&job.spec.name, shard, window, &job.model.sha256);
     tracing::Span::current().record("run_id", record.run_id.as_str());
     within(
         keeper.claim().lease(),
@@ -59,7 +60,7 @@ pub(super) async fn run_window<B: Backend>(
             what: rolled_back.clone(),
         }
         .into()),
-        lost = keeper.lost() => Err(lost.into_error(&job.spec.name, &rolled_back)),
+        lost = keeper.lost() => Err(lost.into_error(&job_label(&job.spec.name, shard), &rolled_back)),
     };
     match scored {
         Ok(()) => Ok(committed(record, scope, tally)),
@@ -181,17 +182,24 @@ async fn close<T: WindowTx>(
     } = scope;
     if let Some(gap) = gap {
         let reason = "catch_up = \"latest\": missed windows were not scored".to_owned();
-        let skipped = RunRecord::skipped(&job.spec.name, gap, &job.model.sha256, reason);
+        let skipped =
+            RunRecord::skipped(&job.spec.name, claim.shard, gap, &job.model.sha256, reason);
         tx.record_run(&skipped).await?;
         tracing::warn!(skipped = %gap, "catch_up = latest: skipping missed windows");
     }
     if let Advance::From(from) = advance
         && !tx
-            .advance_watermark(&job.spec.name, from, window.end, &record.run_id)
+            .advance_watermark(
+                &job.spec.name,
+                claim.shard,
+                from,
+                window.end,
+                &record.run_id,
+            )
             .await?
     {
         return Err(Contention::WatermarkMoved {
-            job: job.spec.name.clone(),
+            job: job_label(&job.spec.name, claim.shard),
             window: window.to_string(),
         }
         .into());
@@ -199,7 +207,7 @@ async fn close<T: WindowTx>(
     // Last, so the claim's row is locked only for the commit's round trip.
     if !tx.fence(claim).await? {
         return Err(Lost::Superseded.into_error(
-            &job.spec.name,
+            &job_label(&job.spec.name, claim.shard),
             &format!("window {window} was rolled back, nothing of it was written"),
         ));
     }

@@ -95,9 +95,11 @@ impl<B: Backend> Writer<'_, B> {
         let Some(scored) = ScoredChunk::concat(std::mem::take(batch)) else {
             return Ok(());
         };
-        let (job, stamp) = (self.job, self.stamp);
+        let (job, stamp, shard) = (self.job, self.stamp, self.claim.shard);
         let open = self.open().await?;
-        open.tx.upsert_results(&job.results, stamp, &scored).await?;
+        open.tx
+            .upsert_results(&job.results, stamp, &scored, shard)
+            .await?;
         if open.has_quarantined {
             open.tx
                 .release_quarantined(&job.spec.name, scored.keys_as_text())

@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use crate::support::*;
-use crate::windows::{at, job};
+use crate::windows::{at, job, ts};
 
 const V1: &str = "20261124000001";
 const V2: &str = "20261124000002";
@@ -80,7 +80,7 @@ async fn a_database_of_the_first_release_upgrades(kind: Kind) {
 
     assert_exit(&p.batchscore(&["migrate"]), 0);
     let applied = applied(&p).await;
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied.len(), 5, "{applied:?}");
     assert!(
         applied.iter().all(|(_, _, success)| *success),
         "{applied:?}"
@@ -111,14 +111,39 @@ async fn a_database_migrated_with_the_edited_first_migration_upgrades(kind: Kind
     // Releases after the first shipped 0001 edited in place (its status CHECK widened).
     apply_snapshot(&p, "edited").await;
     insert_old_run(&p, "skipped-before", "skipped").await;
+    // A watermark of a release before shards: it becomes shard 0 of 1, and runs continue from it.
+    p.execute(&match kind {
+        Kind::Sqlite => format!(
+            "INSERT INTO batchscore_watermarks VALUES ('job', '{}', NULL, '{}')",
+            ts(0),
+            ts(0)
+        ),
+        Kind::Postgres => format!(
+            "INSERT INTO batchscore_watermarks VALUES ('job', '{}', NULL, now())",
+            ts(0)
+        ),
+    })
+    .await;
     p.seed_synthetic(3_000).await;
     p.write_job("job", &job("all"));
 
     // A run migrates on its own: the edit is recognised and recorded under the shipped checksum.
     let out = p.batchscore(&["run-job", "job", "--at", &at(21)]);
     assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out).matches("scored 1000 rows").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(p.watermark("job").await.as_deref(), Some(ts(20).as_str()));
+    assert_eq!(
+        p.count("SELECT count(*) FROM batchscore_watermarks WHERE shard = 0 AND shards = 1")
+            .await,
+        1
+    );
     let applied = applied(&p).await;
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied.len(), 5, "{applied:?}");
     assert_eq!(applied[0].1, first_release_checksum(kind));
     assert_eq!(
         p.count("SELECT count(*) FROM batchscore_runs WHERE run_id = 'skipped-before'")
@@ -128,7 +153,7 @@ async fn a_database_migrated_with_the_edited_first_migration_upgrades(kind: Kind
     assert_eq!(
         p.count("SELECT count(*) FROM batchscore_runs WHERE status = 'succeeded'")
             .await,
-        1
+        2
     );
     assert_exit(&p.batchscore(&["migrate"]), 0);
 }

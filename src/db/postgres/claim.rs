@@ -55,7 +55,7 @@ impl PostgresBackend {
         .context("opening the claim's connection")?;
         // A holder releasing deletes its row between our read and our write: look again.
         for _ in 0..25 {
-            let replacing = match judge_holder(&mut conn, &claim.job).await? {
+            let replacing = match judge_holder(&mut conn, claim).await? {
                 Judged::Free => None,
                 Judged::Gone(claim_id) => Some(claim_id),
                 Judged::Alive(holder) => {
@@ -108,10 +108,10 @@ impl PostgresBackend {
     }
 }
 
-/// Read the job's claim and judge its holder: gone when its lease lapsed by the server's clock,
-/// or when its claim's advisory lock is free (its session ended).
-async fn judge_holder(conn: &mut PgConnection, job: &str) -> anyhow::Result<Judged> {
-    let Some((holder, lapsed)) = claims::holder(&mut *conn, job).await? else {
+/// Read the shard's claim and judge its holder: gone when its lease lapsed by the server's
+/// clock, or when its claim's advisory lock is free (its session ended).
+async fn judge_holder(conn: &mut PgConnection, claim: &Claim) -> anyhow::Result<Judged> {
+    let Some((holder, lapsed)) = claims::holder(&mut *conn, claim).await? else {
         return Ok(Judged::Free);
     };
     if lapsed {

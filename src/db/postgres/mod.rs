@@ -25,6 +25,7 @@ use super::{Backend, Limits, claims};
 use crate::claim::{Claim, ClaimOutcome};
 use crate::ident::TableName;
 use crate::plan::Window;
+use crate::shard::Shard;
 use crate::source::{ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::JobSpec;
 
@@ -118,8 +119,14 @@ impl Backend for PostgresBackend {
         self.notes(spec).await
     }
 
-    async fn count_window(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
-        self.count(spec, window).await
+    async fn count_window(
+        &self,
+        spec: &JobSpec,
+        shape: &SourceShape,
+        window: Window,
+        shard: Shard,
+    ) -> anyhow::Result<i64> {
+        self.count(spec, shape, window, shard).await
     }
 
     async fn read_window(
@@ -127,10 +134,11 @@ impl Backend for PostgresBackend {
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
+        shard: Shard,
         claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
-        self.read(spec, shape, window, claim, out).await
+        self.read(spec, shape, window, shard, claim, out).await
     }
 
     async fn begin(&self, claim: &Claim) -> anyhow::Result<PgTx> {

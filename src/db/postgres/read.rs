@@ -13,6 +13,7 @@ use super::copy::{Tuple, TupleReader};
 use super::{PostgresBackend, is_transient, key_type};
 use crate::claim::Claim;
 use crate::plan::Window;
+use crate::shard::Shard;
 use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::{JobSpec, SourceFrom};
 
@@ -59,7 +60,7 @@ impl PostgresBackend {
                 .context("planning the window's query")?;
             let sql = format!(
                 "EXPLAIN (FORMAT JSON) {}",
-                window_select(spec, "*", "$1", "$2")
+                window_select(spec, "*", "$1", "$2", None)
             );
             let plan: serde_json::Value = sqlx::query_scalar(AssertSqlSafe(sql))
                 .bind(chrono::Utc::now() - chrono::TimeDelta::hours(1))
@@ -99,8 +100,20 @@ impl PostgresBackend {
         Ok(notes)
     }
 
-    pub(super) async fn count(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
-        let sql = window_select(spec, "count(*)", "$1", "$2");
+    pub(super) async fn count(
+        &self,
+        spec: &JobSpec,
+        shape: &SourceShape,
+        window: Window,
+        shard: Shard,
+    ) -> anyhow::Result<i64> {
+        let sql = window_select(
+            spec,
+            "count(*)",
+            "$1",
+            "$2",
+            shard_condition(spec, shape, shard),
+        );
         sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(window.start)
             .bind(window.end)
@@ -114,6 +127,7 @@ impl PostgresBackend {
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
+        shard: Shard,
         claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
@@ -132,6 +146,7 @@ impl PostgresBackend {
             &columns.join(", "),
             &timestamptz_literal(window.start),
             &timestamptz_literal(window.end),
+            shard_condition(spec, shape, shard),
         );
         let sql = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
         let mut conn = self
@@ -145,11 +160,18 @@ impl PostgresBackend {
         conn.close_on_drop();
         // Tagged like the window's transaction: a frozen reader holds the source table's share
         // lock, which would block an application's ALTER TABLE until the holder woke.
-        sqlx::query("SELECT set_config('application_name', $1, false)")
-            .bind(session_tag(&claim.claim_id))
-            .execute(&mut *conn)
-            .await
-            .context("reading the window's rows")?;
+        // No parallel plan: its workers' rows arrive interleaved, so the chunks' key ranges
+        // overlap and the writer's fast path (see `keys_absent` in `write`) is lost; and the
+        // client, not the scan, sets the pace. A shard's condition on the key, which the planner
+        // takes for very selective, would otherwise make most shard reads parallel.
+        sqlx::query(
+            "SELECT set_config('application_name', $1, false), \
+             set_config('max_parallel_workers_per_gather', '0', false)",
+        )
+        .bind(session_tag(&claim.claim_id))
+        .execute(&mut *conn)
+        .await
+        .context("reading the window's rows")?;
         let mut pieces = conn
             .copy_out_raw(&sql)
             .await
@@ -208,13 +230,27 @@ fn from_clause(spec: &JobSpec, start: &str, end: &str) -> String {
     }
 }
 
-/// `SELECT columns` of the window's rows.
-fn window_select(spec: &JobSpec, columns: &str, start: &str, end: &str) -> String {
+/// `SELECT columns` of the window's rows, and only those of one shard with its `condition`.
+fn window_select(
+    spec: &JobSpec,
+    columns: &str,
+    start: &str,
+    end: &str,
+    condition: Option<String>,
+) -> String {
     let ts = spec.source.timestamp.quoted();
+    let shard = condition.map(|c| format!(" AND {c}")).unwrap_or_default();
     format!(
-        "SELECT {columns} FROM {} WHERE {ts} >= {start} AND {ts} < {end}",
+        "SELECT {columns} FROM {} WHERE {ts} >= {start} AND {ts} < {end}{shard}",
         from_clause(spec, start, end)
     )
+}
+
+/// The shard's condition on the key (see [`Shard::predicate`]); text keys hash with `md5()`,
+/// whose first 32 bits are the hash SQLite computes with its registered function.
+fn shard_condition(spec: &JobSpec, shape: &SourceShape, shard: Shard) -> Option<String> {
+    let text_hash = |text: &str| format!("('x' || left(md5({text}), 8))::bit(32)::bigint");
+    shard.predicate(&spec.source.key.quoted(), shape.key, text_hash)
 }
 
 /// A time as a `timestamptz` literal (made from a `DateTime`, so nothing to escape).
@@ -382,6 +418,7 @@ mod tests {
                 "id, CAST(f AS double precision)",
                 &timestamptz_literal(start),
                 &timestamptz_literal(end),
+                None,
             );
             let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {copied}")))
                 .fetch_all(&mut conn)
@@ -393,7 +430,7 @@ mod tests {
                 "{ty}:\n{plan}"
             );
             assert!(!plan.contains("Seq Scan"), "{ty}:\n{plan}");
-            let counted = window_select(&spec, "count(*)", "$1", "$2");
+            let counted = window_select(&spec, "count(*)", "$1", "$2", None);
             let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {counted}")))
                 .bind(start)
                 .bind(end)

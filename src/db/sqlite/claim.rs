@@ -13,7 +13,7 @@ impl SqliteBackend {
     pub(super) async fn take_claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<()>> {
         // A holder that is finishing deletes its row between our two statements: look again.
         for _ in 0..25 {
-            let replacing = match claims::holder(&self.pool, &claim.job).await? {
+            let replacing = match claims::holder(&self.pool, claim).await? {
                 Some((holder, lapsed)) if !lapsed && !holder.is_gone(Utc::now(), &claim.host) => {
                     return Ok(ClaimOutcome::Busy(Some(holder)));
                 }

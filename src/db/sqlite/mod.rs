@@ -26,6 +26,7 @@ use super::{Backend, Limits, claims};
 use crate::claim::{Claim, ClaimOutcome};
 use crate::ident::TableName;
 use crate::plan::Window;
+use crate::shard::Shard;
 use crate::source::{ColumnKind, SourceChunk, SourceShape};
 use crate::spec::JobSpec;
 
@@ -65,6 +66,14 @@ impl SqliteBackend {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(limits.connect)
+            // The shard hash of text keys, on every connection (see `read::register_functions`).
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    let mut locked = conn.lock_handle().await?;
+                    direct::with_direct(&mut locked, |db| Ok(read::register_functions(db)?))
+                        .map_err(|e| sqlx::Error::Configuration(e.into()))
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(SqliteBackend { pool, limits })
@@ -113,8 +122,14 @@ impl Backend for SqliteBackend {
         self.notes(spec).await
     }
 
-    async fn count_window(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
-        self.count(spec, window).await
+    async fn count_window(
+        &self,
+        spec: &JobSpec,
+        shape: &SourceShape,
+        window: Window,
+        shard: Shard,
+    ) -> anyhow::Result<i64> {
+        self.count(spec, shape, window, shard).await
     }
 
     async fn read_window(
@@ -122,10 +137,11 @@ impl Backend for SqliteBackend {
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
+        shard: Shard,
         _claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
-        self.read(spec, shape, window, out).await
+        self.read(spec, shape, window, shard, out).await
     }
 
     async fn begin(&self, _claim: &Claim) -> anyhow::Result<SqliteTx> {

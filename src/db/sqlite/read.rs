@@ -14,6 +14,7 @@ use super::direct::with_direct;
 use super::window;
 use crate::ident::TableName;
 use crate::plan::Window;
+use crate::shard::{Shard, text_hash};
 use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::{JobSpec, SourceFrom};
 
@@ -138,11 +139,17 @@ impl SqliteBackend {
         Ok(notes)
     }
 
-    pub(super) async fn count(&self, spec: &JobSpec, window: Window) -> anyhow::Result<i64> {
+    pub(super) async fn count(
+        &self,
+        spec: &JobSpec,
+        shape: &SourceShape,
+        window: Window,
+        shard: Shard,
+    ) -> anyhow::Result<i64> {
         let sql = format!(
             "SELECT count(*) FROM {} WHERE {}",
             from_clause(spec),
-            window_predicate(spec)
+            rows_predicate(spec, shape, shard)
         );
         let arguments = window::arguments(window.start, window.end)?;
         sqlx::query_scalar_with(AssertSqlSafe(sql), arguments)
@@ -156,6 +163,7 @@ impl SqliteBackend {
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
+        shard: Shard,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
         let mut columns = vec![spec.source.key.quoted()];
@@ -164,7 +172,7 @@ impl SqliteBackend {
             "SELECT {} FROM {} WHERE {}",
             columns.join(", "),
             from_clause(spec),
-            window_predicate(spec)
+            rows_predicate(spec, shape, shard)
         );
         let mut conn = self
             .pool
@@ -240,6 +248,40 @@ fn from_clause(spec: &JobSpec) -> String {
 
 fn window_predicate(spec: &JobSpec) -> String {
     window::predicate(&spec.source.timestamp.quoted())
+}
+
+/// The window's predicate, and the shard's condition on the key when the job is sharded. The
+/// text hash is the function [`register_functions`] adds to every connection.
+fn rows_predicate(spec: &JobSpec, shape: &SourceShape, shard: Shard) -> String {
+    let window = window_predicate(spec);
+    let text_hash = |text: &str| format!("{TEXT_HASH}({text})");
+    match shard.predicate(&spec.source.key.quoted(), shape.key, text_hash) {
+        Some(shard) => format!("{window} AND {shard}"),
+        None => window,
+    }
+}
+
+/// The SQL name of [`crate::shard::text_hash`] on batchscore's SQLite connections.
+const TEXT_HASH: &str = "batchscore_text_hash";
+
+/// Add batchscore's SQL functions to a connection: [`TEXT_HASH`], which SQLite has no built-in
+/// for (PostgreSQL computes the same value with `md5()`).
+pub(super) fn register_functions(db: &rusqlite::Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    db.create_scalar_function(
+        TEXT_HASH,
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Null => None,
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(text_hash(bytes)),
+                ValueRef::Integer(i) => Some(text_hash(i.to_string().as_bytes())),
+                ValueRef::Real(r) => Some(text_hash(r.to_string().as_bytes())),
+            })
+        },
+    )
 }
 
 /// Decode one source row: key first, then the features, checked value by value (SQLite types

@@ -9,6 +9,7 @@ use super::direct::{on_this_thread, with_direct};
 use super::ledger::to_text;
 use crate::db::WindowTx;
 use crate::features::BadRow;
+use crate::shard::Shard;
 use crate::sink::{ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue};
 use crate::source::KeyKind;
 use crate::spec::RESULT_META_COLUMNS;
@@ -68,6 +69,7 @@ impl WindowTx for SqliteTx {
         table: &ResultsTable,
         stamp: &RunStamp,
         chunk: &ScoredChunk,
+        _shard: Shard,
     ) -> anyhow::Result<()> {
         let columns = chunk.typed_columns()?;
         let sql = upsert_sql(table, columns.len());
