@@ -133,6 +133,8 @@ pub struct Tally {
     pub rows_written: u64,
     /// Rows read but not written: bad rows, and the rows of windows that failed.
     pub rows_rejected: u64,
+    /// Rows found bad, whatever the policy did with them (the ledger's `rows_bad`).
+    pub rows_bad: u64,
 }
 
 /// This machine's name, for the ledger: which host ran (or holds) a job.

@@ -39,10 +39,16 @@ pub struct Metrics {
     /// Rows read but not written: bad rows (quarantined or skipped) and the rows of windows that
     /// failed.
     pub rows_rejected: Family<JobLabel, Counter>,
+    /// Rows found bad (quarantined, skipped, or in a window they failed), as the ledger counts.
+    pub rows_bad: Family<JobLabel, Counter>,
     pub run_seconds: Family<JobLabel, Histogram, fn() -> Histogram>,
     pub last_success: Family<JobLabel, FloatGauge>,
     pub watermark_lag: Family<JobLabel, FloatGauge>,
     pub next_run: Family<JobLabel, FloatGauge>,
+    /// Seconds between the job's next two scheduled runs, for alerts in schedule periods.
+    pub schedule_interval: Family<JobLabel, FloatGauge>,
+    /// The job's `bad_rows.max_fraction`, for the bad-row alert.
+    pub bad_rows_max_fraction: Family<JobLabel, FloatGauge>,
 }
 
 fn run_seconds_histogram() -> Histogram {
@@ -59,10 +65,13 @@ impl Default for Metrics {
             rows_read: Family::default(),
             rows_written: Family::default(),
             rows_rejected: Family::default(),
+            rows_bad: Family::default(),
             run_seconds: Family::new_with_constructor(run_seconds_histogram),
             last_success: Family::default(),
             watermark_lag: Family::default(),
             next_run: Family::default(),
+            schedule_interval: Family::default(),
+            bad_rows_max_fraction: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -92,6 +101,11 @@ impl Default for Metrics {
             metrics.rows_rejected.clone(),
         );
         registry.register(
+            "rows_bad",
+            "Rows found bad (quarantined, skipped, or failing their window)",
+            metrics.rows_bad.clone(),
+        );
+        registry.register(
             "run_duration_seconds",
             "Duration of runs",
             metrics.run_seconds.clone(),
@@ -110,6 +124,16 @@ impl Default for Metrics {
             "next_run_timestamp_seconds",
             "Unix time of the job's next scheduled run",
             metrics.next_run.clone(),
+        );
+        registry.register(
+            "schedule_interval_seconds",
+            "Seconds between the job's next two scheduled runs",
+            metrics.schedule_interval.clone(),
+        );
+        registry.register(
+            "bad_rows_max_fraction",
+            "The job's bad_rows.max_fraction",
+            metrics.bad_rows_max_fraction.clone(),
         );
         Metrics {
             registry,
@@ -130,6 +154,29 @@ impl Metrics {
             job: job.to_owned(),
             outcome: outcome.to_owned(),
         }
+    }
+
+    /// Every series of a job, at zero: a job's metrics are there from the moment it is
+    /// scheduled, so `rate()` and `increase()` see its first run, and dashboards and alerts see
+    /// every job, not only the ones that have run.
+    pub fn init_job(&self, job: &str) {
+        let label = Self::label(job);
+        for outcome in ["succeeded", "failed", "skipped"] {
+            self.windows.get_or_create(&Self::outcome(job, outcome)).inc_by(0);
+        }
+        for outcome in ["ok", "failed", "busy", "interrupted"] {
+            self.runs.get_or_create(&Self::outcome(job, outcome)).inc_by(0);
+        }
+        for counter in [
+            &self.ticks_skipped,
+            &self.rows_read,
+            &self.rows_written,
+            &self.rows_rejected,
+            &self.rows_bad,
+        ] {
+            counter.get_or_create(&label).inc_by(0);
+        }
+        drop(self.run_seconds.get_or_create(&label));
     }
 
     pub fn set_time(gauge: &Family<JobLabel, FloatGauge>, job: &str, time: DateTime<Utc>) {

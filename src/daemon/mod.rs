@@ -342,16 +342,27 @@ impl<B: Backend> Daemon<B> {
         generation: u64,
         after: DateTime<Utc>,
     ) {
-        let Some(schedule) = self
-            .current(name, generation)
-            .map(|(job, _)| job.spec.schedule.clone())
-        else {
+        let Some(job) = self.current(name, generation).map(|(job, _)| job) else {
             return;
         };
-        let Some(at) = next_fire(&schedule, after) else {
+        let schedule = &job.spec.schedule;
+        let Some(at) = next_fire(schedule, after) else {
             tracing::warn!(job = %name, "the schedule never fires again");
             return;
         };
+        // For alerts that speak in schedule periods ("no success for two periods"): the period
+        // that starts at this slot, and the job's tolerance for bad rows.
+        let m = &self.metrics;
+        m.init_job(name);
+        if let Some(later) = next_fire(schedule, at) {
+            let period = (later - at).as_seconds_f64();
+            m.schedule_interval
+                .get_or_create(&Metrics::label(name))
+                .set(period);
+        }
+        m.bad_rows_max_fraction
+            .get_or_create(&Metrics::label(name))
+            .set(job.spec.bad_rows.max_fraction);
         let wait = (at - Utc::now()).to_std().unwrap_or_default();
         let daemon = Arc::clone(self);
         let job_name = name.to_owned();
@@ -494,6 +505,7 @@ impl<B: Backend> Daemon<B> {
         m.rows_rejected
             .get_or_create(&label)
             .inc_by(tally.rows_rejected);
+        m.rows_bad.get_or_create(&label).inc_by(tally.rows_bad);
         m.run_seconds
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());

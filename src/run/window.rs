@@ -70,9 +70,14 @@ pub(super) async fn run_window<B: Backend>(
 
 /// Count a committed window.
 fn committed(record: RunRecord, scope: Scope, tally: &mut Tally) -> WindowSummary {
+    let seconds = (Utc::now() - record.started_at).as_seconds_f64();
     tracing::info!(
         rows_read = record.rows_read,
         rows_written = record.rows_written,
+        rows_quarantined = record.rows_quarantined,
+        rows_skipped = record.rows_skipped,
+        seconds = (seconds * 1000.0).round() / 1000.0,
+        rows_per_second = (record.rows_read as f64 / seconds.max(1e-6)).round(),
         "window committed"
     );
     tally.succeeded += 1;
@@ -80,6 +85,7 @@ fn committed(record: RunRecord, scope: Scope, tally: &mut Tally) -> WindowSummar
     tally.rows_read += record.rows_read as u64;
     tally.rows_written += record.rows_written as u64;
     tally.rows_rejected += (record.rows_quarantined + record.rows_skipped) as u64;
+    tally.rows_bad += record.rows_bad as u64;
     WindowSummary {
         run_id: record.run_id,
         window: scope.window,
@@ -99,6 +105,7 @@ async fn failed<B: Backend>(
     tally.failed += 1;
     tally.rows_read += record.rows_read as u64;
     tally.rows_rejected += record.rows_read as u64;
+    tally.rows_bad += record.rows_bad as u64;
     record.status = RunStatus::Failed;
     // The window's transaction was rolled back: nothing went anywhere. `rows_bad` and
     // `bad_rows` still say what was found.
@@ -114,9 +121,20 @@ async fn failed<B: Backend>(
             "could not record the failure in the ledger; the next run marks it abandoned"
         );
     }
+    // Inside the window's span: each line names the job, the window and the run.
     if err.is::<Interrupted>() || err.is::<Contention>() || err.is::<Unresponsive>() {
+        tracing::warn!(
+            error = %format!("{err:#}"),
+            rows_read = record.rows_read,
+            "window rolled back, nothing of it was written"
+        );
         return err;
     }
+    tracing::error!(
+        error = %format!("{err:#}"),
+        rows_read = record.rows_read,
+        "window failed, nothing of it was written"
+    );
     err.context(format!(
         "job `{}`: window {window} was not written",
         job.spec.name

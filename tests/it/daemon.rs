@@ -351,8 +351,12 @@ async fn a_slow_run_skips_ticks_and_sigterm_rolls_back_within_the_grace() {
     assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
     // Ticks keep coming every second while the first window is being scored.
     eventually(20, "a skipped tick", || async {
-        http_get(port, "/metrics")
-            .is_some_and(|(_, body)| body.contains("batchscore_ticks_skipped_total{job=\"slow\"} "))
+        http_get(port, "/metrics").is_some_and(|(_, body)| {
+            // The series is there from the start, at zero: wait for a skip.
+            body.lines()
+                .find_map(|l| l.strip_prefix("batchscore_ticks_skipped_total{job=\"slow\"} "))
+                .is_some_and(|n| n.trim() != "0")
+        })
     })
     .await;
     daemon.signal("TERM");

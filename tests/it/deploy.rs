@@ -244,3 +244,137 @@ fn systemd_and_cron_examples_call_the_binary_as_documented() {
         assert!(fields[5].ends_with("/batchscore"), "{line}");
     }
 }
+
+/// The metric names `/metrics` exports, as a query names them: counters with `_total`,
+/// histograms with `_bucket`, `_sum` and `_count`, gauges as they are.
+fn exported_names(exposition: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in exposition.lines() {
+        let mut fields = line.split_whitespace();
+        if (fields.next(), fields.next()) != (Some("#"), Some("TYPE")) {
+            continue;
+        }
+        let (Some(name), Some(kind)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Every `batchscore_…` name in `text`.
+fn used_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("batchscore_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_dashboard_and_the_alerts_use_only_metrics_the_daemon_exports() {
+    let p = Project::sqlite().await;
+    configmap_shards(&p).await;
+    // A watermark an hour old: the daemon catches up at start, so every series has a value,
+    // the job's lag and last success included.
+    let hour_ago = rfc3339(chrono::Utc::now() - chrono::TimeDelta::hours(1));
+    assert_exit(
+        &p.batchscore(&["watermark", "set", "machine_failure", &hour_ago]),
+        0,
+    );
+    let daemon = crate::daemon::Daemon::spawn(p.command(&["daemon", "--listen", "127.0.0.1:0"]));
+    let port = daemon.port();
+    let mut exposition = String::new();
+    eventually(20, "the catch-up run in /metrics", || {
+        let got = http_get(port, "/metrics");
+        if let Some((200, body)) = &got {
+            exposition = body.clone();
+        }
+        let done = got.is_some_and(|(_, body)| {
+            body.contains("batchscore_last_success_timestamp_seconds{")
+                && body.contains("batchscore_watermark_lag_seconds{")
+        });
+        async move { done }
+    })
+    .await;
+    let (code, log) = crate::daemon::stop_daemon(daemon, std::time::Duration::from_secs(10));
+    assert_eq!(code, 0, "{log}");
+    let exported = exported_names(&exposition);
+    assert!(
+        exported.contains("batchscore_windows_total"),
+        "{exposition}"
+    );
+
+    let dashboard_path = Path::new(REPO).join("deploy/monitoring/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard_path).unwrap()).unwrap();
+    let mut expressions = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            expressions.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"].as_str() {
+            expressions.push(query.to_owned());
+        }
+    }
+    let file = "monitoring/alerts.yaml";
+    let rules = load(file);
+    let mut alerts = Vec::new();
+    for group in at(&rules, file, "groups").as_vec().unwrap() {
+        for rule in group["rules"].as_vec().unwrap() {
+            alerts.push(rule["alert"].as_str().unwrap().to_owned());
+            expressions.push(rule["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        alerts,
+        [
+            "BatchscoreNoRecentSuccess",
+            "BatchscoreWatermarkLag",
+            "BatchscoreBadRows",
+            "BatchscoreDaemonDown"
+        ]
+    );
+    // What the dashboard must show.
+    let all = expressions.join("\n");
+    for needed in [
+        "batchscore_windows_total",
+        "batchscore_runs_total",
+        "batchscore_rows_written_total",
+        "batchscore_run_duration_seconds_bucket",
+        "batchscore_watermark_lag_seconds",
+        "batchscore_rows_bad_total",
+        "batchscore_ticks_skipped_total",
+        "batchscore_next_run_timestamp_seconds",
+    ] {
+        assert!(all.contains(needed), "nothing uses {needed}");
+    }
+    for expression in &expressions {
+        for name in used_names(expression) {
+            assert!(
+                exported.contains(&name),
+                "`{name}` (in `{expression}`) is not exported; /metrics has {exported:?}"
+            );
+        }
+    }
+}

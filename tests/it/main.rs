@@ -14,6 +14,7 @@ mod deploy;
 mod failures;
 mod hardening;
 mod layout;
+mod logs;
 mod migrations;
 mod models;
 mod scoring;
