@@ -11,7 +11,7 @@ batchscore="${CARGO_TARGET_DIR:-target}/release/batchscore"
 "$batchscore" jobs validate
 "$batchscore" run-job machine_failure
 "$batchscore" run-job delivery_eta
-"$batchscore" status --limit 5
+"$batchscore" status
 python3 - <<'PY'
 import sqlite3
 db = sqlite3.connect("batchscore.db")

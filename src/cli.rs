@@ -72,7 +72,9 @@ pub enum Command {
     Jobs(JobsCommand),
     /// Create or upgrade batchscore's own tables.
     Migrate,
-    /// Recent runs from the ledger.
+    /// Is every job healthy? One line per job (exit 1 if one is late or failing); with NAME, its
+    /// recent windows too.
+    #[command(after_help = STATUS_EXIT_CODES)]
     Status(StatusArgs),
     /// Run every job on its schedule until SIGTERM (SIGHUP reloads the jobs).
     #[command(after_help = DAEMON_EXIT_CODES)]
@@ -149,10 +151,23 @@ pub struct StatusArgs {
     /// Only this job (default: all).
     pub name: Option<String>,
 
-    /// How many runs to show.
+    /// How many of the job's recent windows to show (with NAME).
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+
+    /// Print JSON instead of tables, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
+
+const STATUS_EXIT_CODES: &str = "\
+States: ok, busy (running now), never run, late (a run was due a whole schedule period ago and
+the watermark has not moved), failing (a shard's latest window failed or its process died).
+
+Exit codes:
+  0   every job is ok, busy or never run
+  1   a job is late or failing (or the database cannot be reached)
+  2   usage or configuration error";
 
 const DAEMON_EXIT_CODES: &str = "\
 Exit codes:

@@ -162,10 +162,14 @@ impl Metrics {
     pub fn init_job(&self, job: &str) {
         let label = Self::label(job);
         for outcome in ["succeeded", "failed", "skipped"] {
-            self.windows.get_or_create(&Self::outcome(job, outcome)).inc_by(0);
+            self.windows
+                .get_or_create(&Self::outcome(job, outcome))
+                .inc_by(0);
         }
         for outcome in ["ok", "failed", "busy", "interrupted"] {
-            self.runs.get_or_create(&Self::outcome(job, outcome)).inc_by(0);
+            self.runs
+                .get_or_create(&Self::outcome(job, outcome))
+                .inc_by(0);
         }
         for counter in [
             &self.ticks_skipped,

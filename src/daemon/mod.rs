@@ -17,7 +17,7 @@
 
 mod http;
 mod metrics;
-mod schedule;
+pub(crate) mod schedule;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

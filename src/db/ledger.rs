@@ -324,3 +324,78 @@ pub(crate) async fn has_quarantined<'c, DB: Dialect>(
         None => Ok(false),
     }
 }
+
+/// What the ledger says of one job's health (`batchscore status`): its last success, what the
+/// last day held, and whether any shard's latest finished window failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobHealth {
+    pub job: String,
+    pub last_success: Option<DateTime<Utc>>,
+    /// Rows written by windows that started since `since`.
+    pub rows_written: i64,
+    /// Windows that failed (or were abandoned) since `since`.
+    pub failures: i64,
+    /// Bad rows found since `since`.
+    pub rows_bad: i64,
+    /// Whether the latest finished window of some shard failed or was abandoned.
+    pub failing: bool,
+}
+
+/// Every job's health, as the ledger says, counting what started since `since`.
+pub(crate) async fn health<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    since: DateTime<Utc>,
+) -> anyhow::Result<Vec<JobHealth>> {
+    let sql = "SELECT job, MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
+               CAST(COALESCE(SUM(CASE WHEN status = 'succeeded' AND started_at >= $1 THEN rows_written END), 0) AS BIGINT) AS rows_written, \
+               CAST(COALESCE(SUM(CASE WHEN status IN ('failed', 'abandoned') AND started_at >= $1 THEN 1 END), 0) AS BIGINT) AS failures, \
+               CAST(COALESCE(SUM(CASE WHEN started_at >= $1 THEN rows_bad END), 0) AS BIGINT) AS rows_bad \
+               FROM batchscore_runs GROUP BY job ORDER BY job"
+        .to_owned();
+    let rows = dialect::fetch_all(DB::on_pool(pool), sql, vec![since.into()])
+        .await
+        .context("reading batchscore_runs")?;
+    // The latest finished window of each shard: failed or abandoned means the job is failing.
+    let latest = "SELECT job, status FROM (SELECT job, status, ROW_NUMBER() OVER \
+                  (PARTITION BY job, shard ORDER BY started_at DESC) AS n FROM batchscore_runs \
+                  WHERE status IN ('succeeded', 'failed', 'abandoned')) AS latest WHERE n = 1"
+        .to_owned();
+    let latest = dialect::fetch_all(DB::on_pool(pool), latest, vec![])
+        .await
+        .context("reading batchscore_runs")?;
+    let mut failing = std::collections::BTreeSet::new();
+    for row in &latest {
+        if required(DB::text(row, "status")?, "status")? != "succeeded" {
+            failing.insert(required(DB::text(row, "job")?, "job")?);
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let job = required(DB::text(row, "job")?, "job")?;
+            Ok(JobHealth {
+                failing: failing.contains(&job),
+                last_success: DB::time(row, "last_success")?,
+                rows_written: required(DB::int(row, "rows_written")?, "rows_written")?,
+                failures: required(DB::int(row, "failures")?, "failures")?,
+                rows_bad: required(DB::int(row, "rows_bad")?, "rows_bad")?,
+                job,
+            })
+        })
+        .collect()
+}
+
+/// The jobs with a shard whose claim's lease has not lapsed: they are running now.
+pub(crate) async fn running_jobs<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+) -> anyhow::Result<Vec<String>> {
+    let sql = format!(
+        "SELECT DISTINCT job FROM batchscore_claims WHERE expires_at > {}",
+        DB::NOW
+    );
+    let rows = dialect::fetch_all(executor, sql, vec![])
+        .await
+        .context("reading batchscore_claims")?;
+    rows.iter()
+        .map(|row| required(DB::text(row, "job")?, "job"))
+        .collect()
+}

@@ -15,7 +15,7 @@ mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
-pub use ledger::{Replace, ShardWatermark};
+pub use ledger::{JobHealth, Replace, ShardWatermark};
 
 use std::future::Future;
 use std::time::Duration;
@@ -273,6 +273,19 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
     /// When `err` is this database's "locked by another writer, and the wait ran out" (SQLite's
     /// busy timeout), how long it waited: a run reports that as contention, not failure.
     fn lock_wait(&self, err: &anyhow::Error) -> Option<Duration>;
+
+    /// Every job's health as the ledger says, counting what started since `since`.
+    fn health(
+        &self,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<Vec<JobHealth>>> + Send {
+        ledger::health(self.pool(), since)
+    }
+
+    /// The jobs running now (a shard's claim is held).
+    fn running_jobs(&self) -> impl Future<Output = anyhow::Result<Vec<String>>> + Send {
+        ledger::running_jobs(Self::Db::on_pool(self.pool()))
+    }
 
     /// The latest runs, newest first, of one job or all.
     fn recent_runs(

@@ -19,4 +19,5 @@ mod migrations;
 mod models;
 mod scoring;
 mod shards;
+mod status;
 mod windows;

@@ -400,11 +400,14 @@ async fn status_lists_runs_and_jobs_list_shows_jobs() {
     seed_sensor_readings(&p, TimeForm::IsoZ).await;
     p.write_job("machine_failure", MACHINE_FAILURE);
     assert_exit(&run_window(&p, "machine_failure"), 0);
-    let out = p.batchscore(&["status"]);
+    // A backfill moves no watermark: the job is ok (it succeeded just now), and its windows
+    // are listed.
+    let out = p.batchscore(&["status", "machine_failure"]);
     assert_exit(&out, 0);
     let text = stdout(&out);
     assert!(
         text.contains("machine_failure")
+            && text.contains(" ok ")
             && text.contains("succeeded")
             && text.contains("2026-01-10T00:30:00Z"),
         "{text}"
