@@ -18,13 +18,14 @@ pub async fn run(global: &GlobalArgs, args: RunJobArgs) -> anyhow::Result<ExitCo
     let spec = spec::load_job(&global.jobs_dir, &args.name)?;
     // No wait on the database outlasts the lease (see `db::Limits`).
     let db = db::connect_with(&global.database_url, db::Limits::for_lease(args.lease)).await?;
-    with_backend!(db, backend => run_with(&backend, spec, args).await)
+    with_backend!(db, backend => run_with(&backend, spec, args, global).await)
 }
 
 async fn run_with<B: Backend>(
     db: &B,
     spec: spec::JobSpec,
     args: RunJobArgs,
+    global: &GlobalArgs,
 ) -> anyhow::Result<ExitCode> {
     let request = match (args.from, args.to) {
         (Some(from), Some(to)) => WindowRequest::Backfill { from, to },
@@ -49,6 +50,10 @@ async fn run_with<B: Backend>(
         Some(index) => ShardChoice::One(index),
         None => ShardChoice::Every,
     };
+    let progress = match crate::logging::progress_bars(global) {
+        Some(bars) => run::Progress::Bars(bars),
+        None => run::Progress::log(),
+    };
     let summary = run::run_job(
         db,
         &job,
@@ -56,6 +61,7 @@ async fn run_with<B: Backend>(
         choice,
         args.lease,
         &stop,
+        &progress,
         &mut Default::default(),
     )
     .await?;

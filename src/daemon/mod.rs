@@ -484,6 +484,7 @@ impl<B: Backend> Daemon<B> {
             ShardChoice::Every,
             self.options.lease,
             &self.stop,
+            &crate::run::Progress::log(),
             &mut tally,
         )
         .await;

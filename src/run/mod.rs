@@ -20,6 +20,7 @@
 
 mod keeper;
 mod pipeline;
+mod progress;
 mod window;
 mod writer;
 
@@ -28,6 +29,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tracing::Instrument;
+
+pub use self::progress::Progress;
 
 use self::keeper::Keeper;
 use self::window::{Scope, run_window};
@@ -94,6 +97,7 @@ const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Run the chosen shards of `job`: for each, claim it, plan its windows from its watermark and
 /// score them in order, each in its own transaction. Shards are independent: one failing does
 /// not stop the others, and the first failure is returned after they ran.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_job<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
@@ -101,6 +105,7 @@ pub async fn run_job<B: Backend>(
     choice: ShardChoice,
     lease: TimeDelta,
     stop: &Stop,
+    progress: &Progress,
     tally: &mut Tally,
 ) -> anyhow::Result<JobSummary> {
     let name = &job.spec.name;
@@ -145,9 +150,18 @@ pub async fn run_job<B: Backend>(
             return Err(Interrupted { signal, what }.into());
         }
         let span = tracing::info_span!("run", shard = %shard);
-        let outcome = run_shard(db, job, shard, request, lease, lenient, stop, tally)
-            .instrument(span)
-            .await;
+        let outcome = run_shard(
+            db,
+            job,
+            shard,
+            request,
+            lease,
+            lenient,
+            (stop, progress),
+            tally,
+        )
+        .instrument(span)
+        .await;
         match outcome {
             Ok(run) => summary.runs.push(run),
             Err(err)
@@ -219,10 +233,10 @@ async fn run_shard<B: Backend>(
     request: WindowRequest,
     lease: TimeDelta,
     lenient: bool,
-    stop: &Stop,
+    controls: (&Stop, &Progress),
     tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
-    let outcome = claim_and_run(db, job, shard, request, lease, lenient, stop, tally).await;
+    let outcome = claim_and_run(db, job, shard, request, lease, lenient, controls, tally).await;
     // SQLite: another writer held the database's write lock past the busy timeout.
     outcome.map_err(|err| match db.lock_wait(&err) {
         Some(waited) => anyhow::Error::from(Contention::DatabaseLocked {
@@ -242,7 +256,7 @@ async fn claim_and_run<B: Backend>(
     request: WindowRequest,
     lease: TimeDelta,
     lenient: bool,
-    stop: &Stop,
+    (stop, progress): (&Stop, &Progress),
     tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
@@ -262,7 +276,7 @@ async fn claim_and_run<B: Backend>(
         }
     };
     let mut keeper = Keeper::start(db, claim, lock);
-    let mut outcome = run_claimed(db, job, request, &mut keeper, stop, tally).await;
+    let mut outcome = run_claimed(db, job, request, &mut keeper, (stop, progress), tally).await;
     // A run cut short by its successor fails with whatever broke first: a connection the server
     // ended, or a deadline that passed while the process was paused. Say what happened instead.
     if let Err(err) = &outcome
@@ -293,7 +307,7 @@ async fn run_claimed<B: Backend>(
     job: &Arc<PreparedJob>,
     request: WindowRequest,
     keeper: &mut Keeper<B>,
-    stop: &Stop,
+    (stop, progress): (&Stop, &Progress),
     tally: &mut Tally,
 ) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
@@ -327,6 +341,7 @@ async fn run_claimed<B: Backend>(
         true => Advance::From(watermark),
         false => Advance::Never,
     };
+    let overall = progress.run(plan.windows.len());
     for (i, window) in plan.windows.iter().enumerate() {
         if let Some(signal) = stop.drain.signal() {
             return Err(Interrupted {
@@ -342,10 +357,16 @@ async fn run_claimed<B: Backend>(
             advance,
             gap,
         };
-        windows.push(run_window(db, job, scope, keeper, stop, tally).await?);
+        windows.push(run_window(db, job, scope, keeper, (stop, progress), tally).await?);
+        if let Some(bar) = &overall {
+            bar.inc(1);
+        }
         if let Advance::From(_) = advance {
             advance = Advance::From(Some(window.end));
         }
+    }
+    if let Some(bar) = overall {
+        bar.finish_and_clear();
     }
     Ok(RunSummary {
         shard,

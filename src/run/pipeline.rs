@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::progress::WindowProgress;
 use super::writer::{WRITE_AHEAD, Write, Writer};
 use crate::claim::Claim;
 use crate::db::Backend;
@@ -33,6 +34,7 @@ pub(super) async fn run_pipeline<B: Backend>(
     stamp: &RunStamp,
     claim: &Claim,
     record: &mut RunRecord,
+    shown: &WindowProgress,
 ) -> anyhow::Result<(B::Tx, BadRowCounts)> {
     let mut found = BadRowCounts::default();
     let (sender, mut chunks) = mpsc::channel::<SourceChunk>(READ_AHEAD);
@@ -62,7 +64,7 @@ pub(super) async fn run_pipeline<B: Backend>(
     };
     let (written, fed) = tokio::join!(
         writer.write_window(writes),
-        feed(job, &mut chunks, to_writer, record, &mut found),
+        feed(job, &mut chunks, to_writer, record, &mut found, shown),
     );
     // A failed write is why the feeder stopped early: its error comes first.
     let tx = written?;
@@ -79,6 +81,7 @@ async fn feed(
     to_writer: mpsc::Sender<Write>,
     record: &mut RunRecord,
     found: &mut BadRowCounts,
+    shown: &WindowProgress,
 ) -> anyhow::Result<()> {
     let bad_rows = &job.spec.bad_rows;
     // Chunk n+1 is read (by the reader task) while chunk n scores on the blocking pool and
@@ -97,6 +100,7 @@ async fn feed(
         // core, and two runs at once slow each other down.
         scoring = next.map(|chunk| spawn_scoring(Arc::clone(job), chunk));
         if let Some((scored, bad)) = done {
+            shown.add((bad.len() + scored.as_ref().map_or(0, |s| s.rows())) as u64);
             let mut handed = true;
             if let Some(first) = bad.first() {
                 found.add(&bad);

@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use super::keeper::Keeper;
 use super::pipeline::{BadRowCounts, run_pipeline};
+use super::progress::{Progress, WindowProgress};
 use super::{Advance, CLEANUP_DEADLINE, WindowSummary, job_label};
 use crate::claim::{Claim, Lost};
 use crate::db::{Backend, Replace, WindowTx, within};
@@ -35,7 +36,7 @@ pub(super) async fn run_window<B: Backend>(
     job: &Arc<PreparedJob>,
     scope: Scope,
     keeper: &Keeper<B>,
-    stop: &Stop,
+    (stop, progress): (&Stop, &Progress),
     tally: &mut Tally,
 ) -> anyhow::Result<WindowSummary> {
     let window = scope.window;
@@ -49,12 +50,26 @@ pub(super) async fn run_window<B: Backend>(
     )
     .await?;
     tracing::info!("window started");
+    // A bar shows rows scored of rows expected: count them first (through the window's index).
+    let expected = match progress.wants_total() {
+        true => within(
+            keeper.claim().lease(),
+            "counting the window's rows",
+            db.count_window(&job.spec, &job.shape, window, shard),
+        )
+        .await
+        .ok()
+        .and_then(|n| u64::try_from(n).ok()),
+        false => None,
+    };
+    let label = format!("{} {window}", job_label(&job.spec.name, shard));
+    let shown = progress.window(label, expected);
 
     let rolled_back = format!("window {window} was rolled back, nothing of it was written");
     let scored = tokio::select! {
         // Dropping the window's future drops its transaction: nothing of it is committed (the
         // server ends it too, if it cannot reach us to say so).
-        outcome = score_window(db, job, scope, keeper.claim(), &mut record) => outcome,
+        outcome = score_window(db, job, scope, keeper.claim(), &mut record, &shown) => outcome,
         signal = stop.abort.requested() => Err(Interrupted {
             signal,
             what: rolled_back.clone(),
@@ -148,6 +163,7 @@ async fn score_window<B: Backend>(
     scope: Scope,
     claim: &Claim,
     record: &mut RunRecord,
+    shown: &WindowProgress,
 ) -> anyhow::Result<()> {
     let stamp = RunStamp {
         run_id: record.run_id.clone(),
@@ -155,7 +171,7 @@ async fn score_window<B: Backend>(
         model_version: job.model.sha256.clone(),
         scored_at: Utc::now(),
     };
-    let (tx, found) = run_pipeline(db, job, scope.window, &stamp, claim, record).await?;
+    let (tx, found) = run_pipeline(db, job, scope.window, &stamp, claim, record, shown).await?;
     check_bad_rows(job, record, &found)?;
     close(tx, job, scope, claim, record).await
 }

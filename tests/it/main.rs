@@ -17,6 +17,7 @@ mod layout;
 mod logs;
 mod migrations;
 mod models;
+mod progress;
 mod scoring;
 mod shards;
 mod status;
