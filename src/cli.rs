@@ -144,6 +144,24 @@ pub enum JobsCommand {
         /// Only this job (default: all).
         name: Option<String>,
     },
+    /// Write jobs/NAME.toml from a model and a source table (or query): inputs matched to
+    /// columns, the key and timestamp guessed from the catalog, one result column per output.
+    New {
+        /// The job's name (the file's stem).
+        name: String,
+        /// The ONNX model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// The source table (`schema.table` allowed).
+        #[arg(long, required_unless_present = "query", conflicts_with = "query")]
+        table: Option<String>,
+        /// A SELECT to read rows from instead of a table.
+        #[arg(long)]
+        query: Option<String>,
+        /// Replace an existing job file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]

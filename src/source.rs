@@ -64,7 +64,7 @@ impl CellType {
     /// Whether a column of `kind` can feed a cell of this type. Per-value problems (a REAL that
     /// is not whole, an integer other than 0 or 1 for a bool) are bad rows; a column that could
     /// never fit is a configuration error.
-    fn accepts(self, kind: &ColumnKind) -> bool {
+    pub fn accepts(self, kind: &ColumnKind) -> bool {
         use ColumnKind::*;
         match self {
             CellType::Float => matches!(kind, Integer | Real | Numeric | Boolean | Dynamic),

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod reshard;
 pub mod run_job;
+pub mod scaffold;
 pub mod status;
 pub mod watermark;
 
@@ -19,6 +20,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RunJob(args) => run_job::run(global, args).await,
         Command::Jobs(JobsCommand::List) => jobs::list(global),
         Command::Jobs(JobsCommand::Validate { name }) => jobs::validate(global, name).await,
+        Command::Jobs(JobsCommand::New {
+            name,
+            model,
+            table,
+            query,
+            force,
+        }) => {
+            let new = scaffold::NewJob {
+                name,
+                model,
+                table,
+                query,
+                force,
+            };
+            scaffold::run(global, new).await
+        }
         Command::Migrate => migrate::run(global).await,
         Command::Status(args) => status::run(global, args).await,
         Command::Daemon(args) => daemon::run(global, args).await,

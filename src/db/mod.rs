@@ -146,6 +146,15 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
         spec: &JobSpec,
     ) -> impl Future<Output = anyhow::Result<Vec<String>>> + Send;
 
+    /// What `jobs new` guesses a job from: the source's single-column primary key, and the
+    /// columns that can hold its timestamps, in column order, each with whether an index starts
+    /// with it. `columns` is the source as [`Backend::describe_source`] described it.
+    fn source_hints(
+        &self,
+        spec: &JobSpec,
+        columns: &[(String, ColumnKind)],
+    ) -> impl Future<Output = anyhow::Result<SourceHints>> + Send;
+
     /// How many of the shard's source rows fall in the window (for `--dry-run`).
     fn count_window(
         &self,
@@ -414,6 +423,14 @@ pub(crate) trait WindowTx: Send + Sized {
                 .context("committing the window")
         }
     }
+}
+
+/// What a source's catalog says that a job file needs (see [`Backend::source_hints`]).
+#[derive(Debug, Clone, Default)]
+pub struct SourceHints {
+    pub primary_key: Option<String>,
+    /// Columns that can hold the window's timestamps, and whether an index starts with each.
+    pub times: Vec<(String, bool)>,
 }
 
 /// A connected database, either kind.

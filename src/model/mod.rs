@@ -9,7 +9,7 @@ mod onnxruntime;
 mod zipmap;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::session::{Session, SessionInputValue};
@@ -89,13 +89,17 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Read, hash and load the model the job names; check its pinned sha256 if it has one.
     pub fn load(spec: &JobSpec) -> Result<Model, ConfigError> {
-        let problem = |p: String| ConfigError::job(&spec.name, p);
-        let path = &spec.model.path;
+        Model::open(&spec.name, &spec.model.path, spec.model.sha256.as_deref())
+    }
+
+    /// Read, hash and load the model file at `path` for `job`, checking the `pinned` sha256.
+    pub fn open(job: &str, path: &Path, pinned: Option<&str>) -> Result<Model, ConfigError> {
+        let problem = |p: String| ConfigError::job(job, p);
         let bytes = std::fs::read(path)
             .map_err(|e| problem(format!("cannot read model file {}: {e}", path.display())))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        if let Some(expected) = &spec.model.sha256
-            && expected != &sha256
+        if let Some(expected) = pinned
+            && expected != sha256
         {
             return Err(problem(format!(
                 "model file {} has sha256 {sha256}, but model.sha256 in the job file pins {expected}",
@@ -423,6 +427,16 @@ impl Model {
             ));
         }
         Ok(label)
+    }
+
+    /// The outputs as declared: names and types.
+    pub fn outputs(&self) -> &[(String, ValueType)] {
+        &self.outputs
+    }
+
+    /// The class labels of a ZipMap output, as the model file lists them.
+    pub fn zipmap(&self, output: &str) -> Option<&Labels> {
+        self.zipmaps.get(output)
     }
 
     /// The declared type of input or output `name`, as `jobs validate` shows it.

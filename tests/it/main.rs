@@ -18,6 +18,7 @@ mod logs;
 mod migrations;
 mod models;
 mod progress;
+mod scaffold;
 mod scoring;
 mod shards;
 mod status;

@@ -191,8 +191,9 @@ async fn four_shards_at_once_write_what_one_run_writes(kind: Kind) {
     for i in 0..4 {
         assert!(stdout(&out).contains(&format!("{i}/4")), "{}", stdout(&out));
     }
+    // January's windows are long behind now: `status` calls the job late (exit 1).
     let out = p.batchscore(&["status", "sharded"]);
-    assert_exit(&out, 0);
+    assert_exit(&out, 1);
     assert!(stdout(&out).contains("SHARD"), "{}", stdout(&out));
     // Without --shard, one process takes every shard: nothing is due any more.
     let out = p.batchscore(&["run-job", "sharded", "--at", &at(61)]);

@@ -12,6 +12,7 @@ use super::claim::session_tag;
 use super::copy::{Tuple, TupleReader};
 use super::{PostgresBackend, is_transient, key_type};
 use crate::claim::Claim;
+use crate::db::SourceHints;
 use crate::plan::Window;
 use crate::shard::Shard;
 use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
@@ -98,6 +99,42 @@ impl PostgresBackend {
             }
         }
         Ok(notes)
+    }
+
+    pub(super) async fn hints(
+        &self,
+        spec: &JobSpec,
+        columns: &[(String, ColumnKind)],
+    ) -> anyhow::Result<SourceHints> {
+        let mut hints = SourceHints::default();
+        let mut indexed: Vec<String> = Vec::new();
+        if let SourceFrom::Table(table) = &spec.source.from {
+            let keys: Vec<String> = sqlx::query_scalar(
+                "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
+                 ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+            )
+            .bind(table.quoted())
+            .fetch_all(&self.pool)
+            .await
+            .with_context(|| format!("reading the primary key of {table}"))?;
+            hints.primary_key = (keys.len() == 1).then(|| keys[0].clone());
+            indexed = sqlx::query_scalar(
+                "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
+                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                 WHERE i.indrelid = to_regclass($1) AND i.indpred IS NULL AND i.indisvalid",
+            )
+            .bind(table.quoted())
+            .fetch_all(&self.pool)
+            .await
+            .with_context(|| format!("listing the indexes of {table}"))?;
+        }
+        hints.times = columns
+            .iter()
+            .filter(|(_, kind)| *kind == ColumnKind::Timestamp)
+            .map(|(name, _)| (name.clone(), indexed.contains(name)))
+            .collect();
+        Ok(hints)
     }
 
     pub(super) async fn count(

@@ -122,6 +122,14 @@ impl Backend for SqliteBackend {
         self.notes(spec).await
     }
 
+    async fn source_hints(
+        &self,
+        spec: &JobSpec,
+        columns: &[(String, ColumnKind)],
+    ) -> anyhow::Result<super::SourceHints> {
+        self.hints(spec, columns).await
+    }
+
     async fn count_window(
         &self,
         spec: &JobSpec,

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::SqliteBackend;
 use super::direct::with_direct;
 use super::window;
+use crate::db::SourceHints;
 use crate::ident::TableName;
 use crate::plan::Window;
 use crate::shard::{Shard, text_hash};
@@ -137,6 +138,68 @@ impl SqliteBackend {
             ));
         }
         Ok(notes)
+    }
+
+    pub(super) async fn hints(
+        &self,
+        spec: &JobSpec,
+        columns: &[(String, ColumnKind)],
+    ) -> anyhow::Result<SourceHints> {
+        let mut hints = SourceHints::default();
+        let mut indexed = Vec::new();
+        if let SourceFrom::Table(table) = &spec.source.from {
+            let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
+            let keys: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM pragma_table_info(?1, ?2) WHERE pk > 0 ORDER BY pk",
+            )
+            .bind(table.name.as_str())
+            .bind(schema)
+            .fetch_all(&self.pool)
+            .await
+            .with_context(|| format!("reading the primary key of {table}"))?;
+            hints.primary_key = (keys.len() == 1).then(|| keys[0].clone());
+            indexed = sqlx::query_scalar::<_, Option<String>>(
+                "SELECT (SELECT i.name FROM pragma_index_info(l.name, ?2) AS i WHERE i.seqno = 0) \
+                 FROM pragma_index_list(?1, ?2) AS l WHERE NOT l.partial",
+            )
+            .bind(table.name.as_str())
+            .bind(schema)
+            .fetch_all(&self.pool)
+            .await
+            .with_context(|| format!("listing the indexes of {table}"))?
+            .into_iter()
+            .flatten()
+            .collect();
+        }
+        // SQLite keeps times as text (or numbers): a text column is a time column when the
+        // values it holds are times, as far as a sample shows.
+        for (name, kind) in columns {
+            let time = match kind {
+                ColumnKind::Timestamp => true,
+                ColumnKind::Text | ColumnKind::Dynamic => {
+                    let column = crate::ident::Ident::parse(name).map(|c| c.quoted());
+                    let Ok(column) = column else { continue };
+                    let sql = format!(
+                        "SELECT count(v), count(unixepoch(v)) FROM (SELECT {column} AS v FROM {} LIMIT 100)",
+                        from_clause(spec)
+                    );
+                    let mut sample = sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(sql));
+                    if let SourceFrom::Query(_) = &spec.source.from {
+                        sample = sample.bind(0.0).bind(1e15); // a window over all time
+                    }
+                    let (values, times) = sample
+                        .fetch_one(&self.pool)
+                        .await
+                        .with_context(|| format!("sampling column {name}"))?;
+                    values > 0 && values == times
+                }
+                _ => false,
+            };
+            if time {
+                hints.times.push((name.clone(), indexed.contains(name)));
+            }
+        }
+        Ok(hints)
     }
 
     pub(super) async fn count(

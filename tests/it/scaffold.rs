@@ -1,0 +1,163 @@
+//! `batchscore jobs new`: from a model file and a table (or query) to a job file that
+//! `jobs validate` accepts as it stands, on the demo model and a per-column pipeline model; it
+//! refuses to overwrite without `--force`. On SQLite and PostgreSQL.
+
+use crate::support::*;
+use crate::windows::at;
+
+fn jobs_new(p: &Project, args: &[&str]) -> std::process::Output {
+    p.batchscore(&[&["jobs", "new"][..], args].concat())
+}
+
+fn job_file(p: &Project, name: &str) -> String {
+    std::fs::read_to_string(p.jobs_dir().join(format!("{name}.toml"))).unwrap()
+}
+
+async fn a_new_job_from_a_model_and_a_table_validates_and_runs(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(3_000).await;
+    let model = model_path("machine_failure");
+    let out = jobs_new(
+        &p,
+        &[
+            "sensors",
+            "--model",
+            model.to_str().unwrap(),
+            "--table",
+            "sensor_readings",
+        ],
+    );
+    assert_exit(&out, 0);
+    let text = job_file(&p, "sensors");
+    assert!(text.contains("key = \"reading_id\""), "{text}");
+    assert!(text.contains("timestamp = \"recorded_at\""), "{text}");
+    // No index on the timestamp: the line says so.
+    assert!(text.contains("index it"), "{text}");
+    // The single [N, 4] input takes the four feature columns, in table order.
+    assert!(
+        text.contains("features = [\"temperature\", \"vibration\", \"pressure\", \"rpm\"]"),
+        "{text}"
+    );
+    // Every output, every column of the 2-D one.
+    for line in [
+        "label = \"label\"",
+        "probabilities_0 = \"probabilities[0]\"",
+        "probabilities_1 = \"probabilities[1]\"",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    assert!(text.matches("check:").count() >= 5, "{text}");
+    assert_exit(&p.batchscore(&["jobs", "validate", "sensors"]), 0);
+    assert_exit(&p.batchscore(&["run-job", "sensors", "--at", &at(21)]), 0);
+    // The proposed window, 30 minutes with 2 of lateness: [t0 - 11m, t0 + 19m), 1,900 rows.
+    assert_eq!(
+        p.count("SELECT count(*) FROM sensors_predictions").await,
+        1900
+    );
+
+    // It does not overwrite a job file, unless told to.
+    let out = jobs_new(
+        &p,
+        &[
+            "sensors",
+            "--model",
+            model.to_str().unwrap(),
+            "--table",
+            "sensor_readings",
+        ],
+    );
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    let out = jobs_new(
+        &p,
+        &[
+            "sensors",
+            "--model",
+            model.to_str().unwrap(),
+            "--table",
+            "sensor_readings",
+            "--force",
+        ],
+    );
+    assert_exit(&out, 0);
+
+    // A query has no primary key: the key is a choice the file asks to confirm.
+    let query = "SELECT reading_id, recorded_at, temperature, vibration, pressure, rpm FROM sensor_readings";
+    let out = jobs_new(
+        &p,
+        &[
+            "from_query",
+            "--model",
+            model.to_str().unwrap(),
+            "--query",
+            query,
+        ],
+    );
+    assert_exit(&out, 0);
+    let text = job_file(&p, "from_query");
+    assert!(text.contains("key = \"reading_id\""), "{text}");
+    assert!(text.contains("no primary key was found"), "{text}");
+    assert_exit(&p.batchscore(&["jobs", "validate", "from_query"]), 0);
+}
+
+on_both_databases!(a_new_job_from_a_model_and_a_table_validates_and_runs);
+
+async fn a_per_column_pipeline_is_matched_by_name(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.execute(match kind {
+        Kind::Sqlite => {
+            "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, updated_at TEXT NOT NULL, \
+             note TEXT, region TEXT, amount REAL, items INTEGER)"
+        }
+        Kind::Postgres => {
+            "CREATE TABLE customers (customer_id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, \
+             note text, region text, amount double precision, items integer)"
+        }
+    })
+    .await;
+    p.execute("CREATE INDEX customers_updated_at ON customers (updated_at)")
+        .await;
+    p.execute(
+        "INSERT INTO customers VALUES (1, '2026-01-10T00:01:00Z', 'a', 'east', 12.5, 3), \
+         (2, '2026-01-10T00:02:00Z', 'b', 'north', 80.0, 11)",
+    )
+    .await;
+    let model = format!("{REPO}/tests/fixtures/churn_zipmap.onnx");
+    let out = jobs_new(&p, &["churn", "--model", &model, "--table", "customers"]);
+    assert_exit(&out, 0);
+    let text = job_file(&p, "churn");
+    assert!(text.contains("key = \"customer_id\""), "{text}");
+    assert!(text.contains("timestamp = \"updated_at\""), "{text}");
+    assert!(text.contains("it is indexed"), "{text}");
+    assert!(
+        text.contains("features = [\"region\", \"amount\", \"items\"]")
+            && text.contains("matched to columns by name"),
+        "{text}"
+    );
+    // The ZipMap's classes, read from the model file, one column each.
+    for line in [
+        "output_label = \"output_label\"",
+        "output_probability_0 = \"output_probability[0]\"",
+        "output_probability_1 = \"output_probability[1]\"",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    let out = p.batchscore(&["jobs", "validate", "churn"]);
+    assert_exit(&out, 0);
+    let out = p.batchscore(&[
+        "run-job",
+        "churn",
+        "--from",
+        "2026-01-10T00:00:00Z",
+        "--to",
+        "2026-01-10T01:00:00Z",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(p.count("SELECT count(*) FROM churn_predictions").await, 2);
+}
+
+on_both_databases!(a_per_column_pipeline_is_matched_by_name);
