@@ -107,12 +107,15 @@ pub enum BadWindow {
     },
 }
 
-/// The run was stopped by a signal; its open window was rolled back.
+/// The run was stopped by a signal: its open window was rolled back, or it stopped between
+/// windows (or shards) with nothing open.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted by {signal}: {what}")]
 pub struct Interrupted {
     pub signal: Signal,
     pub what: String,
+    /// Whether a window was open and rolled back (the daemon's exit code says so).
+    pub rolled_back: bool,
 }
 
 /// The database stopped answering: no reply within the deadline the lease sets. The open

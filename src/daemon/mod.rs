@@ -520,7 +520,13 @@ impl<B: Backend> Daemon<B> {
                 "busy"
             }
             Err(err) if err.is::<Interrupted>() => {
-                self.rolled_back.store(true, Ordering::SeqCst);
+                // Stopping between windows or shards rolls nothing back: a clean shutdown.
+                if err
+                    .downcast_ref::<Interrupted>()
+                    .is_some_and(|i| i.rolled_back)
+                {
+                    self.rolled_back.store(true, Ordering::SeqCst);
+                }
                 tracing::warn!(job = %name, "{err:#}");
                 "interrupted"
             }

@@ -147,7 +147,12 @@ pub async fn run_job<B: Backend>(
                 "stopped before shard {shard}; {} earlier shard(s) of this run finished",
                 summary.runs.len()
             );
-            return Err(Interrupted { signal, what }.into());
+            return Err(Interrupted {
+                signal,
+                what,
+                rolled_back: false,
+            }
+            .into());
         }
         let span = tracing::info_span!("run", shard = %shard);
         let outcome = run_shard(
@@ -347,6 +352,7 @@ async fn run_claimed<B: Backend>(
             return Err(Interrupted {
                 signal,
                 what: format!("stopped before window {window}; {i} earlier window(s) of this run were committed"),
+                rolled_back: false,
             }
             .into());
         }

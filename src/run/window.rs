@@ -73,6 +73,7 @@ pub(super) async fn run_window<B: Backend>(
         signal = stop.abort.requested() => Err(Interrupted {
             signal,
             what: rolled_back.clone(),
+            rolled_back: true,
         }
         .into()),
         lost = keeper.lost() => Err(lost.into_error(&job_label(&job.spec.name, shard), &rolled_back)),
