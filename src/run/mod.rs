@@ -182,7 +182,10 @@ pub async fn run_job<B: Backend>(
             // Nothing another shard does can go better: stop here.
             Err(err) if err.is::<Interrupted>() || err.is::<ConfigError>() => return Err(err),
             Err(err) => {
-                tracing::error!(shard = %shard, error = %format!("{err:#}"), "the shard's run failed");
+                // With other shards to go, say so now; the run's own failure is reported at the end.
+                if lenient {
+                    tracing::error!(shard = %shard, error = %format!("{err:#}"), "the shard's run failed");
+                }
                 first_error.get_or_insert(err);
             }
         }

@@ -184,6 +184,11 @@ async fn the_daemon_deployment_probes_and_scrapes_what_the_daemon_serves() {
     assert_eq!(text(&monitor, monitor_file, "kind"), "PodMonitor");
     let endpoint = at(&monitor, monitor_file, "spec.podMetricsEndpoints.0");
     assert_eq!(text(endpoint, monitor_file, "port"), port_name);
+    // batchscore's own `job` label must survive the scrape (the dashboard and alerts use it).
+    assert_eq!(
+        at(endpoint, monitor_file, "honorLabels").as_bool(),
+        Some(true)
+    );
     let path = text(endpoint, monitor_file, "path");
     let selector = at(&monitor, monitor_file, "spec.selector.matchLabels");
     let labels = at(pod, file, "metadata.labels");
