@@ -259,11 +259,14 @@ fn job_file(
         && let Some((_, dims)) = tensor(&input.dtype)
         && dims.len() == 2
     {
-        let fitting: Vec<&str> = columns
+        // Identifiers (`id`, `…_id`) are rarely features: they come last.
+        let id_like = |c: &str| c == "id" || c.ends_with("_id");
+        let mut fitting: Vec<&str> = columns
             .iter()
             .filter(|(c, kind)| !taken(c) && fits(input, kind))
             .map(|(c, _)| c.as_str())
             .collect();
+        fitting.sort_by_key(|c| id_like(c));
         let width = usize::try_from(dims[1]).ok().filter(|w| *w > 0);
         let chosen: Vec<&str> = fitting
             .iter()
@@ -277,7 +280,7 @@ fn job_file(
                 input.name
             ),
             Some(w) if fitting.len() > w => format!(
-                "check: input `{}` takes {w} columns; these are the first {w} that fit, in table order (the others: {})",
+                "check: input `{}` takes {w} columns; these are the first {w} that fit, in table order, identifiers last (the others: {})",
                 input.name,
                 fitting[w..].join(", ")
             ),

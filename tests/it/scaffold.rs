@@ -161,3 +161,48 @@ async fn a_per_column_pipeline_is_matched_by_name(kind: Kind) {
 }
 
 on_both_databases!(a_per_column_pipeline_is_matched_by_name);
+
+#[tokio::test]
+async fn the_demo_models_over_the_demo_tables_give_jobs_that_validate_and_run() {
+    let p = Project::sqlite().await;
+    // The quick start's tables, seeded by its own script: six hours up to now.
+    let db = p.dir.path().join("test.db");
+    let seeded = std::process::Command::new("python3")
+        .arg(format!("{REPO}/scripts/seed-demo.py"))
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    for (name, model, table) in [
+        ("failures", "machine_failure", "sensor_readings"),
+        ("etas", "delivery_eta", "orders"),
+    ] {
+        let model = model_path(model);
+        let out = jobs_new(
+            &p,
+            &[name, "--model", model.to_str().unwrap(), "--table", table],
+        );
+        assert_exit(&out, 0);
+        assert_exit(&p.batchscore(&["jobs", "validate", name]), 0);
+        let out = p.batchscore(&["run-job", name]);
+        assert_exit(&out, 0);
+        assert!(stdout(&out).contains("scored"), "{}", stdout(&out));
+    }
+    // The machine_failure model's four inputs are the readings, not the machine's id.
+    let text = job_file(&p, "failures");
+    assert!(
+        text.contains("features = [\"temperature\", \"vibration\", \"pressure\", \"rpm\"]"),
+        "{text}"
+    );
+    assert!(text.contains("the others: machine_id"), "{text}");
+    // The delivery model's inputs are named after the orders' columns, the text `zone` too.
+    let text = job_file(&p, "etas");
+    assert!(text.contains("key = \"order_id\""), "{text}");
+    assert!(text.contains("timestamp = \"placed_at\""), "{text}");
+    assert!(text.contains("matched to columns by name"), "{text}");
+    assert!(text.contains("\"zone\""), "{text}");
+}
