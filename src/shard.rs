@@ -37,6 +37,19 @@ impl Shard {
         (0..count).map(move |index| Shard { index, count })
     }
 
+    /// The shards of a job with `count` shards that `only` asks for: every one, or the one
+    /// `--shard` names, or why that one does not exist.
+    pub fn select(count: u32, only: Option<u32>) -> Result<Vec<Shard>, String> {
+        match only {
+            Some(index) if index >= count => Err(format!(
+                "--shard {index} is out of range: the job has shards = {count}, numbered 0 to {}",
+                count - 1
+            )),
+            Some(index) => Ok(vec![Shard { index, count }]),
+            None => Ok(Shard::all(count).collect()),
+        }
+    }
+
     /// Whether this shard is the whole job (no filter on keys).
     pub fn is_whole(self) -> bool {
         self.count == 1

@@ -105,12 +105,9 @@ async fn print_plan<B: Backend>(
     let watermarks = crate::ident::TableName::parse("batchscore_watermarks").expect("a valid name");
     let migrated = db.table_columns(&watermarks).await?.is_some();
     println!("job:       {}", job.spec.name);
-    let count = job.spec.source.shards;
-    if let Some(index) = only.filter(|i| *i >= count) {
-        let problem = format!("--shard {index} is out of range: the job has shards = {count}");
-        return Err(ConfigError::job(&job.spec.name, problem).into());
-    }
-    for shard in Shard::all(count).filter(|s| only.is_none_or(|i| i == s.index)) {
+    let shards = Shard::select(job.spec.source.shards, only)
+        .map_err(|p| ConfigError::job(&job.spec.name, p))?;
+    for shard in shards {
         let watermark = match migrated {
             true => db.watermark(&job.spec.name, shard).await?,
             false => None,

@@ -136,7 +136,6 @@ fn fits(input: &ModelInput, kind: &ColumnKind) -> bool {
         .is_some_and(|element| CellType::for_element(element).accepts(kind))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn job_file(
     name: &str,
     new: &NewJob,

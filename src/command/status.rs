@@ -159,11 +159,7 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
                 .cloned()
                 .unwrap_or_else(|| JobHealth {
                     job: job.clone(),
-                    last_success: None,
-                    rows_written: 0,
-                    failures: 0,
-                    rows_bad: 0,
-                    failing: false,
+                    ..JobHealth::default()
                 });
             let watermark = watermarks
                 .iter()

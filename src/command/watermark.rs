@@ -52,14 +52,7 @@ pub async fn set(
     if time > Utc::now() {
         return Err(ConfigError::job(name, "a watermark cannot be set in the future").into());
     }
-    let count = spec.source.shards;
-    if let Some(index) = only.filter(|i| *i >= count) {
-        let problem = format!("--shard {index} is out of range: the job has shards = {count}");
-        return Err(ConfigError::job(name, problem).into());
-    }
-    let shards: Vec<Shard> = Shard::all(count)
-        .filter(|s| only.is_none_or(|i| i == s.index))
-        .collect();
+    let shards = Shard::select(spec.source.shards, only).map_err(|p| ConfigError::job(name, p))?;
     let db = db::connect(&global.database_url).await?;
     with_backend!(&db, backend => set_with(backend, &spec.name, &shards, time).await)?;
     Ok(ExitCode::SUCCESS)

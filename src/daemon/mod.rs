@@ -298,6 +298,13 @@ impl<B: Backend> Daemon<B> {
     ) {
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
         tracing::info!(job = %name, schedule = %job.spec.schedule.expression, timezone = %job.spec.schedule.timezone, "scheduled");
+        // Once per definition (a reload may change it): every series at zero, and the job's
+        // tolerance for bad rows, for the bad-row alert.
+        self.metrics.init_job(&name);
+        self.metrics
+            .bad_rows_max_fraction
+            .get_or_create(&Metrics::label(&name))
+            .set(job.spec.bad_rows.max_fraction);
         let old = self.jobs.lock().expect("not poisoned").insert(
             name.clone(),
             Entry {
@@ -351,18 +358,14 @@ impl<B: Backend> Daemon<B> {
             return;
         };
         // For alerts that speak in schedule periods ("no success for two periods"): the period
-        // that starts at this slot, and the job's tolerance for bad rows.
-        let m = &self.metrics;
-        m.init_job(name);
+        // that starts at this slot (an irregular schedule's periods differ).
         if let Some(later) = next_fire(schedule, at) {
             let period = (later - at).as_seconds_f64();
-            m.schedule_interval
+            self.metrics
+                .schedule_interval
                 .get_or_create(&Metrics::label(name))
                 .set(period);
         }
-        m.bad_rows_max_fraction
-            .get_or_create(&Metrics::label(name))
-            .set(job.spec.bad_rows.max_fraction);
         let wait = (at - Utc::now()).to_std().unwrap_or_default();
         let daemon = Arc::clone(self);
         let job_name = name.to_owned();

@@ -326,8 +326,9 @@ pub(crate) async fn has_quarantined<'c, DB: Dialect>(
 }
 
 /// What the ledger says of one job's health (`batchscore status`): its last success, what the
-/// last day held, and whether any shard's latest finished window failed.
-#[derive(Debug, Clone, PartialEq)]
+/// last day held, and whether any shard's latest finished window failed. The default is a job
+/// the ledger has never seen.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobHealth {
     pub job: String,
     pub last_success: Option<DateTime<Utc>>,

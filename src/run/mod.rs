@@ -113,16 +113,8 @@ pub async fn run_job<B: Backend>(
     let deadline = lease.to_std().unwrap_or_default();
     check_shards(db, job, deadline).await?;
     let shards: Vec<Shard> = match choice {
-        ShardChoice::One(index) if index < count => vec![Shard { index, count }],
         ShardChoice::One(index) => {
-            return Err(ConfigError::job(
-                name,
-                format!(
-                    "--shard {index} is out of range: the job has shards = {count}, numbered 0 to {}",
-                    count - 1
-                ),
-            )
-            .into());
+            Shard::select(count, Some(index)).map_err(|p| ConfigError::job(name, p))?
         }
         ShardChoice::Every => {
             // Replicas that tick together each start at a different shard.
