@@ -24,8 +24,12 @@ dropped; SQLite: a temporary file).
 `--rss-check` runs batchscore alone at 1,000,000 and 5,000,000 rows (`--rss-rows`) and prints its
 peak RSS at each size: memory should follow chunk_rows, not the window.
 
+`--profile-overhead` runs batchscore alone, with drift monitoring's per-window profile (the
+default) and without it (`[monitor] profile = false`), alternating, --repeat times (at least 3),
+and prints the medians, the overhead and both peak RSS figures.
+
 Usage: bench/run.py [--rows N] [--only sqlite|postgres] [--models light,heavy,pipeline] [--chunk-rows N]
-                    [--repeat K] [--rss-check [--rss-rows 1000000,5000000]]
+                    [--repeat K] [--rss-check [--rss-rows 1000000,5000000]] [--profile-overhead]
 Env:   BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)
 Needs: numpy onnxruntime pandas psycopg[binary]; the release binary (cargo build --release);
        the models (python3 bench/train_models.py, committed).
@@ -375,20 +379,21 @@ def ort_floor(model_path, feeds, batch_rows):
 def write_jobs(jobs_dir, models, chunk_rows):
     for model in models:
         workload = WORKLOADS[model]
-        (jobs_dir / f"bench_{model}.toml").write_text(
-            JOB.format(
-                model=model,
-                table=workload.table,
-                # The pipeline model's inputs are named after its columns: matched by name.
-                features=", ".join(f'"{f}"' for f in workload.columns),
-                chunk_rows=chunk_rows,
-                model_path=MODELS / f"{model}.onnx",
-            )
+        job = JOB.format(
+            model=model,
+            table=workload.table,
+            # The pipeline model's inputs are named after its columns: matched by name.
+            features=", ".join(f'"{f}"' for f in workload.columns),
+            chunk_rows=chunk_rows,
+            model_path=MODELS / f"{model}.onnx",
         )
+        (jobs_dir / f"bench_{model}.toml").write_text(job)
+        # The same job without drift monitoring's profile, for --profile-overhead.
+        (jobs_dir / f"bench_{model}_noprofile.toml").write_text(job + "[monitor]\nprofile = false\n")
 
 
-def run_batchscore(db, jobs_dir, model):
-    argv = [BINARY, "-q", "--database-url", db.url, "--jobs-dir", jobs_dir, "run-job", f"bench_{model}",
+def run_batchscore(db, jobs_dir, model, job=None):
+    argv = [BINARY, "-q", "--database-url", db.url, "--jobs-dir", jobs_dir, "run-job", job or f"bench_{model}",
             "--from", rfc3339(dataset.START), "--to", rfc3339(dataset.END)]
     seconds, rss, _ = run_child(argv)
     return seconds, rss
@@ -489,6 +494,50 @@ def side_by_side(args, work, jobs_dir):
     return results, disagreements
 
 
+def profile_overhead(args, work, jobs_dir):
+    """batchscore with and without the per-window profile, alternating; returns table rows."""
+    results = []
+    for db in databases(args, work):
+        seed(db, args.rows, args.models)
+        try:
+            migrate(db, jobs_dir)
+            for model in args.models:
+                runs = {"on": [], "off": [], "on_rss": [], "off_rss": []}
+                for i in range(max(args.repeat, 3)):
+                    # Alternate which goes first: neither always runs on a warmer cache.
+                    order = ["on", "off"] if i % 2 == 0 else ["off", "on"]
+                    for which in order:
+                        db.reset()
+                        job = f"bench_{model}" if which == "on" else f"bench_{model}_noprofile"
+                        log(f"{db.name} {model}: batchscore, profile {which}, run {i + 1}")
+                        seconds, rss = run_batchscore(db, jobs_dir, model, job)
+                        written = db.count("bench_scores_bs")
+                        if written != args.rows:
+                            sys.exit(f"{db.name} {model}: batchscore wrote {written:,} rows, expected {args.rows:,}")
+                        runs[which].append(seconds)
+                        runs[f"{which}_rss"].append(rss)
+                results.append({
+                    "database": db.name, "model": model, "runs": len(runs["on"]),
+                    "on": statistics.median(runs["on"]), "off": statistics.median(runs["off"]),
+                    "on_rss": max(runs["on_rss"]), "off_rss": max(runs["off_rss"]),
+                })
+        finally:
+            db.drop()
+    return results
+
+
+def print_profile_overhead(args, results, started_on):
+    print(f"\nbatchscore alone, {args.rows:,} rows in one 1h window, chunk_rows = {args.chunk_rows:,}, "
+          f"with and without the per-window profile (medians of {max(args.repeat, 3)} alternating runs)")
+    print(f"Before: {started_on}")
+    print(f"After:  load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("| database | model | profile off | profile on | overhead | peak RSS off | peak RSS on |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['database']} | {r['model']} | {rate(args.rows, r['off'])} | {rate(args.rows, r['on'])} | "
+              f"{(r['on'] / r['off'] - 1) * 100:+.1f}% | {r['off_rss']:.0f} MiB | {r['on_rss']:.0f} MiB |")
+
+
 def rss_check(args, work, jobs_dir):
     """batchscore alone at each of --rss-rows; returns table rows."""
     results = []
@@ -572,6 +621,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeat", type=int, default=1, help="run everything K times, report medians (default 1)")
     parser.add_argument("--rss-check", action="store_true", help="run batchscore alone at --rss-rows, report peak RSS")
     parser.add_argument("--rss-rows", default="1000000,5000000", help="row counts for --rss-check")
+    parser.add_argument("--profile-overhead", action="store_true",
+                        help="batchscore with and without the per-window drift profile, alternating")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL),
                         help=f"PostgreSQL server (default $BENCH_DATABASE_URL or {DEFAULT_URL})")
     args = parser.parse_args(argv)
@@ -607,6 +658,9 @@ def main(argv=None):
         write_jobs(jobs_dir, args.models, args.chunk_rows)
         if args.rss_check:
             print_rss(args, rss_check(args, work, jobs_dir), started_on)
+            return 0
+        if args.profile_overhead:
+            print_profile_overhead(args, profile_overhead(args, work, jobs_dir), started_on)
             return 0
         results, disagreements = side_by_side(args, work, jobs_dir)
         print_side_by_side(args, results, started_on)

@@ -3,7 +3,7 @@
 
 It runs the demo for a few minutes the way production would: a batchscore daemon (the release
 binary) scoring two jobs every 10 seconds over rows a feeder inserts, with a burst of bad rows
-midway, scraped by a real Prometheus (Debian's `prometheus` package) every 2 seconds. Then it
+midway and vibration doubled later (drift against each job's rolling reference, 30 s back), scraped by a real Prometheus (Debian's `prometheus` package) every 2 seconds. Then it
 evaluates every panel's queries, as the dashboard writes them, through Prometheus's HTTP API,
 and draws each panel where the dashboard places it (graphs for time series, the last value for
 stat panels). What the picture shows is what the dashboard's queries return; the styling is
@@ -56,6 +56,8 @@ p = "probabilities[1]"
 table = "{sink}"
 [bad_rows]
 max_fraction = {max_fraction}
+[monitor]
+reference = {{ rolling = "30s", span = "20s" }}
 """
 
 
@@ -76,16 +78,18 @@ def wait_for(url, seconds=20):
     sys.exit(f"{url} did not answer")
 
 
-def feed(db_path, seconds, bad_from, bad_to):
-    """Insert readings every 100 ms; between bad_from and bad_to, one in eight has no vibration."""
+def feed(db_path, seconds, bad_from, bad_to, drift_from, drift_to):
+    """Insert readings every 100 ms; between bad_from and bad_to, one in eight has no vibration;
+    between drift_from and drift_to, vibration doubles (a loose sensor mount)."""
     db = sqlite3.connect(db_path)
     started = time.time()
     while time.time() - started < seconds:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         bad = bad_from <= time.time() - started < bad_to
+        scale = 2.0 if drift_from <= time.time() - started < drift_to else 1.0
         rows = []
         for _ in range(random.randint(20, 60)):
-            vibration = None if bad and random.random() < 0.125 else random.uniform(0, 6)
+            vibration = None if bad and random.random() < 0.125 else random.uniform(0, 6) * scale
             rows.append((now, random.uniform(60, 80), vibration, random.uniform(4, 6), random.randint(900, 3600)))
         db.executemany("INSERT INTO readings (ts, temperature, vibration, pressure, rpm) VALUES (?, ?, ?, ?, ?)", rows)
         db.commit()
@@ -177,8 +181,9 @@ def main():
         wait_for(f"{url}/-/ready")
         seconds = args.minutes * 60
         start = time.time()
-        print(f"feeding rows for {seconds:.0f}s (bad rows from a third to half of the way)", file=sys.stderr)
-        feed(db_path, seconds, seconds / 3, seconds / 2)
+        print(f"feeding rows for {seconds:.0f}s (bad rows from a third to half of the way, "
+              "vibration doubled from two thirds to five sixths)", file=sys.stderr)
+        feed(db_path, seconds, seconds / 3, seconds / 2, seconds * 2 / 3, seconds * 5 / 6)
         time.sleep(4)  # the last scrape
         pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         render(url, start, time.time(), args.out)

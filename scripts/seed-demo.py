@@ -8,7 +8,11 @@
 covering the last few hours up to now, so `batchscore run-job NAME` finds a full window.
 Standard library only. Re-running adds nothing twice: rows are keyed by time and machine.
 
-Usage: scripts/seed-demo.py [DATABASE_FILE] [--hours N]   (default batchscore.db, 6 hours)
+--drift FACTOR seeds the last hour's sensor readings again with vibration multiplied by FACTOR
+(a loose sensor mount, say), replacing that hour's rows: what `batchscore monitor` should catch.
+
+Usage: scripts/seed-demo.py [DATABASE_FILE] [--hours N] [--drift FACTOR]
+       (default batchscore.db, 6 hours, no drift)
 """
 
 import argparse
@@ -24,6 +28,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("database", nargs="?", default="batchscore.db")
     parser.add_argument("--hours", type=float, default=6.0)
+    parser.add_argument("--drift", type=float, default=None, metavar="FACTOR")
     args = parser.parse_args()
 
     now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
@@ -67,10 +72,13 @@ def main():
             wear = 1.0 if machine in (3, 17) else 0.0
             temperature = rng.gauss(70 + 9 * wear, 6)
             vibration = abs(rng.gauss(3 + 1.5 * wear, 1.0))
+            drifted = args.drift is not None and now - t <= dt.timedelta(hours=1)
+            if drifted:
+                vibration *= args.drift
             pressure = rng.gauss(5 - 0.4 * wear, 0.5)
             rpm = rng.randint(900, 3600)
             key = int(t.timestamp()) // 60 * 100 + machine
-            readings.append((key, machine, stamp, round(temperature, 2), round(vibration, 3), round(pressure, 3), rpm))
+            readings.append((drifted, (key, machine, stamp, round(temperature, 2), round(vibration, 3), round(pressure, 3), rpm)))
         raining = int(2 + math.sin(m / 90) > 2.6)
         for n in range(rng.randint(1, 4)):
             placed = t + dt.timedelta(seconds=rng.randint(0, 59))
@@ -86,9 +94,12 @@ def main():
                     rng.choice(ZONES),
                 )
             )
-    db.executemany("INSERT OR IGNORE INTO sensor_readings VALUES (?, ?, ?, ?, ?, ?, ?)", readings)
+    db.executemany("INSERT OR IGNORE INTO sensor_readings VALUES (?, ?, ?, ?, ?, ?, ?)", [r for d, r in readings if not d])
+    db.executemany("INSERT OR REPLACE INTO sensor_readings VALUES (?, ?, ?, ?, ?, ?, ?)", [r for d, r in readings if d])
     db.executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)", orders)
     db.commit()
+    if args.drift is not None:
+        print(f"vibration of the last hour's readings multiplied by {args.drift}")
     print(f"seeded {len(readings)} sensor readings and {len(orders)} orders from {start:%H:%M} to {now:%H:%M} UTC into {args.database}")
 
 

@@ -82,6 +82,10 @@ pub enum Command {
     /// Show or set job watermarks (the end of each job's last committed window).
     #[command(subcommand)]
     Watermark(WatermarkCommand),
+    /// Drift: the latest window's features and outputs against the job's reference, worst
+    /// first (exit 1 when one is in drift); or set the reference.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true, after_help = MONITOR_HELP)]
+    Monitor(MonitorArgs),
     /// Move a job to the number of shards its file now says, every shard starting where the
     /// old ones all stopped: no gap, no overlap. Needs every old shard's watermark level.
     #[command(after_help = RESHARD_HELP)]
@@ -176,6 +180,50 @@ pub struct StatusArgs {
     /// Print JSON instead of tables, for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+const MONITOR_HELP: &str = "\
+Scores: PSI over the reference's deciles for numeric columns, Jensen-Shannon distance (base 2)
+for text and boolean ones, the change of the null rate, and for numeric outputs the change of the
+mean in the reference's standard deviations. Thresholds and the reference are set in [monitor].
+
+Exit codes:
+  0   no column is in drift (or there is nothing to judge yet)
+  1   a column is in drift (or the database cannot be reached)
+  2   usage or configuration error";
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    #[command(subcommand)]
+    pub command: Option<MonitorCommand>,
+
+    /// Job name: the stem of a file in the jobs directory.
+    #[arg(required = true)]
+    pub name: Option<String>,
+
+    /// Print JSON for scripts: the window, the reference, and every column's scores and the
+    /// bins or categories they come from.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Store the merged profile of the job's committed windows inside [FROM, TO) as its
+    /// reference, in place of the job file's; --clear goes back to the file's.
+    SetReference {
+        /// Job name: the stem of a file in the jobs directory
+        name: String,
+        /// Start of the range (RFC 3339): windows starting at or after it are taken
+        #[arg(long, requires = "to", required_unless_present = "clear", value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+        /// End of the range (RFC 3339): windows ending at or before it are taken
+        #[arg(long, requires = "from", value_parser = parse_time)]
+        to: Option<DateTime<Utc>>,
+        /// Remove the stored reference.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        clear: bool,
+    },
 }
 
 const STATUS_EXIT_CODES: &str = "\

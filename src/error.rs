@@ -105,6 +105,10 @@ pub enum BadWindow {
         summary: String,
         first: String,
     },
+    #[error(
+        "the window drifted from its reference and monitor.on_drift = \"fail\": {summary}. See `batchscore monitor {job}`; if the change is expected, take a new reference with `batchscore monitor set-reference {job} --from T --to T`"
+    )]
+    Drift { job: String, summary: String },
 }
 
 /// The run was stopped by a signal: its open window was rolled back, or it stopped between

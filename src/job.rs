@@ -10,8 +10,9 @@ use crate::db::Backend;
 use crate::error::ConfigError;
 use crate::features::{FillValue, InputFeed};
 use crate::model::{BoundOutput, Model};
-use crate::sink::ResultsTable;
-use crate::source::{FeatureNeed, SourceShape, kind_name};
+use crate::monitor::profile::Profile;
+use crate::sink::{ResultType, ResultsTable};
+use crate::source::{CellType, FeatureNeed, SourceShape, kind_name};
 use crate::spec::JobSpec;
 
 #[derive(Debug)]
@@ -88,6 +89,26 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
 }
 
 impl PreparedJob {
+    /// An empty profile of this job's features (numeric when read as numbers) and result columns
+    /// (numeric when stored as numbers), for drift monitoring to fill as chunks stream.
+    pub fn empty_profile(&self) -> Profile {
+        let features =
+            self.spec
+                .source
+                .features
+                .iter()
+                .zip(&self.shape.cells)
+                .map(|(name, cell)| {
+                    let numeric = matches!(cell, CellType::Float | CellType::Integer);
+                    (name.as_str().to_owned(), numeric)
+                });
+        let outputs = self.results.outputs.iter().map(|(name, kind)| {
+            let numeric = matches!(kind, ResultType::Float | ResultType::Integer);
+            (name.as_str().to_owned(), numeric)
+        });
+        Profile::new(features, outputs)
+    }
+
     /// One line per model input (its type and the columns that feed it) and per result column
     /// (the output that fills it and the stored type), for `jobs validate` and `--dry-run`.
     pub fn describe_io(&self) -> Vec<String> {

@@ -24,6 +24,7 @@ pub(crate) mod job;
 pub(crate) mod ledger;
 pub(crate) mod logging;
 pub(crate) mod model;
+pub(crate) mod monitor;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod shard;

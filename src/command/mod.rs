@@ -4,6 +4,7 @@ mod claims;
 pub mod daemon;
 pub mod jobs;
 pub mod migrate;
+pub mod monitor;
 pub mod reshard;
 pub mod run_job;
 pub mod scaffold;
@@ -12,7 +13,7 @@ pub mod watermark;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, JobsCommand, WatermarkCommand};
+use crate::cli::{Cli, Command, JobsCommand, MonitorArgs, MonitorCommand, WatermarkCommand};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
@@ -44,5 +45,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             watermark::set(global, &name, time, shard).await
         }
         Command::Reshard { name } => reshard::run(global, &name).await,
+        Command::Monitor(MonitorArgs {
+            command: Some(MonitorCommand::SetReference { name, from, to, .. }),
+            ..
+        }) => monitor::set_reference(global, &name, from.zip(to)).await,
+        Command::Monitor(MonitorArgs { name, json, .. }) => {
+            let name = name.expect("clap requires NAME without a subcommand");
+            monitor::show(global, &name, json).await
+        }
     }
 }

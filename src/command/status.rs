@@ -74,6 +74,33 @@ struct JobStatus {
     watermark: Option<DateTime<Utc>>,
     next_due: Option<DateTime<Utc>>,
     health: JobHealth,
+    /// The latest window against the job's reference: `ok`, `drift: COLUMNS`, `no reference`,
+    /// `off` (profiles turned off) or `-` (nothing profiled yet).
+    drift: String,
+}
+
+/// What `monitor` says of the job's latest window, in a few words.
+async fn drift_state<B: Backend>(db: &B, spec: &JobSpec) -> String {
+    if !spec.monitor.profile {
+        return "off".to_owned();
+    }
+    match super::monitor::latest(db, spec).await {
+        Ok(None) => "-".to_owned(),
+        Ok(Some(latest)) => {
+            let drifted: Vec<&str> = latest.report.drifted().map(|c| c.column.as_str()).collect();
+            if !drifted.is_empty() {
+                format!("drift: {}", drifted.join(", "))
+            } else if latest.reference.is_none_or(|r| r.windows == 0) {
+                "no reference".to_owned()
+            } else {
+                "ok".to_owned()
+            }
+        }
+        Err(err) => {
+            tracing::warn!(job = %spec.name, error = %format!("{err:#}"), "could not judge drift");
+            "unknown".to_owned()
+        }
+    }
 }
 
 /// The job's state from what the ledger, the claims and the schedule say.
@@ -149,6 +176,12 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
             specs.entry(h.job.clone()).or_insert(None);
         }
     }
+    let mut drift: BTreeMap<String, String> = BTreeMap::new();
+    with_backend!(&db, backend => async {
+        for spec in specs.values().flatten() {
+            drift.insert(spec.name.clone(), drift_state(backend, spec).await);
+        }
+    }.await);
     let running: BTreeSet<String> = running.into_iter().collect();
     let statuses: Vec<JobStatus> = specs
         .into_iter()
@@ -175,6 +208,7 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
             );
             let next_due = spec.as_ref().and_then(|s| next_fire(&s.schedule, now));
             JobStatus {
+                drift: drift.remove(&job).unwrap_or_else(|| "-".to_owned()),
                 job,
                 state,
                 last_success: health.last_success,
@@ -244,6 +278,7 @@ fn summary_table(statuses: &[JobStatus], now: DateTime<Utc>) -> Table {
         "ROWS 24H",
         "FAILED 24H",
         "BAD ROWS 24H",
+        "DRIFT",
     ]);
     for s in statuses {
         let last = s.last_success.map_or("-".to_owned(), |t| {
@@ -266,6 +301,10 @@ fn summary_table(statuses: &[JobStatus], now: DateTime<Utc>) -> Table {
             Cell::new(s.health.rows_written),
             Cell::new(s.health.failures),
             Cell::new(s.health.rows_bad),
+            match s.drift.starts_with("drift") {
+                true => Cell::new(&s.drift).fg(Color::Yellow),
+                false => Cell::new(&s.drift),
+            },
         ]);
     }
     table
@@ -285,6 +324,7 @@ fn to_json(s: &JobStatus, now: DateTime<Utc>) -> Value {
         "rows_written_24h": s.health.rows_written,
         "failures_24h": s.health.failures,
         "bad_rows_24h": s.health.rows_bad,
+        "drift": s.drift,
     })
 }
 

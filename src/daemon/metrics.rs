@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::monitor::profile::Role;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
     pub job: String,
@@ -22,6 +24,14 @@ pub struct JobLabel {
 pub struct OutcomeLabels {
     pub job: String,
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ColumnLabels {
+    pub job: String,
+    pub column: String,
+    /// `feature` or `output`: a result column may share its name with a feature.
+    pub role: String,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -49,6 +59,13 @@ pub struct Metrics {
     pub schedule_interval: Family<JobLabel, FloatGauge>,
     /// The job's `bad_rows.max_fraction`, for the bad-row alert.
     pub bad_rows_max_fraction: Family<JobLabel, FloatGauge>,
+    /// Each feature's and output's latest drift score against the job's reference (PSI for
+    /// numbers, Jensen–Shannon distance for categories).
+    pub drift_score: Family<ColumnLabels, FloatGauge>,
+    /// The threshold `drift_score` is judged against.
+    pub drift_threshold: Family<ColumnLabels, FloatGauge>,
+    /// Windows in which a column was found in drift.
+    pub drift_alerts: Family<ColumnLabels, Counter>,
 }
 
 fn run_seconds_histogram() -> Histogram {
@@ -72,6 +89,9 @@ impl Default for Metrics {
             next_run: Family::default(),
             schedule_interval: Family::default(),
             bad_rows_max_fraction: Family::default(),
+            drift_score: Family::default(),
+            drift_threshold: Family::default(),
+            drift_alerts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -135,6 +155,21 @@ impl Default for Metrics {
             "The job's bad_rows.max_fraction",
             metrics.bad_rows_max_fraction.clone(),
         );
+        registry.register(
+            "drift_score",
+            "Latest drift score of a feature or output against the job's reference (PSI, or Jensen-Shannon distance for categories)",
+            metrics.drift_score.clone(),
+        );
+        registry.register(
+            "drift_threshold",
+            "The threshold drift_score is judged against (monitor.psi or monitor.js)",
+            metrics.drift_threshold.clone(),
+        );
+        registry.register(
+            "drift_alerts",
+            "Windows in which a feature or output was found in drift",
+            metrics.drift_alerts.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -181,6 +216,29 @@ impl Metrics {
             counter.get_or_create(&label).inc_by(0);
         }
         drop(self.run_seconds.get_or_create(&label));
+    }
+
+    pub fn column(job: &str, role: &str, column: &str) -> ColumnLabels {
+        ColumnLabels {
+            job: job.to_owned(),
+            column: column.to_owned(),
+            role: role.to_owned(),
+        }
+    }
+
+    /// A job's drift series, one per profiled column, at zero alerts and with its threshold. The
+    /// score starts as NaN, "not judged yet": 0 would claim a perfect match with the reference,
+    /// and Prometheus and Grafana treat NaN as a gap.
+    pub fn init_drift(&self, job: &str, columns: &[(Role, String, f64)]) {
+        for (role, column, threshold) in columns {
+            let label = Self::column(job, role.as_str(), column);
+            self.drift_alerts.get_or_create(&label).inc_by(0);
+            self.drift_threshold.get_or_create(&label).set(*threshold);
+            // A reload keeps the last score.
+            if self.drift_score.get(&label).is_none() {
+                self.drift_score.get_or_create(&label).set(f64::NAN);
+            }
+        }
     }
 
     pub fn set_time(gauge: &Family<JobLabel, FloatGauge>, job: &str, time: DateTime<Utc>) {

@@ -305,6 +305,15 @@ impl<B: Backend> Daemon<B> {
             .bad_rows_max_fraction
             .get_or_create(&Metrics::label(&name))
             .set(job.spec.bad_rows.max_fraction);
+        if job.spec.monitor.profile {
+            self.metrics.init_drift(
+                &name,
+                &crate::monitor::drift::thresholds(
+                    &job.empty_profile(),
+                    &job.spec.monitor.thresholds,
+                ),
+            );
+        }
         let old = self.jobs.lock().expect("not poisoned").insert(
             name.clone(),
             Entry {
@@ -510,6 +519,16 @@ impl<B: Backend> Daemon<B> {
             .get_or_create(&label)
             .inc_by(tally.rows_rejected);
         m.rows_bad.get_or_create(&label).inc_by(tally.rows_bad);
+        for ((role, column), score) in &tally.drift_scores {
+            m.drift_score
+                .get_or_create(&Metrics::column(name, role, column))
+                .set(*score);
+        }
+        for ((role, column), alerts) in &tally.drift_alerts {
+            m.drift_alerts
+                .get_or_create(&Metrics::column(name, role, column))
+                .inc_by(*alerts);
+        }
         m.run_seconds
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());

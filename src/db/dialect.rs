@@ -19,6 +19,7 @@ pub(crate) enum Param {
     /// A length of time in seconds, for [`Dialect::later`].
     Seconds(f64),
     Bytes(Vec<u8>),
+    Float(Option<f64>),
 }
 
 impl From<&str> for Param {
@@ -54,6 +55,12 @@ impl From<i64> for Param {
 impl From<u32> for Param {
     fn from(value: u32) -> Param {
         Param::Int(Some(i64::from(value)))
+    }
+}
+
+impl From<Option<f64>> for Param {
+    fn from(value: Option<f64>) -> Param {
+        Param::Float(value)
     }
 }
 
@@ -96,6 +103,7 @@ pub(crate) trait Dialect:
     fn int(row: &Self::Row, column: &str) -> Result<Option<i64>, sqlx::Error>;
     fn flag(row: &Self::Row, column: &str) -> Result<bool, sqlx::Error>;
     fn bytes(row: &Self::Row, column: &str) -> Result<Vec<u8>, sqlx::Error>;
+    fn float(row: &Self::Row, column: &str) -> Result<Option<f64>, sqlx::Error>;
     fn time(row: &Self::Row, column: &str) -> anyhow::Result<Option<DateTime<Utc>>>;
 
     /// Whether `err` says a table does not exist.

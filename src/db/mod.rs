@@ -3,8 +3,8 @@
 //! [`Backend`] is everything a run needs from a database, and [`WindowTx`] what it does inside a
 //! window's transaction; [`sqlite`] and [`postgres`] implement them, each split by concern
 //! (`read`, `write`, `ledger`, `claim`). SQL that is the same in both dialects is written once,
-//! over [`dialect::Dialect`]: the ledger and watermarks ([`ledger`]), the claims ([`claims`]) and
-//! the migration checks ([`migrate`]). The backend is picked once from the URL scheme
+//! over [`dialect::Dialect`]: the ledger and watermarks ([`ledger`]), the claims ([`claims`]), the
+//! profiles ([`profiles`]) and the migration checks ([`migrate`]). The backend is picked once from the URL scheme
 //! ([`connect`]), and everything above is generic over it (see [`with_backend!`](crate::with_backend)), so no
 //! `if postgres` is scattered through the run logic.
 
@@ -13,9 +13,12 @@ mod dialect;
 mod ledger;
 mod migrate;
 pub mod postgres;
+mod profiles;
+pub(crate) mod reference;
 pub mod sqlite;
 
 pub use ledger::{JobHealth, Replace, ShardWatermark};
+pub use profiles::StoredReference;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,6 +33,7 @@ use crate::error::{ConfigError, Unreachable, Unresponsive};
 use crate::features::BadRow;
 use crate::ident::TableName;
 use crate::ledger::RunRecord;
+use crate::monitor::profile::Profile;
 use crate::plan::Window;
 use crate::shard::Shard;
 use crate::sink::{ResultsTable, RunStamp, ScoredChunk};
@@ -296,6 +300,46 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
         ledger::running_jobs(Self::Db::on_pool(self.pool()))
     }
 
+    /// The merged profile of `job`'s committed windows inside `[from, to)`, and how many
+    /// windows it merges.
+    fn merged_profiles(
+        &self,
+        job: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<(Profile, u64)>> + Send {
+        profiles::merged_profiles(Self::Db::on_pool(self.pool()), job, from, to)
+    }
+
+    /// The range of `job`'s latest profiled window.
+    fn latest_profiled_window(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<Window>>> + Send {
+        profiles::latest_window(Self::Db::on_pool(self.pool()), job)
+    }
+
+    /// The reference `monitor set-reference` stored for `job`, if any.
+    fn stored_reference(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<StoredReference>>> + Send {
+        profiles::stored_reference(Self::Db::on_pool(self.pool()), job)
+    }
+
+    /// Store `job`'s reference (merged from `windows` windows in a range), or remove it.
+    fn store_reference(
+        &self,
+        job: &str,
+        reference: Option<(Window, u64, &Profile)>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            let mut tx = self.pool().begin().await?;
+            profiles::store_reference::<Self::Db>(&mut tx, job, reference).await?;
+            tx.commit().await.context("committing the reference")
+        }
+    }
+
     /// The latest runs, newest first, of one job or all.
     fn recent_runs(
         &self,
@@ -380,6 +424,18 @@ pub(crate) trait WindowTx: Send + Sized {
     /// Record a run in the ledger: how the window ended, or a range a `latest` catch-up skipped.
     fn record_run(&mut self, run: &RunRecord) -> impl Future<Output = anyhow::Result<()>> + Send {
         ledger::record_run(Self::Db::on_conn(&mut **self.tx()), run, Replace::Always)
+    }
+
+    /// Write the window's profile (replacing the shard's earlier profiles of the same range).
+    fn record_profile(
+        &mut self,
+        run_id: &str,
+        job: &str,
+        shard: Shard,
+        window: Window,
+        profile: &Profile,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        profiles::record_profile::<Self::Db>(&mut **self.tx(), run_id, job, shard, window, profile)
     }
 
     /// Move the shard's watermark from `from` to `to`, only if it is still `from` and the job

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use polars::prelude::Column;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -17,6 +18,7 @@ use crate::error::BadWindow;
 use crate::features::{BadRow, extract_features};
 use crate::job::PreparedJob;
 use crate::ledger::RunRecord;
+use crate::monitor::profile::Profile;
 use crate::plan::Window;
 use crate::sink::{RunStamp, ScoredChunk};
 use crate::source::SourceChunk;
@@ -26,7 +28,8 @@ use crate::spec::BadRowPolicy;
 const READ_AHEAD: usize = 2;
 
 /// Read, score and write `window`, counting into `record`; the open transaction holding every
-/// row written, and the bad rows found by reason.
+/// row written, the bad rows found by reason, and the window's profile (unless the job turns
+/// profiles off).
 pub(super) async fn run_pipeline<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
@@ -35,8 +38,9 @@ pub(super) async fn run_pipeline<B: Backend>(
     claim: &Claim,
     record: &mut RunRecord,
     shown: &WindowProgress,
-) -> anyhow::Result<(B::Tx, BadRowCounts)> {
+) -> anyhow::Result<(B::Tx, BadRowCounts, Option<Profile>)> {
     let mut found = BadRowCounts::default();
+    let mut profile = job.spec.monitor.profile.then(|| job.empty_profile());
     let (sender, mut chunks) = mpsc::channel::<SourceChunk>(READ_AHEAD);
     let reader = tokio::spawn({
         let db = db.clone();
@@ -64,23 +68,31 @@ pub(super) async fn run_pipeline<B: Backend>(
     };
     let (written, fed) = tokio::join!(
         writer.write_window(writes),
-        feed(job, &mut chunks, to_writer, record, &mut found, shown),
+        feed(
+            job,
+            &mut chunks,
+            to_writer,
+            record,
+            (&mut found, &mut profile),
+            shown
+        ),
     );
     // A failed write is why the feeder stopped early: its error comes first.
     let tx = written?;
     fed?;
     reader.join().await?;
-    Ok((tx, found))
+    Ok((tx, found, profile))
 }
 
 /// Hand each chunk read to scoring, and each scored chunk to the writer, routing bad rows by the
 /// job's policy; returns when the window is read, or early when the writer stops taking chunks.
+/// The profile travels with the chunk being scored, which profiles it on the scoring thread.
 async fn feed(
     job: &Arc<PreparedJob>,
     chunks: &mut mpsc::Receiver<SourceChunk>,
     to_writer: mpsc::Sender<Write>,
     record: &mut RunRecord,
-    found: &mut BadRowCounts,
+    (found, profile): (&mut BadRowCounts, &mut Option<Profile>),
     shown: &WindowProgress,
 ) -> anyhow::Result<()> {
     let bad_rows = &job.spec.bad_rows;
@@ -93,12 +105,17 @@ async fn feed(
             record.rows_read += chunk.frame.height() as i64;
         }
         let done = match scoring.take() {
-            Some(previous) => Some(previous.await.context("the scoring task panicked")??),
+            Some(previous) => {
+                let (scored, bad, profiled) =
+                    previous.await.context("the scoring task panicked")??;
+                *profile = profiled;
+                Some((scored, bad))
+            }
             None => None,
         };
         // Chunk n+1 starts scoring only once chunk n is done: ONNX Runtime's threads take every
         // core, and two runs at once slow each other down.
-        scoring = next.map(|chunk| spawn_scoring(Arc::clone(job), chunk));
+        scoring = next.map(|chunk| spawn_scoring(Arc::clone(job), chunk, profile.take()));
         if let Some((scored, bad)) = done {
             shown.add((bad.len() + scored.as_ref().map_or(0, |s| s.rows())) as u64);
             let mut handed = true;
@@ -148,29 +165,68 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A scored chunk (if any row is left) and the rows that could not be scored.
-type Scored = (Option<ScoredChunk>, Vec<BadRow>);
+/// A scored chunk (if any row is left), the rows that could not be scored, and the window's
+/// profile with the chunk added.
+type Scored = (Option<ScoredChunk>, Vec<BadRow>, Option<Profile>);
 
-/// Features, model and output checks for one chunk, started on the blocking pool.
+/// Features, model, output checks and the profile for one chunk, started on the blocking pool.
 fn spawn_scoring(
     job: Arc<PreparedJob>,
     chunk: SourceChunk,
+    mut profile: Option<Profile>,
 ) -> tokio::task::JoinHandle<anyhow::Result<Scored>> {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let features = extract_features(&chunk, &job.inputs, &job.fill);
-        let mut bad = features.bad;
-        if features.rows.is_empty() {
-            return Ok((None, bad));
+        // The features are profiled on a thread of their own while the model scores: profiling
+        // on the scoring thread, after it, added up to a third to a run with a light model.
+        let (scored, profiled) = std::thread::scope(|scope| {
+            let profiling = profile.as_mut().map(|profile| {
+                let chunk = &chunk;
+                std::thread::Builder::new()
+                    .name("profile".into())
+                    .spawn_scoped(scope, move || profile.add_features(chunk))
+            });
+            let scored = score_chunk(&job, &chunk);
+            let profiled = match profiling {
+                None => Ok(()),
+                Some(Ok(thread)) => thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("profiling the chunk panicked"))),
+                Some(Err(err)) => {
+                    Err(anyhow::Error::new(err).context("starting a profiling thread"))
+                }
+            };
+            (scored, profiled)
+        });
+        profiled?;
+        let (rows, mut bad, outputs) = scored?;
+        let Some(outputs) = outputs else {
+            return Ok((None, bad, profile));
+        };
+        if let Some(profile) = &mut profile {
+            profile.add_outputs(chunk.frame.width() - 1, &outputs)?;
         }
-        let outputs = job
-            .model
-            .score(&features.inputs, features.rows.len(), &job.outputs)?;
-        let (scored, bad_outputs) = ScoredChunk::new(&chunk, &features.rows, outputs);
+        let (scored, bad_outputs) = ScoredChunk::new(&chunk, &rows, outputs);
         bad.extend(bad_outputs);
-        Ok((scored, bad))
+        Ok((scored, bad, profile))
     })
+}
+
+/// A chunk through features and model: the rows scored (indexes into the chunk), the rows that
+/// could not be, and the model's output columns (none when no row was left to score).
+type ModelOutput = (Vec<usize>, Vec<BadRow>, Option<Vec<Column>>);
+
+/// Features and model for one chunk.
+fn score_chunk(job: &PreparedJob, chunk: &SourceChunk) -> anyhow::Result<ModelOutput> {
+    let features = extract_features(chunk, &job.inputs, &job.fill);
+    if features.rows.is_empty() {
+        return Ok((features.rows, features.bad, None));
+    }
+    let outputs = job
+        .model
+        .score(&features.inputs, features.rows.len(), &job.outputs)?;
+    Ok((features.rows, features.bad, Some(outputs)))
 }
 
 /// Bad rows by reason, for the ledger and messages.

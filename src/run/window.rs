@@ -11,13 +11,17 @@ use super::pipeline::{BadRowCounts, run_pipeline};
 use super::progress::{Progress, WindowProgress};
 use super::{Advance, CLEANUP_DEADLINE, WindowSummary, job_label};
 use crate::claim::{Claim, Lost};
+use crate::db::reference::reference_for;
 use crate::db::{Backend, Replace, WindowTx, within};
 use crate::error::{BadWindow, Contention, Interrupted, Unresponsive};
 use crate::job::PreparedJob;
 use crate::ledger::{RunRecord, RunStatus, Tally};
+use crate::monitor::drift;
+use crate::monitor::profile::Profile;
 use crate::plan::Window;
 use crate::shutdown::Stop;
 use crate::sink::RunStamp;
+use crate::spec::monitor::OnDrift;
 
 /// One window of a run: its range, how it moves the watermark, and the missed range it records
 /// (`catch_up = "latest"`).
@@ -69,7 +73,7 @@ pub(super) async fn run_window<B: Backend>(
     let scored = tokio::select! {
         // Dropping the window's future drops its transaction: nothing of it is committed (the
         // server ends it too, if it cannot reach us to say so).
-        outcome = score_window(db, job, scope, keeper.claim(), &mut record, &shown) => outcome,
+        outcome = score_window(db, job, scope, keeper.claim(), (&mut record, &mut *tally), &shown) => outcome,
         signal = stop.abort.requested() => Err(Interrupted {
             signal,
             what: rolled_back.clone(),
@@ -163,7 +167,7 @@ async fn score_window<B: Backend>(
     job: &Arc<PreparedJob>,
     scope: Scope,
     claim: &Claim,
-    record: &mut RunRecord,
+    (record, tally): (&mut RunRecord, &mut Tally),
     shown: &WindowProgress,
 ) -> anyhow::Result<()> {
     let stamp = RunStamp {
@@ -172,9 +176,73 @@ async fn score_window<B: Backend>(
         model_version: job.model.sha256.clone(),
         scored_at: Utc::now(),
     };
-    let (tx, found) = run_pipeline(db, job, scope.window, &stamp, claim, record, shown).await?;
+    let (tx, found, profile) =
+        run_pipeline(db, job, scope.window, &stamp, claim, record, shown).await?;
     check_bad_rows(job, record, &found)?;
-    close(tx, job, scope, claim, record).await
+    if let Some(profile) = &profile {
+        check_drift(db, job, scope.window, profile, tally).await?;
+    }
+    close(tx, job, scope, claim, record, profile.as_ref()).await
+}
+
+/// Compare the window's profile with the job's reference (if it has one): a window in drift
+/// fails whole under `monitor.on_drift = "fail"`, and is logged and counted otherwise. With
+/// `"fail"`, a reference that cannot be read fails the window too: it could not be checked.
+async fn check_drift<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    window: Window,
+    profile: &Profile,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let monitor = &job.spec.monitor;
+    let reference = match reference_for(db, &job.spec, window).await {
+        Ok(Some(reference)) if reference.windows > 0 => reference,
+        Ok(Some(reference)) => {
+            tracing::debug!(reference = %reference.described, "no profiled window in the reference yet: drift not checked");
+            return Ok(());
+        }
+        Ok(None) => return Ok(()),
+        Err(err) if monitor.on_drift == OnDrift::Warn => {
+            tracing::warn!(error = %format!("{err:#}"), "could not read the drift reference: drift not checked");
+            return Ok(());
+        }
+        Err(err) => {
+            return Err(err.context("reading the drift reference (monitor.on_drift = \"fail\")"));
+        }
+    };
+    let report = drift::compare(profile, &reference.profile, monitor);
+    for column in &report.columns {
+        if let Some(score) = column.score {
+            tally
+                .drift_scores
+                .insert((column.role.as_str(), column.column.clone()), score);
+        }
+    }
+    if report.drifted().next().is_none() {
+        tracing::debug!(reference = %reference.described, "no drift");
+        return Ok(());
+    }
+    for column in report.drifted() {
+        *tally
+            .drift_alerts
+            .entry((column.role.as_str(), column.column.clone()))
+            .or_default() += 1;
+    }
+    tracing::warn!(
+        drifted = %report.summary(),
+        reference = %reference.described,
+        on_drift = if monitor.on_drift == OnDrift::Fail { "fail" } else { "warn" },
+        "window drifted from its reference"
+    );
+    match monitor.on_drift {
+        OnDrift::Warn => Ok(()),
+        OnDrift::Fail => Err(BadWindow::Drift {
+            job: job.spec.name.clone(),
+            summary: report.summary(),
+        }
+        .into()),
+    }
 }
 
 /// A window with more bad rows than `bad_rows.max_fraction` is refused whole.
@@ -209,6 +277,7 @@ async fn close<T: WindowTx>(
     scope: Scope,
     claim: &Claim,
     record: &mut RunRecord,
+    profile: Option<&Profile>,
 ) -> anyhow::Result<()> {
     let Scope {
         window,
@@ -245,6 +314,10 @@ async fn close<T: WindowTx>(
             &job_label(&job.spec.name, claim.shard),
             &format!("window {window} was rolled back, nothing of it was written"),
         ));
+    }
+    if let Some(profile) = profile {
+        tx.record_profile(&record.run_id, &job.spec.name, claim.shard, window, profile)
+            .await?;
     }
     record.status = RunStatus::Succeeded;
     record.finished_at = Some(Utc::now());

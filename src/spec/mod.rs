@@ -5,6 +5,8 @@
 //! stages only ever see a well-formed job. Checks that need the model or the database live in
 //! [`crate::job`].
 
+pub mod monitor;
+
 use chrono::TimeDelta;
 use chrono_tz::Tz;
 use croner::Cron;
@@ -12,6 +14,7 @@ use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+use self::monitor::{MonitorFile, MonitorSpec};
 use crate::error::ConfigError;
 use crate::ident::{Ident, TableName};
 
@@ -51,6 +54,8 @@ pub struct JobSpec {
     pub outputs: Vec<OutputSpec>,
     pub sink: SinkSpec,
     pub bad_rows: BadRowsSpec,
+    /// `[monitor]`: profiles and drift checks (see [`monitor`]).
+    pub monitor: MonitorSpec,
 }
 
 /// One model input and the feature columns that feed it, as indexes into `source.features`, in
@@ -227,6 +232,8 @@ struct JobFile {
     sink: SinkFile,
     #[serde(default)]
     bad_rows: BadRowsFile,
+    #[serde(default)]
+    monitor: MonitorFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,6 +381,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
 
     let outputs = check_outputs(&file.outputs, &source.key)?;
     let bad_rows = check_bad_rows(file.bad_rows, &source.features)?;
+    let monitor = file.monitor.check()?;
     let sink = SinkSpec {
         table: TableName::parse(&file.sink.table).map_err(|e| format!("sink.table: {e}"))?,
     };
@@ -392,6 +400,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         outputs,
         sink,
         bad_rows,
+        monitor,
     })
 }
 

@@ -357,6 +357,7 @@ async fn the_dashboard_and_the_alerts_use_only_metrics_the_daemon_exports() {
             "BatchscoreNoRecentSuccess",
             "BatchscoreWatermarkLag",
             "BatchscoreBadRows",
+            "BatchscoreDrift",
             "BatchscoreDaemonDown"
         ]
     );
@@ -371,6 +372,9 @@ async fn the_dashboard_and_the_alerts_use_only_metrics_the_daemon_exports() {
         "batchscore_rows_bad_total",
         "batchscore_ticks_skipped_total",
         "batchscore_next_run_timestamp_seconds",
+        "batchscore_drift_score",
+        "batchscore_drift_threshold",
+        "batchscore_drift_alerts_total",
     ] {
         assert!(all.contains(needed), "nothing uses {needed}");
     }

@@ -219,6 +219,8 @@ async fn postgres_least_privilege_role_can_run_jobs() {
          GRANT SELECT ON readings TO {role}; \
          GRANT SELECT, INSERT, UPDATE ON scores TO {role}; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON batchscore_runs, batchscore_watermarks, batchscore_claims, batchscore_quarantine TO {role}; \
+         GRANT SELECT, INSERT, DELETE ON batchscore_profiles TO {role}; \
+         GRANT SELECT ON batchscore_references TO {role}; \
          GRANT SELECT ON _sqlx_migrations TO {role}",
         s = current_schema(&p).await
     ))

@@ -17,6 +17,7 @@ mod layout;
 mod logs;
 mod migrations;
 mod models;
+mod monitor;
 mod progress;
 mod scaffold;
 mod scoring;

@@ -58,6 +58,24 @@ async fn applied(p: &Project) -> Vec<(String, String, bool)> {
         .collect()
 }
 
+/// How many migrations this binary ships for `kind`: every one of them is applied.
+fn shipped(kind: Kind) -> usize {
+    std::fs::read_dir(
+        std::path::Path::new(REPO)
+            .join("migrations")
+            .join(kind_dir(kind)),
+    )
+    .unwrap()
+    .filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .path()
+            .extension()
+            .is_some_and(|x| x == "sql")
+    })
+    .count()
+}
+
 /// A ledger row as an earlier release wrote it.
 async fn insert_old_run(p: &Project, run_id: &str, status: &str) {
     let time = match p.kind {
@@ -80,7 +98,7 @@ async fn a_database_of_the_first_release_upgrades(kind: Kind) {
 
     assert_exit(&p.batchscore(&["migrate"]), 0);
     let applied = applied(&p).await;
-    assert_eq!(applied.len(), 5, "{applied:?}");
+    assert_eq!(applied.len(), shipped(kind), "{applied:?}");
     assert!(
         applied.iter().all(|(_, _, success)| *success),
         "{applied:?}"
@@ -143,7 +161,7 @@ async fn a_database_migrated_with_the_edited_first_migration_upgrades(kind: Kind
         1
     );
     let applied = applied(&p).await;
-    assert_eq!(applied.len(), 5, "{applied:?}");
+    assert_eq!(applied.len(), shipped(kind), "{applied:?}");
     assert_eq!(applied[0].1, first_release_checksum(kind));
     assert_eq!(
         p.count("SELECT count(*) FROM batchscore_runs WHERE run_id = 'skipped-before'")

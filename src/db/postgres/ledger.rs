@@ -26,6 +26,7 @@ impl Dialect for Postgres {
             Param::Time(time) => query.bind(time),
             Param::Seconds(seconds) => query.bind(seconds),
             Param::Bytes(bytes) => query.bind(bytes),
+            Param::Float(value) => query.bind(value),
         }
     }
 
@@ -46,6 +47,10 @@ impl Dialect for Postgres {
     }
 
     fn bytes(row: &PgRow, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+        row.try_get(column)
+    }
+
+    fn float(row: &PgRow, column: &str) -> Result<Option<f64>, sqlx::Error> {
         row.try_get(column)
     }
 

@@ -41,6 +41,7 @@ impl Dialect for Sqlite {
             Param::Time(time) => query.bind(time.map(to_text)),
             Param::Seconds(seconds) => query.bind(seconds),
             Param::Bytes(bytes) => query.bind(bytes),
+            Param::Float(value) => query.bind(value),
         }
     }
 
@@ -61,6 +62,10 @@ impl Dialect for Sqlite {
     }
 
     fn bytes(row: &SqliteRow, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+        row.try_get(column)
+    }
+
+    fn float(row: &SqliteRow, column: &str) -> Result<Option<f64>, sqlx::Error> {
         row.try_get(column)
     }
 

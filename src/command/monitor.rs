@@ -1,0 +1,214 @@
+//! `batchscore monitor NAME [--json]`: the latest window's drift against the job's reference, one
+//! line per feature and output, worst first (exit 1 when one is in drift); and
+//! `batchscore monitor set-reference NAME --from T --to T | --clear`: store the merged profile of
+//! committed windows as the job's reference.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use comfy_table::{Table, presets::NOTHING};
+use serde_json::json;
+
+use crate::cli::GlobalArgs;
+use crate::db::reference::{Reference, reference_for};
+use crate::db::{self, Backend};
+use crate::error::ConfigError;
+use crate::monitor::drift::{self, ColumnDrift, DriftReport, DriftState};
+use crate::monitor::profile::Profile;
+use crate::plan::Window;
+use crate::spec::monitor::time_text;
+use crate::spec::{JobSpec, load_job};
+use crate::with_backend;
+
+/// The latest window of a job, its reference and their comparison.
+pub struct Latest {
+    pub window: Window,
+    pub rows: u64,
+    pub reference: Option<Reference>,
+    pub report: DriftReport,
+}
+
+/// Compare `job`'s latest profiled window with its reference; `None` when no window is profiled.
+pub async fn latest<B: Backend>(db: &B, spec: &JobSpec) -> anyhow::Result<Option<Latest>> {
+    let Some(window) = db.latest_profiled_window(&spec.name).await? else {
+        return Ok(None);
+    };
+    let (profile, _) = db
+        .merged_profiles(&spec.name, window.start, window.end)
+        .await?;
+    let reference = reference_for(db, spec, window).await?;
+    let empty = Profile::default();
+    let against = reference
+        .as_ref()
+        .map_or(&empty, |reference| &reference.profile);
+    let report = drift::compare(&profile, against, &spec.monitor);
+    let rows = profile.columns.first().map_or(0, |c| c.rows);
+    Ok(Some(Latest {
+        window,
+        rows,
+        reference,
+        report,
+    }))
+}
+
+pub async fn show(global: &GlobalArgs, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let spec = load_job(&global.jobs_dir, name)?;
+    let db = db::connect(&global.database_url).await?;
+    let latest = with_backend!(&db, backend => async {
+        backend.migrate().await?;
+        latest(backend, &spec).await
+    }.await)?;
+    let drifted = latest
+        .as_ref()
+        .is_some_and(|l| l.report.drifted().next().is_some());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&as_json(&spec, latest.as_ref()))?
+        );
+    } else {
+        print_latest(&spec, latest.as_ref());
+    }
+    Ok(match drifted {
+        true => ExitCode::FAILURE,
+        false => ExitCode::SUCCESS,
+    })
+}
+
+fn as_json(spec: &JobSpec, latest: Option<&Latest>) -> serde_json::Value {
+    let Some(latest) = latest else {
+        return json!({ "job": spec.name, "window": null, "reference": null, "drift": false, "columns": [] });
+    };
+    json!({
+        "job": spec.name,
+        "window": { "start": time_text(latest.window.start), "end": time_text(latest.window.end), "rows": latest.rows },
+        "reference": latest.reference.as_ref().map(|r| json!({
+            "described": r.described,
+            "from": time_text(r.from),
+            "to": time_text(r.to),
+            "windows": r.windows,
+        })),
+        "on_drift": if spec.monitor.on_drift == crate::spec::monitor::OnDrift::Fail { "fail" } else { "warn" },
+        "drift": latest.report.drifted().next().is_some(),
+        "columns": latest.report.columns,
+    })
+}
+
+fn print_latest(spec: &JobSpec, latest: Option<&Latest>) {
+    let name = &spec.name;
+    let Some(latest) = latest else {
+        println!(
+            "job `{name}` has no profiled window yet: every window committed from now on is profiled"
+        );
+        return;
+    };
+    println!(
+        "job `{name}`, window {} ({} rows)",
+        latest.window, latest.rows
+    );
+    match &latest.reference {
+        Some(r) if r.windows > 0 => println!("reference: {}, {} windows", r.described, r.windows),
+        Some(r) => println!(
+            "reference: {}: no profiled window there yet, so nothing is judged",
+            r.described
+        ),
+        None => println!(
+            "no reference: set [monitor] reference in jobs/{name}.toml, or take one with `batchscore monitor set-reference {name} --from T --to T`"
+        ),
+    }
+    let mut table = Table::new();
+    table.load_preset(NOTHING);
+    table.set_header([
+        "COLUMN",
+        "ROLE",
+        "MEASURE",
+        "SCORE",
+        "THRESHOLD",
+        "NULL RATE",
+        "REF NULL RATE",
+        "MEAN SHIFT",
+        "STATE",
+    ]);
+    for c in &latest.report.columns {
+        table.add_row([
+            c.column.clone(),
+            c.role.as_str().to_owned(),
+            c.measure.to_owned(),
+            c.score.map_or("-".to_owned(), |s| format!("{s:.4}")),
+            c.threshold.to_string(),
+            percent(Some(c.null_rate)),
+            percent(c.reference_null_rate),
+            c.mean_shift.map_or("-".to_owned(), |s| format!("{s:+.2}σ")),
+            state_text(c),
+        ]);
+    }
+    println!("{table}");
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn state_text(c: &ColumnDrift) -> String {
+    match c.state {
+        DriftState::Drift => format!("drift ({})", c.over.join(", ")),
+        other => other.as_str().to_owned(),
+    }
+}
+
+/// Store the merged profile of `name`'s committed windows inside `[from, to)` as its reference.
+pub async fn set_reference(
+    global: &GlobalArgs,
+    name: &str,
+    range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> anyhow::Result<ExitCode> {
+    let spec = load_job(&global.jobs_dir, name)?;
+    let db = db::connect(&global.database_url).await?;
+    let Some((from, to)) = range else {
+        with_backend!(&db, backend => async {
+            backend.migrate().await?;
+            backend.store_reference(&spec.name, None).await
+        }.await)?;
+        println!(
+            "job `{name}`: stored reference removed; {}",
+            match spec.monitor.reference {
+                Some(reference) => format!(
+                    "jobs/{name}.toml's reference ({}) applies again",
+                    reference.describe()
+                ),
+                None => "the job has no reference now".to_owned(),
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    if from >= to {
+        return Err(ConfigError::job(name, "--from must be before --to").into());
+    }
+    let windows = with_backend!(&db, backend => async {
+        backend.migrate().await?;
+        let (profile, windows) = backend.merged_profiles(&spec.name, from, to).await?;
+        if windows > 0 {
+            let range = Window { start: from, end: to };
+            backend.store_reference(&spec.name, Some((range, windows, &profile))).await?;
+        }
+        anyhow::Ok((windows, profile.columns.first().map_or(0, |c| c.rows)))
+    }.await)?;
+    let (windows, rows) = windows;
+    if windows == 0 {
+        return Err(ConfigError::job(
+            name,
+            format!(
+                "no committed window between {} and {} has a profile: a reference is taken from windows scored (with profiles on) inside the range; `batchscore status {name}` lists the job's windows",
+                time_text(from),
+                time_text(to)
+            ),
+        )
+        .into());
+    }
+    println!(
+        "job `{name}`: reference set to {windows} windows from {} to {} ({rows} rows); `batchscore monitor {name}` compares the latest window with it",
+        time_text(from),
+        time_text(to)
+    );
+    Ok(ExitCode::SUCCESS)
+}
