@@ -56,21 +56,17 @@ impl Shard {
     }
 
     /// The SQL condition on `key` (quoted) that keeps this shard's rows, or `None` for the whole
-    /// job. `text_hash` is the backend's expression for [`text_hash`] of a text expression.
-    pub fn predicate(
-        self,
-        key: &str,
-        kind: KeyKind,
-        text_hash: impl Fn(&str) -> String,
-    ) -> Option<String> {
+    /// job, in the backend's SQL for the key (`sql`).
+    pub fn predicate(self, key: &str, kind: KeyKind, sql: &KeySql) -> Option<String> {
         if self.is_whole() {
             return None;
         }
         let hash = match kind {
             KeyKind::Integer => format!(
-                "(CAST({key} AS BIGINT) % {PRIME} + {PRIME}) % {PRIME} * {MULTIPLIER} % {PRIME}"
+                "({} % {PRIME} + {PRIME}) % {PRIME} * {MULTIPLIER} % {PRIME}",
+                (sql.integer)(key)
             ),
-            KeyKind::Text => text_hash(&format!("CAST({key} AS TEXT)")),
+            KeyKind::Text => (sql.text_hash)(key),
         };
         Some(format!(
             "COALESCE(({hash}) % {count}, 0) = {index}",
@@ -78,6 +74,14 @@ impl Shard {
             index = self.index
         ))
     }
+}
+
+/// How a backend writes the two expressions of a key that a shard's condition is made of.
+pub struct KeySql {
+    /// The key as a 64-bit integer (`CAST(key AS BIGINT)`).
+    pub integer: fn(&str) -> String,
+    /// [`text_hash`] of the key as text.
+    pub text_hash: fn(&str) -> String,
 }
 
 impl fmt::Display for Shard {
@@ -135,13 +139,22 @@ mod tests {
 
     #[test]
     fn a_whole_job_has_no_predicate() {
-        let text = |e: &str| format!("h({e})");
+        let sql = KeySql {
+            integer: |k| format!("int({k})"),
+            text_hash: |k| format!("h({k})"),
+        };
         let whole = Shard { index: 0, count: 1 };
-        assert_eq!(whole.predicate("\"k\"", KeyKind::Integer, text), None);
+        assert_eq!(whole.predicate("\"k\"", KeyKind::Integer, &sql), None);
         let shard = Shard { index: 2, count: 3 };
         assert_eq!(
-            shard.predicate("\"k\"", KeyKind::Text, text).as_deref(),
-            Some("COALESCE((h(CAST(\"k\" AS TEXT))) % 3, 0) = 2")
+            shard.predicate("\"k\"", KeyKind::Text, &sql).as_deref(),
+            Some("COALESCE((h(\"k\")) % 3, 0) = 2")
+        );
+        assert_eq!(
+            shard.predicate("\"k\"", KeyKind::Integer, &sql).as_deref(),
+            Some(
+                "COALESCE(((int(\"k\") % 2147483647 + 2147483647) % 2147483647 * 48271 % 2147483647) % 3, 0) = 2"
+            )
         );
         assert_eq!(
             Shard::all(3).map(|s| s.to_string()).collect::<Vec<_>>(),

@@ -38,37 +38,67 @@ pub(crate) async fn holder<'c, DB: Dialect>(
     Ok(Some((holder, DB::flag(&row, "lapsed")?)))
 }
 
-/// Insert the claim, or take over exactly the holder `replacing` (judged gone by the caller):
-/// if anyone claimed the job in between, the row's claim id differs and nothing changes.
-/// Returns whether this run now holds the job.
-pub(crate) async fn take<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+/// Take over exactly the holder `replacing` (judged gone by the caller), or insert the claim
+/// where the shard has none: if anyone claimed the shard in between, the row's claim id differs
+/// (or the row exists) and nothing changes. Returns whether this run now holds the shard. Two
+/// statements whose row counts each say it, on every database: no `RETURNING`, no conditional
+/// upsert (whose row count some databases report alike for a no-op and a write).
+pub(crate) async fn take<DB: Dialect>(
+    conn: &mut DB::Connection,
     claim: &Claim,
     replacing: Option<&str>,
 ) -> anyhow::Result<bool> {
-    let sql = format!(
-        "INSERT INTO batchscore_claims (job, claim_id, host, pid, claimed_at, expires_at, shard) \
-         VALUES ($1, $2, $3, $4, {}, {}, $7) \
-         ON CONFLICT (job, shard) DO UPDATE SET claim_id = excluded.claim_id, host = excluded.host, \
-         pid = excluded.pid, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at \
-         WHERE batchscore_claims.claim_id = $6 \
-         RETURNING claim_id",
-        DB::NOW,
-        DB::later("$5"),
+    let params = || {
+        vec![
+            Param::from(&claim.job),
+            Param::from(claim.shard.index),
+            Param::from(&claim.claim_id),
+            Param::from(&claim.host),
+            Param::from(claim.pid),
+            Param::Seconds(claim.lease.as_seconds_f64()),
+        ]
+    };
+    if let Some(replacing) = replacing {
+        let sql = format!(
+            "UPDATE batchscore_claims SET claim_id = $3, host = $4, pid = $5, claimed_at = {}, \
+             expires_at = {} WHERE job = $1 AND shard = $2 AND claim_id = $7",
+            DB::NOW,
+            DB::later("$6"),
+        );
+        let mut params = params();
+        params.push(replacing.into());
+        let taken = dialect::execute(DB::on_conn(conn), sql, params)
+            .await
+            .context("taking over the job's claim")?;
+        if taken == 1 {
+            return Ok(true);
+        }
+        // The row is gone (released meanwhile) or holds someone else: insert, or lose.
+    }
+    let sql = DB::upsert(
+        "batchscore_claims",
+        &[
+            "job",
+            "shard",
+            "claim_id",
+            "host",
+            "pid",
+            "claimed_at",
+            "expires_at",
+        ],
+        &[
+            &dialect::placeholders(1, 5)[..],
+            &[DB::NOW.to_owned(), DB::later("$6")],
+        ]
+        .concat(),
+        "job, shard",
+        &[],
+        None,
     );
-    let params = vec![
-        Param::from(&claim.job),
-        Param::from(&claim.claim_id),
-        Param::from(&claim.host),
-        Param::from(claim.pid),
-        Param::Seconds(claim.lease.as_seconds_f64()),
-        Param::from(replacing),
-        Param::from(claim.shard.index),
-    ];
-    let won = dialect::fetch_optional(executor, sql, params)
+    let inserted = dialect::execute(DB::on_conn(conn), sql, params())
         .await
         .context("claiming the job")?;
-    Ok(won.is_some())
+    Ok(inserted == 1)
 }
 
 /// Extend the claim's lease from now, only if this run still holds it.
@@ -77,11 +107,12 @@ pub(crate) async fn renew<'c, DB: Dialect>(
     claim: &Claim,
 ) -> anyhow::Result<bool> {
     let sql = format!(
-        "UPDATE batchscore_claims SET expires_at = {} WHERE job = $1 AND claim_id = $2",
-        DB::later("$3")
+        "UPDATE batchscore_claims SET expires_at = {} WHERE job = $1 AND shard = $2 AND claim_id = $3",
+        DB::later("$4")
     );
     let params = vec![
         Param::from(&claim.job),
+        Param::from(claim.shard.index),
         Param::from(&claim.claim_id),
         Param::Seconds(claim.lease.as_seconds_f64()),
     ];
@@ -96,11 +127,16 @@ pub(crate) async fn release<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     claim: &Claim,
 ) -> anyhow::Result<()> {
-    let sql = "DELETE FROM batchscore_claims WHERE job = $1 AND claim_id = $2".to_owned();
+    let sql =
+        "DELETE FROM batchscore_claims WHERE job = $1 AND shard = $2 AND claim_id = $3".to_owned();
     dialect::execute(
         executor,
         sql,
-        vec![(&claim.job).into(), (&claim.claim_id).into()],
+        vec![
+            (&claim.job).into(),
+            claim.shard.index.into(),
+            (&claim.claim_id).into(),
+        ],
     )
     .await
     .context("releasing the claim")?;

@@ -76,6 +76,15 @@ impl From<Option<DateTime<Utc>>> for Param {
     }
 }
 
+/// What an upsert sets in a row whose key already exists.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Set<'a> {
+    /// The column takes the value the insert would have written.
+    Inserted(&'a str),
+    /// The column takes this SQL expression (a literal, [`Dialect::NOW`]).
+    To(&'a str, &'a str),
+}
+
 /// The dialect of one database, as batchscore's own tables use it.
 pub(crate) trait Dialect:
     sqlx::Database<
@@ -90,6 +99,40 @@ pub(crate) trait Dialect:
 
     /// [`Dialect::NOW`] plus the seconds in `param` (a [`Param::Seconds`]).
     fn later(param: &str) -> String;
+
+    /// The type a `CAST` to a 64-bit integer names.
+    const BIGINT: &'static str = "BIGINT";
+
+    /// `INSERT INTO table (columns) VALUES (values)`; where a row with the same `key` (its
+    /// columns, comma-separated) exists, `set` its columns instead, only where `only_if` holds
+    /// of the existing row; with nothing to set, leave it. The statement's row count says whether
+    /// a row was written. This is the standard form (`ON CONFLICT`, PostgreSQL's and SQLite's).
+    fn upsert(
+        table: &str,
+        columns: &[&str],
+        values: &[String],
+        key: &str,
+        set: &[Set<'_>],
+        only_if: Option<&str>,
+    ) -> String {
+        let insert = format!(
+            "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({key})",
+            columns.join(", "),
+            values.join(", ")
+        );
+        if set.is_empty() {
+            return format!("{insert} DO NOTHING");
+        }
+        let set: Vec<String> = set
+            .iter()
+            .map(|s| match s {
+                Set::Inserted(column) => format!("{column} = excluded.{column}"),
+                Set::To(column, value) => format!("{column} = {value}"),
+            })
+            .collect();
+        let condition = only_if.map(|c| format!(" WHERE {c}")).unwrap_or_default();
+        format!("{insert} DO UPDATE SET {}{condition}", set.join(", "))
+    }
 
     /// Bind one parameter.
     fn bind(
@@ -147,6 +190,11 @@ pub(crate) async fn fetch_all<'c, DB: Dialect>(
     params: Vec<Param>,
 ) -> Result<Vec<DB::Row>, sqlx::Error> {
     prepare::<DB>(sql, params).fetch_all(executor).await
+}
+
+/// `$first`, `$first + 1`, … for `count` parameters.
+pub(crate) fn placeholders(first: usize, count: usize) -> Vec<String> {
+    (first..first + count).map(|i| format!("${i}")).collect()
 }
 
 /// A column that must not be NULL.

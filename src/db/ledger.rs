@@ -6,7 +6,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::Executor;
 
-use super::dialect::{self, Dialect, Param, required};
+use super::dialect::{self, Dialect, Param, Set, required};
 use crate::ledger::{RunRecord, RunStatus};
 use crate::shard::Shard;
 
@@ -62,20 +62,18 @@ pub(crate) async fn record_run<'c, DB: Dialect>(
     run: &RunRecord,
     replace: Replace,
 ) -> anyhow::Result<()> {
-    let placeholders: Vec<String> = (1..=RUN_COLUMNS.len()).map(|i| format!("${i}")).collect();
-    let updates: Vec<String> = OUTCOME_COLUMNS
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
+    let updates: Vec<Set> = OUTCOME_COLUMNS.iter().map(|c| Set::Inserted(c)).collect();
     let condition = match replace {
-        Replace::Always => "",
-        Replace::IfRunning => " WHERE batchscore_runs.status = 'running'",
+        Replace::Always => None,
+        Replace::IfRunning => Some("batchscore_runs.status = 'running'"),
     };
-    let sql = format!(
-        "INSERT INTO batchscore_runs ({}) VALUES ({}) ON CONFLICT (run_id) DO UPDATE SET {}{condition}",
-        RUN_COLUMNS.join(", "),
-        placeholders.join(", "),
-        updates.join(", "),
+    let sql = DB::upsert(
+        "batchscore_runs",
+        &RUN_COLUMNS,
+        &dialect::placeholders(1, RUN_COLUMNS.len()),
+        "run_id",
+        &updates,
+        condition,
     );
     let params = vec![
         Param::from(&run.run_id),
@@ -121,18 +119,29 @@ pub(crate) async fn abandon_runs<'c, DB: Dialect>(
         .context("marking abandoned runs in batchscore_runs")
 }
 
+/// ` WHERE job = $1` and its parameter for one job; nothing for all. Two texts rather than
+/// `$1 IS NULL OR job = $1`, whose NULL parameter some databases cannot type.
+fn job_filter(job: Option<&str>) -> (&'static str, Vec<Param>) {
+    match job {
+        Some(job) => (" WHERE job = $1", vec![job.into()]),
+        None => ("", vec![]),
+    }
+}
+
 /// The latest runs, newest first, of one job or all.
 pub(crate) async fn recent_runs<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: Option<&str>,
     limit: u32,
 ) -> anyhow::Result<Vec<RunRecord>> {
+    let (filter, mut params) = job_filter(job);
     let sql = format!(
-        "SELECT {} FROM batchscore_runs WHERE CAST($1 AS TEXT) IS NULL OR job = $1 \
-         ORDER BY started_at DESC LIMIT $2",
-        RUN_COLUMNS.join(", ")
+        "SELECT {} FROM batchscore_runs{filter} ORDER BY started_at DESC LIMIT ${}",
+        RUN_COLUMNS.join(", "),
+        params.len() + 1
     );
-    let rows = dialect::fetch_all(executor, sql, vec![job.into(), i64::from(limit).into()])
+    params.push(i64::from(limit).into());
+    let rows = dialect::fetch_all(executor, sql, params)
         .await
         .context("reading batchscore_runs")?;
     rows.iter()
@@ -201,10 +210,11 @@ pub(crate) async fn watermarks<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: Option<&str>,
 ) -> anyhow::Result<Vec<ShardWatermark>> {
-    let sql = "SELECT job, shard, shards, watermark FROM batchscore_watermarks \
-               WHERE CAST($1 AS TEXT) IS NULL OR job = $1 ORDER BY job, shard"
-        .to_owned();
-    let rows = dialect::fetch_all(executor, sql, vec![job.into()])
+    let (filter, params) = job_filter(job);
+    let sql = format!(
+        "SELECT job, shard, shards, watermark FROM batchscore_watermarks{filter} ORDER BY job, shard"
+    );
+    let rows = dialect::fetch_all(executor, sql, params)
         .await
         .context("reading watermarks")?;
     rows.iter()
@@ -224,6 +234,16 @@ pub(crate) async fn watermarks<'c, DB: Dialect>(
         .collect()
 }
 
+/// A watermark row's columns, in the order the inserts give them.
+const WATERMARK_COLUMNS: [&str; 6] = [
+    "job",
+    "shard",
+    "shards",
+    "watermark",
+    "run_id",
+    "updated_at",
+];
+
 /// Move the shard's watermark from `from` to `to`, only if it is still `from` and the job
 /// still has the shards this run planned with (compare-and-set). Returns false when another
 /// run moved it first, or the job was resharded meanwhile. On PostgreSQL (READ COMMITTED) a
@@ -240,10 +260,13 @@ pub(crate) async fn advance_watermark<'c, DB: Dialect>(
 ) -> anyhow::Result<bool> {
     let (sql, mut params) = match from {
         None => (
-            format!(
-                "INSERT INTO batchscore_watermarks (job, shard, shards, watermark, run_id, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, {}) ON CONFLICT (job, shard) DO NOTHING",
-                DB::NOW
+            DB::upsert(
+                "batchscore_watermarks",
+                &WATERMARK_COLUMNS,
+                &[&dialect::placeholders(1, 5)[..], &[DB::NOW.to_owned()]].concat(),
+                "job, shard",
+                &[],
+                None,
             ),
             vec![],
         ),
@@ -279,12 +302,22 @@ pub(crate) async fn set_watermark<'c, DB: Dialect>(
     shard: Shard,
     to: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let sql = format!(
-        "INSERT INTO batchscore_watermarks (job, shard, shards, watermark, run_id, updated_at) \
-         VALUES ($1, $2, $3, $4, NULL, {now}) \
-         ON CONFLICT (job, shard) DO UPDATE SET shards = excluded.shards, \
-         watermark = excluded.watermark, run_id = NULL, updated_at = {now}",
-        now = DB::NOW
+    let sql = DB::upsert(
+        "batchscore_watermarks",
+        &WATERMARK_COLUMNS,
+        &[
+            &dialect::placeholders(1, 4)[..],
+            &["NULL".to_owned(), DB::NOW.to_owned()],
+        ]
+        .concat(),
+        "job, shard",
+        &[
+            Set::Inserted("shards"),
+            Set::Inserted("watermark"),
+            Set::To("run_id", "NULL"),
+            Set::To("updated_at", DB::NOW),
+        ],
+        None,
     );
     let params = vec![
         job.into(),
@@ -347,12 +380,14 @@ pub(crate) async fn health<DB: Dialect>(
     pool: &sqlx::Pool<DB>,
     since: DateTime<Utc>,
 ) -> anyhow::Result<Vec<JobHealth>> {
-    let sql = "SELECT job, MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
-               CAST(COALESCE(SUM(CASE WHEN status = 'succeeded' AND started_at >= $1 THEN rows_written END), 0) AS BIGINT) AS rows_written, \
-               CAST(COALESCE(SUM(CASE WHEN status IN ('failed', 'abandoned') AND started_at >= $1 THEN 1 END), 0) AS BIGINT) AS failures, \
-               CAST(COALESCE(SUM(CASE WHEN started_at >= $1 THEN rows_bad END), 0) AS BIGINT) AS rows_bad \
-               FROM batchscore_runs GROUP BY job ORDER BY job"
-        .to_owned();
+    let sql = format!(
+        "SELECT job, MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
+         CAST(COALESCE(SUM(CASE WHEN status = 'succeeded' AND started_at >= $1 THEN rows_written END), 0) AS {int}) AS rows_written, \
+         CAST(COALESCE(SUM(CASE WHEN status IN ('failed', 'abandoned') AND started_at >= $1 THEN 1 END), 0) AS {int}) AS failures, \
+         CAST(COALESCE(SUM(CASE WHEN started_at >= $1 THEN rows_bad END), 0) AS {int}) AS rows_bad \
+         FROM batchscore_runs GROUP BY job ORDER BY job",
+        int = DB::BIGINT
+    );
     let rows = dialect::fetch_all(DB::on_pool(pool), sql, vec![since.into()])
         .await
         .context("reading batchscore_runs")?;

@@ -70,7 +70,7 @@ impl PostgresBackend {
                 .execute(&mut *tx)
                 .await
                 .context("claiming the job")?;
-            if claims::take(&mut *tx, claim, replacing.as_deref()).await? {
+            if claims::take::<sqlx::Postgres>(&mut tx, claim, replacing.as_deref()).await? {
                 sqlx::query(LOCK_CLAIM)
                     .bind(&claim.claim_id)
                     .execute(&mut *tx)

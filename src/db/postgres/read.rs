@@ -14,7 +14,7 @@ use super::{PostgresBackend, is_transient, key_type};
 use crate::claim::Claim;
 use crate::db::SourceHints;
 use crate::plan::Window;
-use crate::shard::Shard;
+use crate::shard::{KeySql, Shard};
 use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::{JobSpec, SourceFrom};
 
@@ -286,9 +286,14 @@ fn window_select(
 /// The shard's condition on the key (see [`Shard::predicate`]); text keys hash with `md5()`,
 /// whose first 32 bits are the hash SQLite computes with its registered function.
 fn shard_condition(spec: &JobSpec, shape: &SourceShape, shard: Shard) -> Option<String> {
-    let text_hash = |text: &str| format!("('x' || left(md5({text}), 8))::bit(32)::bigint");
-    shard.predicate(&spec.source.key.quoted(), shape.key, text_hash)
+    shard.predicate(&spec.source.key.quoted(), shape.key, &KEY_SQL)
 }
+
+/// A key as PostgreSQL hashes it for a shard: the first 32 bits of `md5()` of its text.
+pub(super) const KEY_SQL: KeySql = KeySql {
+    integer: |key| format!("CAST({key} AS BIGINT)"),
+    text_hash: |key| format!("('x' || left(md5(CAST({key} AS TEXT)), 8))::bit(32)::bigint"),
+};
 
 /// A time as a `timestamptz` literal (made from a `DateTime`, so nothing to escape).
 fn timestamptz_literal(t: DateTime<Utc>) -> String {

@@ -296,7 +296,7 @@ async fn keys_absent(
             // A shard's chunk spans the keys of every shard: only its own can conflict, and the
             // other shards' rows in the range must not send it down the slow path.
             let own = shard
-                .predicate(&key, table.key_kind, |_| unreachable!("integer keys"))
+                .predicate(&key, table.key_kind, &super::read::KEY_SQL)
                 .map(|c| format!(" AND {c}"))
                 .unwrap_or_default();
             sqlx::query_scalar(AssertSqlSafe(format!(

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::Utc;
 
 use super::SqliteBackend;
@@ -20,7 +21,8 @@ impl SqliteBackend {
                 Some((gone, _)) => Some(gone.claim_id),
                 None => None,
             };
-            if claims::take(&self.pool, claim, replacing.as_deref()).await? {
+            let mut conn = self.pool.acquire().await.context("claiming the job")?;
+            if claims::take::<sqlx::Sqlite>(&mut conn, claim, replacing.as_deref()).await? {
                 return Ok(ClaimOutcome::Acquired(()));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -15,7 +15,7 @@ use super::window;
 use crate::db::SourceHints;
 use crate::ident::TableName;
 use crate::plan::Window;
-use crate::shard::{Shard, text_hash};
+use crate::shard::{KeySql, Shard, text_hash};
 use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
 use crate::spec::{JobSpec, SourceFrom};
 
@@ -317,8 +317,11 @@ fn window_predicate(spec: &JobSpec) -> String {
 /// text hash is the function [`register_functions`] adds to every connection.
 fn rows_predicate(spec: &JobSpec, shape: &SourceShape, shard: Shard) -> String {
     let window = window_predicate(spec);
-    let text_hash = |text: &str| format!("{TEXT_HASH}({text})");
-    match shard.predicate(&spec.source.key.quoted(), shape.key, text_hash) {
+    let key_sql = KeySql {
+        integer: |key| format!("CAST({key} AS BIGINT)"),
+        text_hash: |key| format!("{TEXT_HASH}(CAST({key} AS TEXT))"),
+    };
+    match shard.predicate(&spec.source.key.quoted(), shape.key, &key_sql) {
         Some(shard) => format!("{window} AND {shard}"),
         None => window,
     }
