@@ -24,7 +24,8 @@ pub struct Cli {
 /// Flags every subcommand takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Database holding sources, results and the ledger: sqlite://PATH or postgres://...
+    /// Database holding sources, results and the ledger: sqlite://PATH, postgres://... or
+    /// mysql://...
     #[arg(
         long,
         env = "DATABASE_URL",

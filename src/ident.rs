@@ -39,6 +39,12 @@ impl Ident {
         // Parsing admits no `"`, so there is nothing to escape.
         format!("\"{}\"", self.0)
     }
+
+    /// The name as it goes into MySQL's SQL text, which takes `"` for strings (parsing admits
+    /// no backtick either).
+    pub fn backticked(&self) -> String {
+        format!("`{}`", self.0)
+    }
 }
 
 impl fmt::Display for Ident {
@@ -72,6 +78,14 @@ impl TableName {
         match &self.schema {
             Some(schema) => format!("{}.{}", schema.quoted(), self.name.quoted()),
             None => self.name.quoted(),
+        }
+    }
+
+    /// [`TableName::quoted`] for MySQL, where the schema is the database.
+    pub fn backticked(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}.{}", schema.backticked(), self.name.backticked()),
+            None => self.name.backticked(),
         }
     }
 }

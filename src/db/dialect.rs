@@ -134,6 +134,13 @@ pub(crate) trait Dialect:
         format!("{insert} DO UPDATE SET {}{condition}", set.join(", "))
     }
 
+    /// The statement and its parameters as this database takes them. The shared SQL numbers its
+    /// placeholders (`$1`, reused where a value appears twice), which PostgreSQL and SQLite read
+    /// as they are.
+    fn placeholders(sql: String, params: Vec<Param>) -> (String, Vec<Param>) {
+        (sql, params)
+    }
+
     /// Bind one parameter.
     fn bind(
         query: Query<'static, Self, Self::Arguments>,
@@ -161,6 +168,7 @@ pub(crate) trait Dialect:
 
 /// `sql` with `params` bound.
 fn prepare<DB: Dialect>(sql: String, params: Vec<Param>) -> Query<'static, DB, DB::Arguments> {
+    let (sql, params) = DB::placeholders(sql, params);
     params
         .into_iter()
         .fold(sqlx::query(AssertSqlSafe(sql)), DB::bind)

@@ -1,8 +1,8 @@
-//! The one seam between SQLite and PostgreSQL.
+//! The one seam between SQLite, PostgreSQL and MySQL.
 //!
 //! [`Backend`] is everything a run needs from a database, and [`WindowTx`] what it does inside a
-//! window's transaction; [`sqlite`] and [`postgres`] implement them, each split by concern
-//! (`read`, `write`, `ledger`, `claim`). SQL that is the same in both dialects is written once,
+//! window's transaction; [`sqlite`], [`postgres`] and [`mysql`] implement them, each split by
+//! concern (`read`, `write`, `ledger`, `claim`). SQL that is the same in every dialect is written once,
 //! over [`dialect::Dialect`]: the ledger and watermarks ([`ledger`]), the claims ([`claims`]), the
 //! profiles ([`profiles`]) and the migration checks ([`migrate`]). The backend is picked once from the URL scheme
 //! ([`connect`]), and everything above is generic over it (see [`with_backend!`](crate::with_backend)), so no
@@ -12,6 +12,7 @@ mod claims;
 mod dialect;
 mod ledger;
 mod migrate;
+pub mod mysql;
 pub mod postgres;
 mod profiles;
 pub(crate) mod reference;
@@ -494,6 +495,7 @@ pub struct SourceHints {
 pub enum Database {
     Sqlite(sqlite::SqliteBackend),
     Postgres(postgres::PostgresBackend),
+    Mysql(mysql::MySqlBackend),
 }
 
 /// Run `$body` with `$backend` bound to the concrete backend inside `$db`.
@@ -503,11 +505,12 @@ macro_rules! with_backend {
         match $db {
             $crate::db::Database::Sqlite($backend) => $body,
             $crate::db::Database::Postgres($backend) => $body,
+            $crate::db::Database::Mysql($backend) => $body,
         }
     };
 }
 
-/// Connect to `url` (`sqlite://…` or `postgres://…`) with the default [`Limits`].
+/// Connect to `url` (`sqlite://…`, `postgres://…` or `mysql://…`) with the default [`Limits`].
 pub async fn connect(url: &str) -> anyhow::Result<Database> {
     connect_with(url, Limits::default()).await
 }
@@ -533,11 +536,16 @@ pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database>
             .await
             .map(Database::Postgres)
             .map_err(|e| failed(e, postgres::is_transient))
+    } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+        mysql::MySqlBackend::connect(url, limits)
+            .await
+            .map(Database::Mysql)
+            .map_err(|e| failed(e, mysql::is_transient))
     } else {
         Err(ConfigError::Database {
             target: redact(url),
             problem:
-                "the URL must start with sqlite:// or postgres:// (set --database-url or DATABASE_URL)"
+                "the URL must start with sqlite://, postgres:// or mysql:// (set --database-url or DATABASE_URL)"
                     .to_owned(),
         }
         .into())

@@ -55,6 +55,8 @@ impl Cell {
             (Cell::Inf, Kind::Postgres) => "'Infinity'::double precision".into(),
             (Cell::NegInf, Kind::Sqlite) => "-9e999".into(),
             (Cell::NegInf, Kind::Postgres) => "'-Infinity'::double precision".into(),
+            // A MySQL DOUBLE holds no NaN or infinity: the strategies do not make them there.
+            (Cell::Inf | Cell::NegInf, Kind::Mysql) => unreachable!("MySQL stores no infinity"),
             (Cell::TooBig, _) => "1e300".into(),
             (Cell::Text, _) => "'hot'".into(),
         }
@@ -86,6 +88,10 @@ async fn seed(p: &Project, rows: &[Vec<Cell>]) {
             "CREATE TABLE readings (id bigint PRIMARY KEY, ts timestamptz NOT NULL, temperature double precision, \
              vibration double precision, pressure double precision, rpm double precision)"
         }
+        Kind::Mysql => {
+            "CREATE TABLE readings (id BIGINT PRIMARY KEY, ts DATETIME(6) NOT NULL, temperature DOUBLE, \
+             vibration DOUBLE, pressure DOUBLE, rpm DOUBLE)"
+        }
     };
     p.execute(ddl).await;
     let goods = [71.5, 3.25, 5.5, 2100.0];
@@ -93,17 +99,14 @@ async fn seed(p: &Project, rows: &[Vec<Cell>]) {
         .iter()
         .enumerate()
         .map(|(i, cells)| {
-            let ts = format!("2026-01-10T00:{:02}:{:02}Z", i / 60 % 60, i % 60);
+            let ts = p
+                .kind
+                .time_literal(t0() + chrono::TimeDelta::seconds(i as i64 % 3600));
             let cells: Vec<String> = cells
                 .iter()
                 .zip(goods)
                 .map(|(c, g)| c.sql(p.kind, g + i as f64 / 100.0))
                 .collect();
-            let ts = if p.kind == Kind::Postgres {
-                format!("'{ts}'::timestamptz")
-            } else {
-                format!("'{ts}'")
-            };
             format!("({i}, {ts}, {})", cells.join(", "))
         })
         .collect();
@@ -138,7 +141,13 @@ async fn quarantine(p: &Project) -> BTreeMap<i64, (String, String, String)> {
     if !p.table_exists("batchscore_quarantine").await {
         return BTreeMap::new();
     }
-    sqlx::query("SELECT CAST(key AS BIGINT), column_name, reason, CAST(features AS TEXT) FROM batchscore_quarantine WHERE job = 'job'")
+    let k = p.kind;
+    let sql = format!(
+        "SELECT {}, column_name, reason, {} FROM batchscore_quarantine WHERE job = 'job'",
+        k.int(&k.quote("key")),
+        k.text("features")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
         .await
         .unwrap()
@@ -168,7 +177,7 @@ async fn last_run(p: &Project) -> (String, i64, i64, i64, i64, i64, Option<Strin
 }
 
 async fn scored(p: &Project) -> BTreeSet<i64> {
-    ids(p, "SELECT CAST(id AS BIGINT) FROM scores").await
+    ids(p, &format!("SELECT {} FROM scores", p.kind.int("id"))).await
 }
 
 /// Rows 0..n all good but `bad` (row → column → cell).
@@ -234,7 +243,11 @@ async fn policies(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
         return;
     };
-    seed(&p, &rows(100, &[(5, 0, Cell::Inf)])).await;
+    let infinite = match kind {
+        Kind::Mysql => Cell::TooBig, // a MySQL DOUBLE holds no infinity
+        _ => Cell::Inf,
+    };
+    seed(&p, &rows(100, &[(5, 0, infinite)])).await;
     p.write_job("job", &job("policy = \"skip\""));
     assert_exit(&run(&p), 0);
     assert_eq!(scored(&p).await.len(), 99);
@@ -249,14 +262,18 @@ async fn policies(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
         return;
     };
-    seed(&p, &rows(100, &[(77, 2, Cell::NegInf)])).await;
+    let (bad, reason) = match kind {
+        Kind::Mysql => (Cell::TooBig, Cell::TooBig.reason()),
+        _ => (Cell::NegInf, Cell::NegInf.reason()),
+    };
+    seed(&p, &rows(100, &[(77, 2, bad)])).await;
     p.write_job("job", &job("policy = \"fail\""));
     let out = run(&p);
     assert_exit(&out, 1);
     assert!(
-        stderr(&out).contains(
-            "bad_rows.policy = \"fail\" and row with key 77: column `pressure` is infinite"
-        ),
+        stderr(&out).contains(&format!(
+            "bad_rows.policy = \"fail\" and row with key 77: column `pressure` {reason}"
+        )),
         "{}",
         stderr(&out)
     );
@@ -302,7 +319,7 @@ async fn policies(kind: Kind) {
     assert_eq!(reasons.as_deref(), Some("temperature is NULL: 2"));
 }
 
-on_both_databases!(policies);
+on_all_databases!(policies);
 
 async fn bad_predictions_are_bad_rows(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -328,11 +345,14 @@ async fn bad_predictions_are_bad_rows(kind: Kind) {
         Kind::Postgres => {
             "SELECT count(*) FROM scores WHERE failure_probability = 'Infinity' OR failure_probability = 'NaN'"
         }
+        Kind::Mysql => {
+            "SELECT count(*) FROM scores WHERE failure_probability IS NULL OR ABS(failure_probability) > 1e308"
+        }
     };
     assert_eq!(p.count(infinite).await, 0);
 }
 
-on_both_databases!(bad_predictions_are_bad_rows);
+on_all_databases!(bad_predictions_are_bad_rows);
 
 /// One random window: rows with bad cells here and there, and a threshold.
 fn window_strategy(kind: Kind) -> impl Strategy<Value = (Vec<Vec<Cell>>, f64)> {
@@ -341,6 +361,10 @@ fn window_strategy(kind: Kind) -> impl Strategy<Value = (Vec<Vec<Cell>>, f64)> {
         bad_cells.push(Cell::Text);
         // SQLite stores NaN as NULL: the reason would be "is NULL"; keep the cases honest.
         bad_cells.retain(|c| *c != Cell::NaN);
+    }
+    if kind == Kind::Mysql {
+        // A MySQL DOUBLE holds no NaN or infinity.
+        bad_cells.retain(|c| matches!(c, Cell::Null | Cell::TooBig));
     }
     let cell = prop_oneof![6 => Just(Cell::Good), 1 => proptest::sample::select(bad_cells)];
     (
@@ -384,6 +408,7 @@ fn check_window(kind: Kind, rows: Vec<Vec<Cell>>, max_fraction: f64) -> Result<(
         let non_finite = match kind {
             Kind::Sqlite => "SELECT count(*) FROM scores WHERE failure_probability IS NULL OR failure_probability > 1e308",
             Kind::Postgres => "SELECT count(*) FROM scores WHERE failure_probability IN ('NaN', 'Infinity', '-Infinity')",
+            Kind::Mysql => "SELECT count(*) FROM scores WHERE failure_probability IS NULL OR ABS(failure_probability) > 1e308",
         };
         if p.table_exists("scores").await {
             prop_assert_eq!(p.count(non_finite).await, 0);
@@ -403,5 +428,10 @@ proptest! {
     #[test]
     fn postgres_every_row_lands_in_exactly_one_place((rows, max_fraction) in window_strategy(Kind::Postgres)) {
         check_window(Kind::Postgres, rows, max_fraction)?;
+    }
+
+    #[test]
+    fn mysql_every_row_lands_in_exactly_one_place((rows, max_fraction) in window_strategy(Kind::Mysql)) {
+        check_window(Kind::Mysql, rows, max_fraction)?;
     }
 }

@@ -46,7 +46,7 @@ async fn validate_names_the_missing_index_and_its_statement_works(kind: Kind) {
     assert_eq!(p.count("SELECT count(*) FROM predictions").await, 1_000);
 }
 
-on_both_databases!(validate_names_the_missing_index_and_its_statement_works);
+on_all_databases!(validate_names_the_missing_index_and_its_statement_works);
 
 async fn validate_warns_of_a_query_that_reads_a_whole_table(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -86,7 +86,7 @@ async fn validate_warns_of_a_query_that_reads_a_whole_table(kind: Kind) {
     assert_eq!(warnings(&out), Vec::<String>::new(), "{}", stdout(&out));
 }
 
-on_both_databases!(validate_warns_of_a_query_that_reads_a_whole_table);
+on_all_databases!(validate_warns_of_a_query_that_reads_a_whole_table);
 
 #[tokio::test]
 async fn sqlite_validate_reports_times_in_forms_no_window_finds() {

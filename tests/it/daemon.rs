@@ -48,6 +48,10 @@ pub(crate) async fn create_readings(p: &Project) {
             "CREATE TABLE readings (id bigserial PRIMARY KEY, ts timestamptz NOT NULL, \
              temperature double precision, vibration double precision, pressure double precision, rpm integer)"
         }
+        Kind::Mysql => {
+            "CREATE TABLE readings (id BIGINT AUTO_INCREMENT PRIMARY KEY, ts DATETIME(6) NOT NULL, \
+             temperature DOUBLE, vibration DOUBLE, pressure DOUBLE, rpm INT, INDEX (ts))"
+        }
     })
     .await;
 }
@@ -63,6 +67,11 @@ pub(crate) async fn insert_now(pool: &sqlx::AnyPool, kind: Kind) {
         Kind::Postgres => {
             "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
              SELECT clock_timestamp(), 60 + v, v / 3.0, 4 + v / 10.0, 900 + 100 * v FROM unnest(ARRAY[1, 5, 9, 13, 17]) AS v"
+        }
+        Kind::Mysql => {
+            "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
+             SELECT UTC_TIMESTAMP(6), 60 + v, v / 3.0, 4 + v / 10.0, 900 + 100 * v \
+             FROM (SELECT 1 AS v UNION ALL SELECT 5 UNION ALL SELECT 9 UNION ALL SELECT 13 UNION ALL SELECT 17) AS vs"
         }
     };
     sqlx::raw_sql(sql).execute(pool).await.unwrap();
@@ -81,6 +90,12 @@ async fn seed_last_hour(p: &Project, rows: usize) {
             "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
              SELECT now() - interval '3600 seconds' + i * (interval '3590 seconds' / {rows}), \
              60 + i % 20, (i % 60) / 10.0, 4 + (i % 20) / 10.0, 900 + i % 2700 FROM generate_series(1, {rows}) AS i"
+        ),
+        Kind::Mysql => format!(
+            "INSERT INTO readings (ts, temperature, vibration, pressure, rpm) \
+             SELECT TIMESTAMPADD(MICROSECOND, CAST(i * 3590000000 / {rows} AS SIGNED), UTC_TIMESTAMP(6) - INTERVAL 3600 SECOND), \
+             60 + i % 20, (i % 60) / 10.0, 4 + (i % 20) / 10.0, 900 + i % 2700 FROM {}",
+            Kind::Mysql.series(1, rows)
         ),
     };
     p.execute(&sql).await;
@@ -185,16 +200,11 @@ pub(crate) async fn wait_for_windows(p: &Project, job: &str, windows: i64, secon
 
 /// (start, end) in unix seconds of the job's committed windows, in order.
 async fn committed_windows(p: &Project, job: &str) -> Vec<(f64, f64)> {
-    let sql = match p.kind {
-        Kind::Sqlite => format!(
-            "SELECT unixepoch(window_start, 'subsec'), unixepoch(window_end, 'subsec') FROM batchscore_runs \
-             WHERE job = '{job}' AND status = 'succeeded' ORDER BY window_start"
-        ),
-        Kind::Postgres => format!(
-            "SELECT extract(epoch FROM window_start)::float8, extract(epoch FROM window_end)::float8 FROM batchscore_runs \
-             WHERE job = '{job}' AND status = 'succeeded' ORDER BY window_start"
-        ),
-    };
+    let sql = format!(
+        "SELECT {}, {} FROM batchscore_runs WHERE job = '{job}' AND status = 'succeeded' ORDER BY window_start",
+        p.kind.epoch("window_start"),
+        p.kind.epoch("window_end")
+    );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
         .await
@@ -206,11 +216,8 @@ async fn committed_windows(p: &Project, job: &str) -> Vec<(f64, f64)> {
 
 /// Every reading: id → unix seconds.
 async fn readings(p: &Project) -> BTreeMap<i64, f64> {
-    let sql = match p.kind {
-        Kind::Sqlite => "SELECT id, unixepoch(ts, 'subsec') FROM readings",
-        Kind::Postgres => "SELECT id, extract(epoch FROM ts)::float8 FROM readings",
-    };
-    sqlx::query(sql)
+    let sql = format!("SELECT id, {} FROM readings", p.kind.epoch("ts"));
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
         .await
         .unwrap()
@@ -223,7 +230,7 @@ async fn scored_ids(p: &Project, sink: &str) -> Vec<i64> {
     if !p.table_exists(sink).await {
         return vec![];
     }
-    let sql = format!("SELECT CAST(id AS BIGINT) FROM {sink} ORDER BY id");
+    let sql = format!("SELECT {} FROM {sink} ORDER BY id", p.kind.int("id"));
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
         .await

@@ -28,9 +28,19 @@ const ROWS_PER_WINDOW: i64 = 3_000;
 
 /// A PostgreSQL project with the catch-up job, its rows and its watermark at t0.
 async fn catch_up_project() -> Option<Project> {
-    let p = Project::postgres().await?;
+    catch_up_project_on(Kind::Postgres).await
+}
+
+/// The same on another database. On MySQL, in chunks of 10: its windows write faster, and
+/// the tests must catch one with writes uncommitted.
+async fn catch_up_project_on(kind: Kind) -> Option<Project> {
+    let p = Project::new(kind).await?;
     p.seed_synthetic(ROWS).await;
-    p.write_job("job", &catch_up_job());
+    let job = match kind {
+        Kind::Mysql => catch_up_job().replace("chunk_rows = 100", "chunk_rows = 10"),
+        _ => catch_up_job(),
+    };
+    p.write_job("job", &job);
     assert_exit(&p.batchscore(&["migrate"]), 0);
     assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
     Some(p)
@@ -39,6 +49,13 @@ async fn catch_up_project() -> Option<Project> {
 /// The predictions of the same job over the same rows, run once without trouble.
 async fn reference(args: &[&str]) -> BTreeMap<i64, (i64, f64)> {
     let p = catch_up_project().await.expect("PostgreSQL is up");
+    assert_exit(&p.batchscore(args), 0);
+    predictions(&p).await
+}
+
+/// The same on another database.
+async fn reference_on(kind: Kind, args: &[&str]) -> BTreeMap<i64, (i64, f64)> {
+    let p = catch_up_project_on(kind).await.expect("the database is up");
     assert_exit(&p.batchscore(args), 0);
     predictions(&p).await
 }
@@ -99,6 +116,36 @@ async fn wait_for_open_writes(p: &Project, proxy: &Proxy) {
         // Often: a window's transaction lasts a fraction of a second.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Wait until a window's transaction on MySQL has written results it has not committed, for
+/// at most 20 s: a READ UNCOMMITTED session sees more rows than the committed windows wrote.
+async fn wait_for_open_writes_mysql(p: &Project) {
+    use sqlx::Row;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut conn = p.pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let sql = "SELECT (SELECT count(*) FROM predictions) - (SELECT CAST(COALESCE(SUM(rows_written), 0) AS SIGNED) \
+               FROM batchscore_runs WHERE status = 'succeeded')";
+    loop {
+        let uncommitted = match sqlx::raw_sql(sql).fetch_one(&mut *conn).await {
+            Ok(row) => row.get::<i64, _>(0),
+            Err(_) => 0, // no results table yet
+        };
+        if uncommitted > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a window with uncommitted writes"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Not back to the pool in READ UNCOMMITTED.
+    conn.close_on_drop();
 }
 
 /// Every committed window of the ledger is whole, and none is left `running`.
@@ -228,15 +275,22 @@ async fn a_silent_network_mid_window_gives_up_within_the_lease_and_writes_nothin
 /// Freeze a holder mid-window (SIGSTOP), let a successor take the job over after the lease,
 /// then wake the holder: it must exit 75 and write nothing, and the results must equal an
 /// uninterrupted run's.
-async fn frozen_holder_is_superseded(args: &[&str]) {
-    let Some(p) = catch_up_project().await else {
+async fn frozen_holder_is_superseded(kind: Kind, args: &[&str]) {
+    let Some(p) = catch_up_project_on(kind).await else {
         return;
     };
-    let (proxy, url) = Proxy::in_front_of(&p.url);
     let mut run = args.to_vec();
     run.extend(["--lease", "3s"]);
+    // PostgreSQL's open writes are found by the proxy's ports; MySQL's by the database.
+    let proxied = (kind == Kind::Postgres).then(|| Proxy::in_front_of(&p.url));
+    let url = proxied
+        .as_ref()
+        .map_or(p.url.clone(), |(_, url)| url.clone());
     let holder = spawn_through(&p, &url, &run);
-    wait_for_open_writes(&p, &proxy).await;
+    match &proxied {
+        Some((proxy, _)) => wait_for_open_writes(&p, proxy).await,
+        None => wait_for_open_writes_mysql(&p).await,
+    }
     signal(&holder, "STOP");
     let frozen = Instant::now();
     // The successor writes the keys the frozen holder wrote but did not commit: the server ends
@@ -256,7 +310,7 @@ async fn frozen_holder_is_superseded(args: &[&str]) {
     assert_exit(&out, 75);
     let err = stderr(&out);
     assert!(err.contains("took the job over"), "{err}");
-    let reference = reference(args).await;
+    let reference = reference_on(kind, args).await;
     let rows = ledger(&p).await;
     assert_whole_and_finished(&rows);
     // Each window was committed once, by the successor; the frozen holder's window is marked
@@ -281,24 +335,28 @@ async fn frozen_holder_is_superseded(args: &[&str]) {
     assert_same_predictions(&predictions(&p).await, &reference);
 }
 
-#[tokio::test]
-async fn a_frozen_holder_is_superseded_after_its_lease_and_writes_nothing() {
-    frozen_holder_is_superseded(&["run-job", "job", "--at", &at(121)]).await;
+async fn a_frozen_holder_is_superseded_after_its_lease_and_writes_nothing(kind: Kind) {
+    frozen_holder_is_superseded(kind, &["run-job", "job", "--at", &at(121)]).await;
 }
 
-#[tokio::test]
-async fn a_frozen_backfill_is_superseded_after_its_lease_and_writes_nothing() {
-    frozen_holder_is_superseded(&["run-job", "job", "--from", &at(0), "--to", &at(120)]).await;
+on_all_databases!(a_frozen_holder_is_superseded_after_its_lease_and_writes_nothing: postgres, mysql);
+
+async fn a_frozen_backfill_is_superseded_after_its_lease_and_writes_nothing(kind: Kind) {
+    frozen_holder_is_superseded(
+        kind,
+        &["run-job", "job", "--from", &at(0), "--to", &at(120)],
+    )
+    .await;
 }
+
+on_all_databases!(a_frozen_backfill_is_superseded_after_its_lease_and_writes_nothing: postgres, mysql);
 
 /// The fencing check alone: a holder whose claim was taken while it was paused, with its
 /// transaction still open (the lease is long, so the server has not ended it), commits nothing.
-#[tokio::test]
-async fn a_superseded_holder_with_its_transaction_open_commits_nothing() {
-    let Some(p) = catch_up_project().await else {
+async fn a_superseded_holder_with_its_transaction_open_commits_nothing(kind: Kind) {
+    let Some(p) = catch_up_project_on(kind).await else {
         return;
     };
-    let (proxy, url) = Proxy::in_front_of(&p.url);
     // Four windows, so the pause lands in one of them; a long lease, so the server keeps the
     // paused transaction open.
     let run = [
@@ -311,8 +369,15 @@ async fn a_superseded_holder_with_its_transaction_open_commits_nothing() {
         "--lease",
         "60s",
     ];
+    let proxied = (kind == Kind::Postgres).then(|| Proxy::in_front_of(&p.url));
+    let url = proxied
+        .as_ref()
+        .map_or(p.url.clone(), |(_, url)| url.clone());
     let holder = spawn_through(&p, &url, &run);
-    wait_for_open_writes(&p, &proxy).await;
+    match &proxied {
+        Some((proxy, _)) => wait_for_open_writes(&p, proxy).await,
+        None => wait_for_open_writes_mysql(&p).await,
+    }
     signal(&holder, "STOP");
     let succeeded = "SELECT count(*) FROM batchscore_runs WHERE status = 'succeeded'";
     let committed = p.count(succeeded).await;
@@ -334,6 +399,8 @@ async fn a_superseded_holder_with_its_transaction_open_commits_nothing() {
         committed * ROWS_PER_WINDOW
     );
 }
+
+on_all_databases!(a_superseded_holder_with_its_transaction_open_commits_nothing: postgres, mysql);
 
 #[tokio::test]
 async fn the_daemon_rides_out_a_database_outage() {

@@ -19,6 +19,7 @@ fn first_release_checksum(kind: Kind) -> &'static str {
         Kind::Postgres => {
             "10feb1b7a0ee5891bd46640f5627ec3aace4df57a898afdce33987d0541fd64a3521370e1e8a237762a3eb84ee5f30a6"
         }
+        Kind::Mysql => unreachable!("MySQL support starts after the first release"),
     }
 }
 
@@ -26,6 +27,7 @@ fn kind_dir(kind: Kind) -> &'static str {
     match kind {
         Kind::Sqlite => "sqlite",
         Kind::Postgres => "postgres",
+        Kind::Mysql => "mysql",
     }
 }
 
@@ -47,6 +49,9 @@ async fn applied(p: &Project) -> Vec<(String, String, bool)> {
         }
         Kind::Postgres => {
             "SELECT version::text, encode(checksum, 'hex'), success::int::int8 FROM _sqlx_migrations ORDER BY version"
+        }
+        Kind::Mysql => {
+            "SELECT CAST(version AS CHAR), lower(hex(checksum)), CAST(success AS SIGNED) FROM _sqlx_migrations ORDER BY version"
         }
     };
     sqlx::query(sql)
@@ -81,6 +86,7 @@ async fn insert_old_run(p: &Project, run_id: &str, status: &str) {
     let time = match p.kind {
         Kind::Sqlite => "'2026-11-24T10:00:00.000000Z'",
         Kind::Postgres => "'2026-11-24T10:00:00Z'::timestamptz",
+        Kind::Mysql => unreachable!("MySQL support starts after the first release"),
     };
     p.execute(&format!(
         "INSERT INTO batchscore_runs (run_id, job, window_start, window_end, status, model_sha256, \
@@ -120,7 +126,8 @@ async fn a_database_of_the_first_release_upgrades(kind: Kind) {
     assert_exit(&p.batchscore(&["migrate"]), 0);
 }
 
-on_both_databases!(a_database_of_the_first_release_upgrades);
+// MySQL support starts with today's schema: there is no earlier MySQL release to upgrade from.
+on_all_databases!(a_database_of_the_first_release_upgrades: sqlite, postgres);
 
 async fn a_database_migrated_with_the_edited_first_migration_upgrades(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -140,6 +147,7 @@ async fn a_database_migrated_with_the_edited_first_migration_upgrades(kind: Kind
             "INSERT INTO batchscore_watermarks VALUES ('job', '{}', NULL, now())",
             ts(0)
         ),
+        Kind::Mysql => unreachable!("MySQL support starts after the first release"),
     })
     .await;
     p.seed_synthetic(3_000).await;
@@ -176,7 +184,7 @@ async fn a_database_migrated_with_the_edited_first_migration_upgrades(kind: Kind
     assert_exit(&p.batchscore(&["migrate"]), 0);
 }
 
-on_both_databases!(a_database_migrated_with_the_edited_first_migration_upgrades);
+on_all_databases!(a_database_migrated_with_the_edited_first_migration_upgrades: sqlite, postgres);
 
 async fn an_applied_migration_that_changed_is_refused(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -184,7 +192,7 @@ async fn an_applied_migration_that_changed_is_refused(kind: Kind) {
     };
     assert_exit(&p.batchscore(&["migrate"]), 0);
     let other = match kind {
-        Kind::Sqlite => "X'00'",
+        Kind::Sqlite | Kind::Mysql => "X'00'",
         Kind::Postgres => "'\\x00'::bytea",
     };
     p.execute(&format!(
@@ -206,7 +214,7 @@ async fn an_applied_migration_that_changed_is_refused(kind: Kind) {
     assert_eq!(p.count("SELECT count(*) FROM batchscore_runs").await, 0);
 }
 
-on_both_databases!(an_applied_migration_that_changed_is_refused);
+on_all_databases!(an_applied_migration_that_changed_is_refused);
 
 async fn a_failed_or_unknown_migration_is_refused(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -226,7 +234,7 @@ async fn a_failed_or_unknown_migration_is_refused(kind: Kind) {
     ))
     .await;
     let nothing = match kind {
-        Kind::Sqlite => "X'00'",
+        Kind::Sqlite | Kind::Mysql => "X'00'",
         Kind::Postgres => "'\\x00'::bytea",
     };
     p.execute(&format!(
@@ -243,7 +251,7 @@ async fn a_failed_or_unknown_migration_is_refused(kind: Kind) {
     );
 }
 
-on_both_databases!(a_failed_or_unknown_migration_is_refused);
+on_all_databases!(a_failed_or_unknown_migration_is_refused);
 
 async fn an_unreadable_migrations_table_is_an_error_not_an_empty_one(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -262,4 +270,4 @@ async fn an_unreadable_migrations_table_is_an_error_not_an_empty_one(kind: Kind)
     assert!(!p.table_exists("batchscore_runs").await);
 }
 
-on_both_databases!(an_unreadable_migrations_table_is_an_error_not_an_empty_one);
+on_all_databases!(an_unreadable_migrations_table_is_an_error_not_an_empty_one);

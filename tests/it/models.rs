@@ -48,6 +48,10 @@ impl Table {
             (Kind::Postgres, "real") => "double precision",
             (Kind::Postgres, "integer") => "bigint",
             (Kind::Postgres, "boolean") => "boolean",
+            (Kind::Mysql, "text") => "LONGTEXT",
+            (Kind::Mysql, "real") => "DOUBLE",
+            (Kind::Mysql, "integer") => "BIGINT",
+            (Kind::Mysql, "boolean") => "BOOLEAN",
             other => panic!("unknown column type {other:?}"),
         }
     }
@@ -55,10 +59,7 @@ impl Table {
     /// Create `table` with the fixture's columns renamed by `rename` and insert every row.
     async fn seed_as(&self, p: &Project, table: &str, rename: &dyn Fn(&str) -> String) {
         let columns = self.columns();
-        let ts = match p.kind {
-            Kind::Sqlite => "TEXT",
-            Kind::Postgres => "timestamptz",
-        };
+        let ts = p.kind.time_type();
         let ddl: Vec<String> = columns
             .iter()
             .map(|c| format!("{} {}", rename(c), self.declared(p.kind, c)))
@@ -73,10 +74,7 @@ impl Table {
             .iter()
             .enumerate()
             .map(|(i, row)| {
-                let mut cells = vec![
-                    (1000 + i).to_string(),
-                    format!("'{}'", rfc3339(row_time(i))),
-                ];
+                let mut cells = vec![(1000 + i).to_string(), p.kind.time_literal(row_time(i))];
                 cells.extend(columns.iter().map(|c| {
                     let boolean = self.fixture["types"][c] == "boolean";
                     literal(p.kind, &row["features"][c], boolean)
@@ -112,8 +110,8 @@ fn literal(kind: Kind, value: &Value, boolean: bool) -> String {
         Value::Null => "NULL".to_owned(),
         Value::String(text) => format!("'{}'", text.replace('\'', "''")),
         Value::Bool(b) => match kind {
-            Kind::Sqlite => (*b as i32).to_string(),
             Kind::Postgres => b.to_string(),
+            _ => (*b as i32).to_string(),
         },
         Value::Number(n) if boolean && kind == Kind::Postgres => {
             (n.as_f64().unwrap() != 0.0).to_string()
@@ -164,7 +162,12 @@ fn run_day(p: &Project) -> std::process::Output {
 
 /// `column` of `predictions` by key, as text (labels) or as a double (scores).
 async fn predictions(p: &Project, column: &str, text: bool) -> Vec<(i64, Value)> {
-    let ty = if text { "TEXT" } else { "DOUBLE PRECISION" };
+    let ty = match (text, p.kind) {
+        (true, Kind::Mysql) => "CHAR",
+        (true, _) => "TEXT",
+        (false, Kind::Mysql) => "DOUBLE",
+        (false, _) => "DOUBLE PRECISION",
+    };
     let sql = format!("SELECT id, CAST({column} AS {ty}) FROM predictions ORDER BY id");
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
@@ -265,7 +268,7 @@ async fn sklearn_pipeline(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(sklearn_pipeline);
+on_all_databases!(sklearn_pipeline);
 
 /// The same pipeline with skl2onnx's default ZipMap output, picked by class label.
 async fn sklearn_pipeline_zipmap(kind: Kind) {
@@ -282,7 +285,7 @@ async fn sklearn_pipeline_zipmap(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(sklearn_pipeline_zipmap);
+on_all_databases!(sklearn_pipeline_zipmap);
 
 /// String classes: the label into a text column, a class's probability by its name.
 async fn string_classes_zipmap(kind: Kind) {
@@ -309,10 +312,13 @@ async fn string_classes_zipmap(kind: Kind) {
         Kind::Postgres => {
             "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'predictions' AND column_name = 'tier' AND data_type = 'text'"
         }
+        Kind::Mysql => {
+            "SELECT count(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'predictions' AND COLUMN_NAME = 'tier' AND DATA_TYPE = 'longtext'"
+        }
     };
     assert_eq!(p.count(declared).await, 1);
 }
-on_both_databases!(string_classes_zipmap);
+on_all_databases!(string_classes_zipmap);
 
 async fn lightgbm_classifier(kind: Kind) {
     score_fixture(
@@ -327,7 +333,7 @@ async fn lightgbm_classifier(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(lightgbm_classifier);
+on_all_databases!(lightgbm_classifier);
 
 async fn xgboost_regressor(kind: Kind) {
     score_fixture(
@@ -339,7 +345,7 @@ async fn xgboost_regressor(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(xgboost_regressor);
+on_all_databases!(xgboost_regressor);
 
 async fn float64_inputs(kind: Kind) {
     score_fixture(
@@ -351,7 +357,7 @@ async fn float64_inputs(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(float64_inputs);
+on_all_databases!(float64_inputs);
 
 async fn int64_input(kind: Kind) {
     score_fixture(
@@ -363,7 +369,7 @@ async fn int64_input(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(int64_input);
+on_all_databases!(int64_input);
 
 /// int32, bool, 1-D string and 1-D float64 inputs; float64, string and bool outputs.
 async fn every_element_type(kind: Kind) {
@@ -380,7 +386,7 @@ async fn every_element_type(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(every_element_type);
+on_all_databases!(every_element_type);
 
 /// Columns named otherwise than the inputs, mapped in `[inputs]`, one of them grouping columns.
 async fn explicit_inputs(kind: Kind) {
@@ -424,7 +430,7 @@ async fn explicit_inputs(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(explicit_inputs);
+on_all_databases!(explicit_inputs);
 
 /// `jobs validate` lists each input with its type and columns, each output with its type and
 /// result column.
@@ -528,7 +534,7 @@ async fn input_mapping_mistakes(kind: Kind) {
         assert_refused(&p, expected).await;
     }
 }
-on_both_databases!(input_mapping_mistakes);
+on_all_databases!(input_mapping_mistakes);
 
 /// A column whose type cannot feed its input is refused before any row is read, naming the
 /// column, the input and both types.
@@ -536,6 +542,7 @@ async fn column_type_cannot_feed_input(kind: Kind) {
     let (real, text, ts) = match kind {
         Kind::Sqlite => ("REAL", "TEXT", "TEXT"),
         Kind::Postgres => ("double precision", "text", "timestamptz"),
+        Kind::Mysql => ("DOUBLE", "TEXT", "DATETIME(6)"),
     };
     let cases = [
         (
@@ -560,7 +567,7 @@ async fn column_type_cannot_feed_input(kind: Kind) {
         assert_refused(&p, &[expected]).await;
     }
 }
-on_both_databases!(column_type_cannot_feed_input);
+on_all_databases!(column_type_cannot_feed_input);
 
 async fn output_reference_mistakes(kind: Kind) {
     let cases: [(&str, &[&str]); 4] = [
@@ -613,7 +620,7 @@ async fn output_reference_mistakes(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(output_reference_mistakes);
+on_all_databases!(output_reference_mistakes);
 
 async fn fill_of_the_wrong_type(kind: Kind) {
     let Some(p) = churn_project(
@@ -632,11 +639,15 @@ async fn fill_of_the_wrong_type(kind: Kind) {
     )
     .await;
 }
-on_both_databases!(fill_of_the_wrong_type);
+on_all_databases!(fill_of_the_wrong_type);
 
 /// Key → (column, reason) of the quarantine.
 async fn quarantined(p: &Project) -> std::collections::BTreeMap<i64, (String, String)> {
-    sqlx::query("SELECT CAST(key AS BIGINT), column_name, reason FROM batchscore_quarantine WHERE job = 'job'")
+    let sql = format!(
+        "SELECT {}, column_name, reason FROM batchscore_quarantine WHERE job = 'job'",
+        p.kind.int(&p.kind.quote("key"))
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
         .await
         .unwrap()
@@ -682,7 +693,7 @@ async fn text_bad_rows(kind: Kind) {
     p.execute(null_unknown).await;
     let long = match kind {
         Kind::Sqlite => "printf('%.70000c', 'x')",
-        Kind::Postgres => "repeat('x', 70000)",
+        Kind::Postgres | Kind::Mysql => "repeat('x', 70000)",
     };
     p.execute(&format!("UPDATE data SET region = {long} WHERE id = 1001"))
         .await;
@@ -720,4 +731,4 @@ async fn text_bad_rows(kind: Kind) {
         assert!((value.as_f64().unwrap() - want.as_f64().unwrap()).abs() <= 1e-5);
     }
 }
-on_both_databases!(text_bad_rows);
+on_all_databases!(text_bad_rows);

@@ -103,6 +103,10 @@ async fn create_orders(p: &Project) {
             "CREATE TABLE orders (order_id bigint PRIMARY KEY, placed_at timestamptz NOT NULL, distance_km double precision, \
              items integer, hour integer, raining boolean, zone text); CREATE INDEX orders_at ON orders (placed_at)"
         }
+        Kind::Mysql => {
+            "CREATE TABLE orders (order_id BIGINT PRIMARY KEY, placed_at DATETIME(6) NOT NULL, distance_km DOUBLE, \
+             items INT, hour INT, raining BOOLEAN, zone VARCHAR(16), INDEX orders_at (placed_at))"
+        }
     })
     .await;
 }
@@ -112,14 +116,12 @@ async fn insert(p: &Project, rows: &[Order]) {
         let values: Vec<String> = batch
             .iter()
             .map(|o| {
-                let at = rfc3339(t0() + chrono::TimeDelta::seconds(o.second));
-                let at = match p.kind {
-                    Kind::Sqlite => format!("'{at}'"),
-                    Kind::Postgres => format!("timestamptz '{at}'"),
-                };
+                let at = p
+                    .kind
+                    .time_literal(t0() + chrono::TimeDelta::seconds(o.second));
                 let raining = match (p.kind, o.raining) {
-                    (Kind::Sqlite, r) => i32::from(r).to_string(),
                     (Kind::Postgres, r) => r.to_string(),
+                    (_, r) => i32::from(r).to_string(),
                 };
                 format!(
                     "({}, {at}, {}, {}, {}, {raining}, {})",
@@ -269,10 +271,11 @@ async fn stored_profile(
         Option<f64>,
     ),
 > {
-    let condition = match p.kind {
-        Kind::Sqlite => format!("window_end = '{}'", hour(end).replace('Z', ".000000Z")),
-        Kind::Postgres => format!("window_end = timestamptz '{}'", hour(end)),
-    };
+    let condition = format!(
+        "{} = '{}'",
+        p.kind.time_text("window_end"),
+        hour(end).replace('Z', ".000000Z")
+    );
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT column_name, row_count, null_count, bad_count, mean, std, min_value, max_value FROM batchscore_profiles WHERE {condition}"
     )))
@@ -402,7 +405,7 @@ async fn profiles_and_scores_equal_python(kind: Kind) {
     assert_eq!(column(&report, "zone")["measure"], "js");
 }
 
-on_both_databases!(profiles_and_scores_equal_python);
+on_all_databases!(profiles_and_scores_equal_python);
 
 async fn a_drifted_window_is_flagged_a_stable_one_is_not_and_fail_writes_nothing(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -550,7 +553,7 @@ async fn a_drifted_window_is_flagged_a_stable_one_is_not_and_fail_writes_nothing
     );
 }
 
-on_both_databases!(a_drifted_window_is_flagged_a_stable_one_is_not_and_fail_writes_nothing);
+on_all_databases!(a_drifted_window_is_flagged_a_stable_one_is_not_and_fail_writes_nothing);
 
 async fn a_profile_lives_and_dies_with_its_window(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -617,4 +620,4 @@ async fn a_profile_lives_and_dies_with_its_window(kind: Kind) {
     assert_eq!(p.count("SELECT count(*) FROM batchscore_profiles").await, 6);
 }
 
-on_both_databases!(a_profile_lives_and_dies_with_its_window);
+on_all_databases!(a_profile_lives_and_dies_with_its_window);

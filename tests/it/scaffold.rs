@@ -102,7 +102,7 @@ async fn a_new_job_from_a_model_and_a_table_validates_and_runs(kind: Kind) {
     assert_exit(&p.batchscore(&["jobs", "validate", "from_query"]), 0);
 }
 
-on_both_databases!(a_new_job_from_a_model_and_a_table_validates_and_runs);
+on_all_databases!(a_new_job_from_a_model_and_a_table_validates_and_runs);
 
 async fn a_per_column_pipeline_is_matched_by_name(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -117,14 +117,23 @@ async fn a_per_column_pipeline_is_matched_by_name(kind: Kind) {
             "CREATE TABLE customers (customer_id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, \
              note text, region text, amount double precision, items integer)"
         }
+        Kind::Mysql => {
+            "CREATE TABLE customers (customer_id BIGINT PRIMARY KEY, updated_at DATETIME(6) NOT NULL, \
+             note TEXT, region TEXT, amount DOUBLE, items INT)"
+        }
     })
     .await;
     p.execute("CREATE INDEX customers_updated_at ON customers (updated_at)")
         .await;
-    p.execute(
-        "INSERT INTO customers VALUES (1, '2026-01-10T00:01:00Z', 'a', 'east', 12.5, 3), \
-         (2, '2026-01-10T00:02:00Z', 'b', 'north', 80.0, 11)",
-    )
+    let at = |minute| {
+        p.kind
+            .time_literal(t0() + chrono::TimeDelta::minutes(minute))
+    };
+    p.execute(&format!(
+        "INSERT INTO customers VALUES (1, {}, 'a', 'east', 12.5, 3), (2, {}, 'b', 'north', 80.0, 11)",
+        at(1),
+        at(2)
+    ))
     .await;
     let model = format!("{REPO}/tests/fixtures/churn_zipmap.onnx");
     let out = jobs_new(&p, &["churn", "--model", &model, "--table", "customers"]);
@@ -160,7 +169,7 @@ async fn a_per_column_pipeline_is_matched_by_name(kind: Kind) {
     assert_eq!(p.count("SELECT count(*) FROM churn_predictions").await, 2);
 }
 
-on_both_databases!(a_per_column_pipeline_is_matched_by_name);
+on_all_databases!(a_per_column_pipeline_is_matched_by_name);
 
 #[tokio::test]
 async fn the_demo_models_over_the_demo_tables_give_jobs_that_validate_and_run() {

@@ -56,6 +56,21 @@ enum TimeForm {
     TimestampTz,
     /// PostgreSQL timestamp (no zone, read as UTC)
     Timestamp,
+    /// MySQL DATETIME(6) (no zone, read as UTC)
+    Datetime,
+    /// MySQL TIMESTAMP(6) (stored in UTC, read in the session's zone, which batchscore pins to UTC)
+    MysqlTimestamp,
+}
+
+impl TimeForm {
+    /// The form a database's tests store times in unless they say otherwise.
+    fn usual(kind: Kind) -> TimeForm {
+        match kind {
+            Kind::Sqlite => TimeForm::IsoZ,
+            Kind::Postgres => TimeForm::TimestampTz,
+            Kind::Mysql => TimeForm::Datetime,
+        }
+    }
 }
 
 fn time_literal(form: TimeForm, i: usize) -> String {
@@ -71,6 +86,9 @@ fn time_literal(form: TimeForm, i: usize) -> String {
         TimeForm::UnixSeconds => t.timestamp().to_string(),
         TimeForm::TimestampTz => format!("'{}'::timestamptz", rfc3339(t)),
         TimeForm::Timestamp => format!("'{}'::timestamp", t.format("%Y-%m-%d %H:%M:%S")),
+        TimeForm::Datetime | TimeForm::MysqlTimestamp => {
+            format!("'{}'", t.format("%Y-%m-%d %H:%M:%S"))
+        }
     }
 }
 
@@ -96,6 +114,16 @@ async fn seed_sensor_readings(p: &Project, form: TimeForm) -> Fixture {
             };
             format!(
                 "CREATE TABLE sensor_readings (reading_id bigint PRIMARY KEY, recorded_at {ts} NOT NULL, temperature double precision, vibration real, pressure numeric(8,3), rpm integer)"
+            )
+        }
+        Kind::Mysql => {
+            let ts = if matches!(form, TimeForm::MysqlTimestamp) {
+                "TIMESTAMP(6)"
+            } else {
+                "DATETIME(6)"
+            };
+            format!(
+                "CREATE TABLE sensor_readings (reading_id BIGINT PRIMARY KEY, recorded_at {ts} NOT NULL, temperature DOUBLE, vibration FLOAT, pressure DECIMAL(8,3), rpm INT, INDEX (recorded_at))"
             )
         }
     };
@@ -132,6 +160,10 @@ async fn seed_orders(p: &Project) -> Fixture {
         Kind::Postgres => (
             "CREATE TABLE orders (order_id text PRIMARY KEY, placed_at timestamptz NOT NULL, distance_km numeric, items smallint, hour bigint, raining boolean, zone varchar(16))",
             TimeForm::TimestampTz,
+        ),
+        Kind::Mysql => (
+            "CREATE TABLE orders (order_id VARCHAR(16) PRIMARY KEY, placed_at DATETIME(6) NOT NULL, distance_km DECIMAL(10,3), items SMALLINT, hour BIGINT, raining BOOLEAN, zone VARCHAR(16))",
+            TimeForm::Datetime,
         ),
     };
     p.execute(ddl).await;
@@ -243,13 +275,23 @@ async fn postgres_timestamp_without_zone() {
     classifier_scores_exactly_the_window(Kind::Postgres, TimeForm::Timestamp).await;
 }
 
+#[tokio::test]
+async fn mysql_datetime() {
+    classifier_scores_exactly_the_window(Kind::Mysql, TimeForm::Datetime).await;
+}
+
+#[tokio::test]
+async fn mysql_timestamp() {
+    classifier_scores_exactly_the_window(Kind::Mysql, TimeForm::MysqlTimestamp).await;
+}
+
 async fn regressor_with_text_keys_and_query(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
         return;
     };
     let fixture = seed_orders(&p).await;
     let job = match kind {
-        Kind::Postgres => DELIVERY_ETA.to_owned(),
+        Kind::Postgres | Kind::Mysql => DELIVERY_ETA.to_owned(),
         // SQLite has no INTERVAL; the placeholders are bound as unix seconds there.
         Kind::Sqlite => DELIVERY_ETA.replace(
             "placed_at >= :window_start AND placed_at < :window_end",
@@ -275,21 +317,13 @@ async fn regressor_with_text_keys_and_query(kind: Kind) {
     }
 }
 
-on_both_databases!(regressor_with_text_keys_and_query);
+on_all_databases!(regressor_with_text_keys_and_query);
 
 async fn rerun_is_idempotent(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
         return;
     };
-    let fixture = seed_sensor_readings(
-        &p,
-        if kind == Kind::Sqlite {
-            TimeForm::IsoZ
-        } else {
-            TimeForm::TimestampTz
-        },
-    )
-    .await;
+    let fixture = seed_sensor_readings(&p, TimeForm::usual(kind)).await;
     p.write_job("machine_failure", MACHINE_FAILURE);
     assert_exit(&run_window(&p, "machine_failure"), 0);
     let first = p
@@ -323,21 +357,13 @@ async fn rerun_is_idempotent(kind: Kind) {
     assert_machine_failure_window(&p, &fixture).await;
 }
 
-on_both_databases!(rerun_is_idempotent);
+on_all_databases!(rerun_is_idempotent);
 
 async fn empty_window_succeeds(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
         return;
     };
-    seed_sensor_readings(
-        &p,
-        if kind == Kind::Sqlite {
-            TimeForm::IsoZ
-        } else {
-            TimeForm::TimestampTz
-        },
-    )
-    .await;
+    seed_sensor_readings(&p, TimeForm::usual(kind)).await;
     p.write_job("machine_failure", MACHINE_FAILURE);
     let out = p.batchscore(&[
         "run-job",
@@ -356,7 +382,7 @@ async fn empty_window_succeeds(kind: Kind) {
     );
 }
 
-on_both_databases!(empty_window_succeeds);
+on_all_databases!(empty_window_succeeds);
 
 #[tokio::test]
 async fn at_plans_the_latest_window_before_the_lateness_margin() {
@@ -426,15 +452,7 @@ async fn bad_feature_value_fails_the_window(kind: Kind, cases: &[(&str, &str)]) 
         let Some(p) = Project::new(kind).await else {
             return;
         };
-        seed_sensor_readings(
-            &p,
-            if kind == Kind::Sqlite {
-                TimeForm::IsoZ
-            } else {
-                TimeForm::TimestampTz
-            },
-        )
-        .await;
+        seed_sensor_readings(&p, TimeForm::usual(kind)).await;
         p.execute(&format!(
             "UPDATE sensor_readings SET vibration = {value} WHERE reading_id = 1090"
         ))
@@ -448,10 +466,20 @@ async fn bad_feature_value_fails_the_window(kind: Kind, cases: &[(&str, &str)]) 
             "{err}"
         );
         assert!(err.contains("was not written"), "{err}");
-        assert!(
-            !p.table_exists("machine_failure_predictions").await,
-            "nothing written, not even the table"
-        );
+        if kind == Kind::Mysql {
+            // DDL commits on MySQL: the results table is created before the window, and stays.
+            assert_eq!(
+                p.count("SELECT count(*) FROM machine_failure_predictions")
+                    .await,
+                0,
+                "nothing written"
+            );
+        } else {
+            assert!(
+                !p.table_exists("machine_failure_predictions").await,
+                "nothing written, not even the table"
+            );
+        }
         let runs = p.runs().await;
         assert_eq!(runs.len(), 1);
         assert_eq!((runs[0].0.as_str(), runs[0].2), ("failed", 0));
@@ -475,4 +503,9 @@ async fn sqlite_null_or_text_feature_fails_the_window_and_writes_nothing() {
 async fn postgres_null_or_nan_feature_fails_the_window_and_writes_nothing() {
     bad_feature_value_fails_the_window(Kind::Postgres, &[("NULL", "is NULL"), ("'NaN'", "is NaN")])
         .await;
+}
+
+#[tokio::test]
+async fn mysql_null_feature_fails_the_window_and_writes_nothing() {
+    bad_feature_value_fails_the_window(Kind::Mysql, &[("NULL", "is NULL")]).await;
 }

@@ -66,10 +66,13 @@ for line in sys.stdin.read().splitlines():
 
 /// key (as text) → (label, probability, shard that wrote it) of a results table.
 async fn results(p: &Project, sink: &str) -> BTreeMap<String, (i64, f64, i64)> {
+    let k = p.kind;
     let sql = format!(
-        "SELECT CAST(r.reading_id AS TEXT), CAST(r.failure_label AS BIGINT), \
-         CAST(r.failure_probability AS DOUBLE PRECISION), CAST(l.shard AS BIGINT) \
-         FROM {sink} r JOIN batchscore_runs l ON l.run_id = r.run_id"
+        "SELECT {}, {}, {}, {} FROM {sink} r JOIN batchscore_runs l ON l.run_id = r.run_id",
+        k.text("r.reading_id"),
+        k.int("r.failure_label"),
+        k.double("r.failure_probability"),
+        k.int("l.shard")
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
@@ -136,14 +139,10 @@ fn wait_all(children: Vec<Child>) {
 
 /// The watermark of each shard, by index, as RFC 3339 with microseconds.
 async fn shard_watermarks(p: &Project, name: &str) -> BTreeMap<i64, (i64, String)> {
-    let watermark = match p.kind {
-        Kind::Sqlite => "watermark".to_owned(),
-        Kind::Postgres => {
-            "to_char(watermark AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')".to_owned()
-        }
-    };
+    let watermark = p.kind.time_text("watermark");
     let sql = format!(
-        "SELECT CAST(shard AS BIGINT), CAST(shards AS BIGINT), {watermark} FROM batchscore_watermarks WHERE job = '{name}'"
+        "SELECT CAST(shard AS {int}), CAST(shards AS {int}), {watermark} FROM batchscore_watermarks WHERE job = '{name}'",
+        int = p.kind.bigint()
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
@@ -210,7 +209,7 @@ async fn four_shards_at_once_write_what_one_run_writes(kind: Kind) {
     assert!(stderr(&out).contains("shards = 4"), "{}", stderr(&out));
 }
 
-on_both_databases!(four_shards_at_once_write_what_one_run_writes);
+on_all_databases!(four_shards_at_once_write_what_one_run_writes);
 
 async fn three_shards_on_text_keys_write_what_one_run_writes(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -228,6 +227,11 @@ async fn three_shards_on_text_keys_write_what_one_run_writes(kind: Kind) {
             "'machine-' || lpad(reading_id::text, 5, '0')",
             "CREATE TABLE text_readings (reading_id text PRIMARY KEY, recorded_at timestamptz NOT NULL, \
              temperature double precision, vibration double precision, pressure double precision, rpm integer)",
+        ),
+        Kind::Mysql => (
+            "CONCAT('machine-', LPAD(reading_id, 5, '0'))",
+            "CREATE TABLE text_readings (reading_id VARCHAR(32) PRIMARY KEY, recorded_at DATETIME(6) NOT NULL, \
+             temperature DOUBLE, vibration DOUBLE, pressure DOUBLE, rpm INT)",
         ),
     };
     p.execute(create).await;
@@ -267,7 +271,7 @@ async fn three_shards_on_text_keys_write_what_one_run_writes(kind: Kind) {
     assert!(shard_watermarks(&p, "sharded").await.is_empty());
 }
 
-on_both_databases!(three_shards_on_text_keys_write_what_one_run_writes);
+on_all_databases!(three_shards_on_text_keys_write_what_one_run_writes);
 
 async fn a_killed_shard_loses_only_its_own_window(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -345,19 +349,16 @@ async fn a_killed_shard_loses_only_its_own_window(kind: Kind) {
     );
 }
 
-on_both_databases!(a_killed_shard_loses_only_its_own_window);
+on_all_databases!(a_killed_shard_loses_only_its_own_window);
 
 /// (shard, start, end, pid) in unix seconds of the job's committed windows, by shard and start.
 async fn shard_windows(p: &Project, name: &str) -> Vec<(i64, f64, f64, i64)> {
-    let times = match p.kind {
-        Kind::Sqlite => "unixepoch(window_start, 'subsec'), unixepoch(window_end, 'subsec')",
-        Kind::Postgres => {
-            "extract(epoch FROM window_start)::float8, extract(epoch FROM window_end)::float8"
-        }
-    };
     let sql = format!(
-        "SELECT CAST(shard AS BIGINT), {times}, CAST(pid AS BIGINT) FROM batchscore_runs \
-         WHERE job = '{name}' AND status = 'succeeded' ORDER BY shard, window_start"
+        "SELECT CAST(shard AS {int}), {}, {}, CAST(pid AS {int}) FROM batchscore_runs \
+         WHERE job = '{name}' AND status = 'succeeded' ORDER BY shard, window_start",
+        p.kind.epoch("window_start"),
+        p.kind.epoch("window_end"),
+        int = p.kind.bigint()
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
@@ -408,10 +409,10 @@ async fn two_daemons_spread_four_shards_and_commit_each_window_once(kind: Kind) 
     assert_eq!(pids.len(), 2, "both daemons ran shards: {pids:?}");
 
     // Each shard's results are exactly its rows inside its windows, once.
-    let rows = sqlx::query(match p.kind {
-        Kind::Sqlite => "SELECT id, unixepoch(ts, 'subsec') FROM readings",
-        Kind::Postgres => "SELECT id, extract(epoch FROM ts)::float8 FROM readings",
-    })
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id, {} FROM readings",
+        p.kind.epoch("ts")
+    )))
     .fetch_all(&p.pool)
     .await
     .unwrap();
@@ -426,17 +427,20 @@ async fn two_daemons_spread_four_shards_and_commit_each_window_once(kind: Kind) 
             expected.insert(*id);
         }
     }
-    let scored: BTreeSet<i64> = sqlx::query("SELECT CAST(id AS BIGINT) FROM scores")
-        .fetch_all(&p.pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let scored: BTreeSet<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM scores",
+        p.kind.int("id")
+    )))
+    .fetch_all(&p.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     assert_eq!(scored, expected);
 }
 
-on_both_databases!(two_daemons_spread_four_shards_and_commit_each_window_once);
+on_all_databases!(two_daemons_spread_four_shards_and_commit_each_window_once);
 
 async fn resharding_is_refused_until_level_then_leaves_no_gap_or_overlap(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -515,7 +519,7 @@ async fn resharding_is_refused_until_level_then_leaves_no_gap_or_overlap(kind: K
     );
 }
 
-on_both_databases!(resharding_is_refused_until_level_then_leaves_no_gap_or_overlap);
+on_all_databases!(resharding_is_refused_until_level_then_leaves_no_gap_or_overlap);
 
 /// A claim row held by this (live) test process, as another run on this host would hold it.
 async fn hold_shard(p: &Project, job: &str, shard: u32) {

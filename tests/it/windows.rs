@@ -49,17 +49,12 @@ pub(crate) fn ts(minutes: i64) -> String {
 
 /// (window_start, window_end, status, rows_written) of every ledger row, ordered by window.
 pub(crate) async fn ledger(p: &Project) -> Vec<(String, String, String, i64)> {
-    let sql = match p.kind {
-        Kind::Sqlite => {
-            "SELECT window_start, window_end, status, rows_written FROM batchscore_runs ORDER BY window_start, started_at"
-        }
-        Kind::Postgres => {
-            "SELECT to_char(window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-             to_char(window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status, rows_written \
-             FROM batchscore_runs ORDER BY window_start, started_at"
-        }
-    };
-    sqlx::query(sql)
+    let sql = format!(
+        "SELECT {}, {}, status, rows_written FROM batchscore_runs ORDER BY window_start, started_at",
+        p.kind.time_text("window_start"),
+        p.kind.time_text("window_end")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
         .await
         .unwrap()
@@ -73,7 +68,14 @@ pub(crate) async fn predictions(p: &Project) -> BTreeMap<i64, (i64, f64)> {
     if !p.table_exists("predictions").await {
         return BTreeMap::new();
     }
-    sqlx::query("SELECT CAST(reading_id AS BIGINT), CAST(failure_label AS BIGINT), CAST(failure_probability AS DOUBLE PRECISION) FROM predictions")
+    let k = p.kind;
+    let sql = format!(
+        "SELECT {}, {}, {} FROM predictions",
+        k.int("reading_id"),
+        k.int("failure_label"),
+        k.double("failure_probability")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)
         .await
         .unwrap()
@@ -122,7 +124,7 @@ async fn catch_up_all_scores_every_missed_window(kind: Kind) {
     assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
 }
 
-on_both_databases!(catch_up_all_scores_every_missed_window);
+on_all_databases!(catch_up_all_scores_every_missed_window);
 
 async fn catch_up_latest_scores_one_window_and_records_the_gap(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -151,7 +153,7 @@ async fn catch_up_latest_scores_one_window_and_records_the_gap(kind: Kind) {
     assert_eq!(scored, [keys(10, 20), keys(60, 70)].concat());
 }
 
-on_both_databases!(catch_up_latest_scores_one_window_and_records_the_gap);
+on_all_databases!(catch_up_latest_scores_one_window_and_records_the_gap);
 
 async fn late_rows_are_scored_by_the_next_run(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -169,7 +171,7 @@ async fn late_rows_are_scored_by_the_next_run(kind: Kind) {
     assert_eq!(scored, keys(10, 30), "the late rows are not lost");
 }
 
-on_both_databases!(late_rows_are_scored_by_the_next_run);
+on_all_databases!(late_rows_are_scored_by_the_next_run);
 
 async fn backfill_is_idempotent_and_leaves_the_watermark(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -202,7 +204,7 @@ async fn backfill_is_idempotent_and_leaves_the_watermark(kind: Kind) {
     assert_eq!(after.keys().copied().collect::<Vec<_>>(), keys(0, 50));
 }
 
-on_both_databases!(backfill_is_idempotent_and_leaves_the_watermark);
+on_all_databases!(backfill_is_idempotent_and_leaves_the_watermark);
 
 #[tokio::test]
 async fn watermark_never_moves_into_the_future_or_back_implicitly() {
@@ -342,7 +344,7 @@ async fn racing_runs_commit_each_window_once(kind: Kind) {
     assert_same_predictions(&predictions(&p).await, &golden(kind, 12_000, 101).await);
 }
 
-on_both_databases!(racing_runs_commit_each_window_once);
+on_all_databases!(racing_runs_commit_each_window_once);
 
 /// Rerun until the job is free (a killed holder's PostgreSQL session may take a moment to end).
 fn rerun_until_done(p: &Project, args: &[&str]) {
@@ -442,7 +444,7 @@ async fn killed_runs_leave_whole_windows_only(kind: Kind) {
     }
 }
 
-on_both_databases!(killed_runs_leave_whole_windows_only);
+on_all_databases!(killed_runs_leave_whole_windows_only);
 
 async fn sigterm_rolls_back_the_open_window(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
@@ -494,7 +496,7 @@ async fn sigterm_rolls_back_the_open_window(kind: Kind) {
     assert_eq!(rows[0].2, "failed");
 }
 
-on_both_databases!(sigterm_rolls_back_the_open_window);
+on_all_databases!(sigterm_rolls_back_the_open_window);
 
 /// A results table a team created with narrower types than batchscore's (`integer` key and
 /// label, `real` probability) cannot take binary COPY; it is written through INSERT and its
@@ -504,13 +506,14 @@ async fn a_results_table_with_other_types_is_written_through_casts(kind: Kind) {
         return;
     };
     p.seed_synthetic(3_000).await;
-    let time = match kind {
-        Kind::Sqlite => "TEXT",
-        Kind::Postgres => "timestamptz",
+    let time = kind.time_type();
+    let text = match kind {
+        Kind::Mysql => "VARCHAR(64)",
+        _ => "text",
     };
     p.execute(&format!(
         "CREATE TABLE predictions (reading_id integer PRIMARY KEY, failure_label integer, \
-         failure_probability real, model_version text NOT NULL, run_id text NOT NULL, \
+         failure_probability real, model_version {text} NOT NULL, run_id {text} NOT NULL, \
          window_start {time} NOT NULL, window_end {time} NOT NULL, scored_at {time} NOT NULL)"
     ))
     .await;
@@ -557,7 +560,7 @@ async fn a_results_table_with_other_types_is_written_through_casts(kind: Kind) {
     }
 }
 
-on_both_databases!(a_results_table_with_other_types_is_written_through_casts);
+on_all_databases!(a_results_table_with_other_types_is_written_through_casts);
 
 /// The fast write path (keys not in the table yet: a plain COPY, no ON CONFLICT) is safe when
 /// another writer commits one of the window's keys after batchscore looked: the COPY waits for

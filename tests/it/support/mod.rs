@@ -61,10 +61,126 @@ impl Fixture {
 pub enum Kind {
     Sqlite,
     Postgres,
+    Mysql,
+}
+
+impl Kind {
+    /// The database a test function is named after.
+    pub fn of(name: &str) -> Kind {
+        match name {
+            "sqlite" => Kind::Sqlite,
+            "postgres" => Kind::Postgres,
+            "mysql" => Kind::Mysql,
+            other => panic!("no database {other}"),
+        }
+    }
+
+    /// SQL for a column's value as RFC 3339 text with microseconds (`…T00:00:00.000000Z`), as
+    /// batchscore's SQLite tables store times.
+    pub fn time_text(self, column: &str) -> String {
+        match self {
+            Kind::Sqlite => column.to_owned(),
+            Kind::Postgres => {
+                format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+            }
+            Kind::Mysql => format!("DATE_FORMAT({column}, '%Y-%m-%dT%H:%i:%s.%fZ')"),
+        }
+    }
+
+    /// SQL for a time column's value in unix seconds, as a double.
+    pub fn epoch(self, column: &str) -> String {
+        match self {
+            Kind::Sqlite => format!("unixepoch({column}, 'subsec')"),
+            Kind::Postgres => format!("extract(epoch FROM {column})::float8"),
+            Kind::Mysql => format!(
+                "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) / 1e6 AS DOUBLE)"
+            ),
+        }
+    }
+
+    /// A time as a literal of the type the tests' time columns have.
+    pub fn time_literal(self, t: DateTime<Utc>) -> String {
+        match self {
+            Kind::Sqlite => format!("'{}'", rfc3339(t)),
+            Kind::Postgres => format!("timestamptz '{}'", rfc3339(t)),
+            Kind::Mysql => format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f")),
+        }
+    }
+
+    /// `expr` cast to a 64-bit integer.
+    pub fn int(self, expr: &str) -> String {
+        format!("CAST({expr} AS {})", self.bigint())
+    }
+
+    /// `expr` cast to text.
+    pub fn text(self, expr: &str) -> String {
+        match self {
+            Kind::Mysql => format!("CAST({expr} AS CHAR)"),
+            _ => format!("CAST({expr} AS TEXT)"),
+        }
+    }
+
+    /// `expr` cast to a double.
+    pub fn double(self, expr: &str) -> String {
+        match self {
+            Kind::Mysql => format!("CAST({expr} AS DOUBLE)"),
+            _ => format!("CAST({expr} AS DOUBLE PRECISION)"),
+        }
+    }
+
+    /// A column name quoted (`key` is a reserved word in MySQL).
+    pub fn quote(self, name: &str) -> String {
+        match self {
+            Kind::Mysql => format!("`{name}`"),
+            _ => format!("\"{name}\""),
+        }
+    }
+
+    /// The type a CAST to a 64-bit integer names.
+    pub fn bigint(self) -> &'static str {
+        match self {
+            Kind::Mysql => "SIGNED",
+            _ => "BIGINT",
+        }
+    }
+
+    /// The column type of the tests' time columns.
+    pub fn time_type(self) -> &'static str {
+        match self {
+            Kind::Sqlite => "TEXT",
+            Kind::Postgres => "timestamptz",
+            Kind::Mysql => "DATETIME(6)",
+        }
+    }
+
+    /// A derived table `n(i)` of the integers `from..=last`.
+    pub fn series(self, from: usize, last: usize) -> String {
+        match self {
+            Kind::Sqlite => format!(
+                "(WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) SELECT i FROM n) AS n"
+            ),
+            Kind::Postgres => format!("generate_series({from}, {last}) AS n(i)"),
+            // Digits crossed, not a recursive CTE: the servers cap recursion at 1000 by default.
+            Kind::Mysql => {
+                let digits = (last.max(1) as f64).log10().floor() as usize + 1;
+                let ten = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL \
+                           SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)";
+                let tables: Vec<String> = (0..digits).map(|k| format!("{ten} AS d{k}")).collect();
+                let value: Vec<String> = (0..digits)
+                    .map(|k| format!("d{k}.d * {}", 10usize.pow(k as u32)))
+                    .collect();
+                format!(
+                    "(SELECT i FROM (SELECT {} AS i FROM {}) AS digits WHERE i BETWEEN {from} AND {last}) AS n",
+                    value.join(" + "),
+                    tables.join(" CROSS JOIN ")
+                )
+            }
+        }
+    }
 }
 
 /// A temporary project: a jobs directory and a fresh database (a SQLite file, or a PostgreSQL
-/// schema of its own on the test server).
+/// schema or a MySQL database of its own on the test server).
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub kind: Kind,
@@ -76,6 +192,11 @@ pub struct Project {
 fn postgres_base_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn mysql_base_url() -> String {
+    std::env::var("TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
 }
 
 impl Project {
@@ -126,10 +247,43 @@ impl Project {
         })
     }
 
+    /// A project on its own MySQL (or MariaDB) database; `None` (test skipped) when the server
+    /// is unreachable, except under CI, where that is a failure.
+    pub async fn mysql() -> Option<Project> {
+        sqlx::any::install_default_drivers();
+        let base = mysql_base_url();
+        let admin = match AnyPool::connect(&base).await {
+            Ok(pool) => pool,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("skipping: MySQL at {base} unreachable ({e}); set TEST_MYSQL_URL");
+                return None;
+            }
+            Err(e) => panic!("MySQL at {base} unreachable under CI: {e}"),
+        };
+        let database = format!("bst_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let mut url = url::Url::parse(&base).unwrap();
+        url.set_path(&database);
+        let url = url.to_string();
+        let pool = AnyPool::connect(&url).await.unwrap();
+        Some(Project {
+            dir: tempfile::tempdir().unwrap(),
+            kind: Kind::Mysql,
+            url,
+            pool,
+            schema: Some(database),
+        })
+    }
+
     pub async fn new(kind: Kind) -> Option<Project> {
         match kind {
             Kind::Sqlite => Some(Project::sqlite().await),
             Kind::Postgres => Project::postgres().await,
+            Kind::Mysql => Project::mysql().await,
         }
     }
 
@@ -164,14 +318,10 @@ impl Project {
 
     /// The job's watermark as RFC 3339 text, if it has one.
     pub async fn watermark(&self, job: &str) -> Option<String> {
-        let sql = match self.kind {
-            Kind::Sqlite => {
-                format!("SELECT watermark FROM batchscore_watermarks WHERE job = '{job}'")
-            }
-            Kind::Postgres => format!(
-                "SELECT to_char(watermark AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM batchscore_watermarks WHERE job = '{job}'"
-            ),
-        };
+        let sql = format!(
+            "SELECT {} FROM batchscore_watermarks WHERE job = '{job}'",
+            self.kind.time_text("watermark")
+        );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_optional(&self.pool)
             .await
@@ -190,6 +340,10 @@ impl Project {
             Kind::Postgres => {
                 "CREATE TABLE sensor_readings (reading_id bigint PRIMARY KEY, recorded_at timestamptz NOT NULL, \
                  temperature double precision, vibration double precision, pressure double precision, rpm integer)"
+            }
+            Kind::Mysql => {
+                "CREATE TABLE sensor_readings (reading_id BIGINT PRIMARY KEY, recorded_at DATETIME(6) NOT NULL, \
+                 temperature DOUBLE, vibration DOUBLE, pressure DOUBLE, rpm INT)"
             }
         })
         .await;
@@ -210,6 +364,12 @@ impl Project {
                 "INSERT INTO sensor_readings SELECT i, timestamptz '2026-01-10T00:00:00Z' + i * interval '0.6 seconds', \
                  60 + (i * 37 % 200) / 10.0, (i * 13 % 60) / 10.0, 4 + (i * 7 % 20) / 10.0, 900 + (i * 101 % 2700) \
                  FROM generate_series({from}, {last}) AS i"
+            ),
+            Kind::Mysql => format!(
+                "INSERT INTO sensor_readings SELECT i, TIMESTAMPADD(MICROSECOND, i * 600000, '2026-01-10 00:00:00'), \
+                 60 + (i * 37 % 200) / 10.0, (i * 13 % 60) / 10.0, 4 + (i * 7 % 20) / 10.0, 900 + (i * 101 % 2700) \
+                 FROM {}",
+                Kind::Mysql.series(from, last)
             ),
         };
         self.execute(&insert).await;
@@ -236,6 +396,9 @@ impl Project {
             Kind::Postgres => format!(
                 "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = '{table}'"
             ),
+            Kind::Mysql => format!(
+                "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"
+            ),
         };
         self.count(&sql).await > 0
     }
@@ -256,9 +419,14 @@ impl Project {
 
     /// Rows of a results table as (key as text, value of `column` as f64), sorted by key.
     pub async fn results(&self, table: &str, key: &str, column: &str) -> Vec<(String, f64)> {
-        let sql = format!(
-            "SELECT CAST({key} AS TEXT), CAST({column} AS DOUBLE PRECISION) FROM {table} ORDER BY 1"
-        );
+        let sql = match self.kind {
+            Kind::Mysql => format!(
+                "SELECT CAST({key} AS CHAR), CAST({column} AS DOUBLE) FROM {table} ORDER BY 1"
+            ),
+            _ => format!(
+                "SELECT CAST({key} AS TEXT), CAST({column} AS DOUBLE PRECISION) FROM {table} ORDER BY 1"
+            ),
+        };
         let mut rows: Vec<(String, f64)> = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
@@ -275,7 +443,16 @@ impl Drop for Project {
     fn drop(&mut self) {
         if let Some(schema) = self.schema.take() {
             // Drop the test's schema on a thread of its own: Drop cannot await.
-            let base = postgres_base_url();
+            let (base, sql) = match self.kind {
+                Kind::Mysql => (
+                    mysql_base_url(),
+                    format!("DROP DATABASE IF EXISTS {schema}"),
+                ),
+                _ => (
+                    postgres_base_url(),
+                    format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ),
+            };
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -283,7 +460,6 @@ impl Drop for Project {
                     .unwrap();
                 rt.block_on(async {
                     if let Ok(pool) = AnyPool::connect(&base).await {
-                        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
                         let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
                     }
                 });
@@ -316,21 +492,20 @@ pub fn model_path(name: &str) -> PathBuf {
     Path::new(REPO).join("models").join(format!("{name}.onnx"))
 }
 
-/// Two tests running `body(Kind)`, `BODY::sqlite` and `BODY::postgres`, named after `body`.
-macro_rules! on_both_databases {
+/// Tests running `body(Kind)` on each database, `BODY::sqlite`, `BODY::postgres` and
+/// `BODY::mysql`, named after `body`; or on the databases listed after it.
+macro_rules! on_all_databases {
     ($body:ident) => {
+        on_all_databases!($body: sqlite, postgres, mysql);
+    };
+    ($body:ident: $($database:ident),+) => {
         mod $body {
-            use $crate::support::Kind;
-
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(Kind::Sqlite).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$body(Kind::Postgres).await;
-            }
+            $(
+                #[tokio::test]
+                async fn $database() {
+                    super::$body($crate::support::Kind::of(stringify!($database))).await;
+                }
+            )+
         }
     };
 }

@@ -1,0 +1,204 @@
+//! MySQL and MariaDB, where many application servers keep their data: [`Backend`] for a
+//! server many machines share, like PostgreSQL.
+//!
+//! [`read`] streams a window out of the source (an unbuffered result, row by row off the
+//! socket), [`write`](mod@write) is the window's transaction (multi-row `INSERT … ON DUPLICATE
+//! KEY UPDATE`), [`claim`] holds a job with a named lock (`GET_LOCK`) beside the claim row, and
+//! [`ledger`] is the dialect of the SQL shared with the other databases.
+//!
+//! Every session runs with `time_zone = '+00:00'` (so `TIMESTAMP` columns read as UTC and
+//! `DATETIME` columns are taken as UTC), READ COMMITTED (the compare-and-set of watermarks and
+//! claims, as on PostgreSQL, without gap locks), `STRICT_ALL_TABLES`, and without
+//! `ANSI_QUOTES` and `IGNORE_SPACE`, whatever the server's defaults.
+
+mod claim;
+mod ledger;
+mod read;
+mod write;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::mysql::{
+    MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+};
+use sqlx::{ConnectOptions, Executor};
+use tokio::sync::mpsc;
+
+pub use self::write::MySqlTx;
+use super::{Backend, Limits, claims};
+use crate::claim::{Claim, ClaimOutcome};
+use crate::ident::TableName;
+use crate::plan::Window;
+use crate::shard::Shard;
+use crate::source::{ColumnKind, SourceChunk, SourceShape};
+use crate::spec::JobSpec;
+
+#[derive(Clone)]
+pub struct MySqlBackend {
+    pool: MySqlPool,
+    /// For the claim's own connection, outside the pool (see [`Backend::claim`]).
+    options: Arc<MySqlConnectOptions>,
+    limits: Limits,
+}
+
+/// The session settings batchscore relies on, whatever the server's defaults: see the module's
+/// documentation.
+const SESSION: [&str; 2] = [
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(TRIM(BOTH ',' FROM REPLACE(REPLACE(\
+     CONCAT(',', @@SESSION.sql_mode, ','), ',ANSI_QUOTES,', ','), ',IGNORE_SPACE,', ',')), ''), \
+     'STRICT_ALL_TABLES')",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+];
+
+/// Set up a new session (the pool's and the claim's own).
+async fn init_session(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+    for statement in SESSION {
+        conn.execute(statement).await?;
+    }
+    Ok(())
+}
+
+impl MySqlBackend {
+    /// `mysql://…` (or `mariadb://…`, the same driver).
+    pub async fn connect(url: &str, limits: Limits) -> Result<Self, sqlx::Error> {
+        let url = match url.strip_prefix("mariadb:") {
+            Some(rest) => format!("mysql:{rest}"),
+            None => url.to_owned(),
+        };
+        let options = MySqlConnectOptions::from_str(&url)?
+            // Whatever the URL asks: times are UTC both ways (see the module's documentation).
+            .timezone(Some("+00:00".to_owned()))
+            // `||` keeps MySQL's meaning in a job's query.
+            .pipes_as_concat(false)
+            .charset("utf8mb4")
+            // Streaming a window is a long statement by design, not a slow one worth a warning.
+            .disable_statement_logging();
+        let pool = MySqlPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(limits.connect)
+            .after_connect(|conn, _| Box::pin(init_session(conn)))
+            .connect_with(options.clone())
+            .await?;
+        Ok(MySqlBackend {
+            pool,
+            options: Arc::new(options),
+            limits,
+        })
+    }
+}
+
+/// Whether an error may go away by itself: the network, a timeout, a server that is starting,
+/// shutting down or out of connections, a lock wait that timed out, a deadlock, a session
+/// ended by the server (SQLSTATE class 08, and MySQL's error numbers for the rest).
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    super::is_transient_io(err)
+        || matches!(err, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| code.starts_with("08"))
+            || db.try_downcast_ref::<MySqlDatabaseError>().is_some_and(|e| {
+                matches!(e.number(), 1040 | 1053 | 1205 | 1213 | 1317 | 1927 | 1969 | 3024)
+            }))
+}
+
+impl Backend for MySqlBackend {
+    type Tx = MySqlTx;
+    type Lock = MySqlConnection;
+    type Db = sqlx::MySql;
+    const RENEWS_DURING_WINDOW: bool = true;
+
+    fn pool(&self) -> &sqlx::Pool<sqlx::MySql> {
+        &self.pool
+    }
+
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
+        &MIGRATOR
+    }
+
+    async fn describe_source(
+        &self,
+        spec: &JobSpec,
+    ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
+        self.describe(spec).await
+    }
+
+    fn timestamp_ok(kind: &ColumnKind) -> bool {
+        matches!(kind, ColumnKind::Timestamp)
+    }
+
+    async fn table_columns(
+        &self,
+        table: &TableName,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let columns = self
+            .declared_columns(table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
+        Ok((!columns.is_empty()).then(|| {
+            columns
+                .into_iter()
+                .map(|(name, _, column_type)| (name, column_type))
+                .collect()
+        }))
+    }
+
+    async fn window_notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+        self.notes(spec).await
+    }
+
+    async fn source_hints(
+        &self,
+        spec: &JobSpec,
+        columns: &[(String, ColumnKind)],
+    ) -> anyhow::Result<super::SourceHints> {
+        self.hints(spec, columns).await
+    }
+
+    async fn count_window(
+        &self,
+        spec: &JobSpec,
+        shape: &SourceShape,
+        window: Window,
+        shard: Shard,
+    ) -> anyhow::Result<i64> {
+        self.count(spec, shape, window, shard).await
+    }
+
+    async fn read_window(
+        &self,
+        spec: &JobSpec,
+        shape: &SourceShape,
+        window: Window,
+        shard: Shard,
+        _claim: &Claim,
+        out: mpsc::Sender<SourceChunk>,
+    ) -> anyhow::Result<()> {
+        self.read(spec, shape, window, shard, out).await
+    }
+
+    async fn begin(&self, claim: &Claim) -> anyhow::Result<MySqlTx> {
+        self.open(claim).await
+    }
+
+    async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<MySqlConnection>> {
+        self.take_claim(claim).await
+    }
+
+    async fn renew_claim(&self, lock: &mut MySqlConnection, claim: &Claim) -> anyhow::Result<bool> {
+        claims::renew(lock, claim).await
+    }
+
+    async fn release_claim(
+        &self,
+        lock: Option<MySqlConnection>,
+        claim: &Claim,
+    ) -> anyhow::Result<()> {
+        self.give_up_claim(lock, claim).await
+    }
+
+    fn lock_wait(&self, _err: &anyhow::Error) -> Option<std::time::Duration> {
+        // Row-lock waits end by innodb_lock_wait_timeout (the lease), reported as failures.
+        None
+    }
+}
