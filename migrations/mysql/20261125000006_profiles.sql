@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS batchscore_profiles (
     summary       MEDIUMTEXT NOT NULL,
     sketch        MEDIUMBLOB NOT NULL,
     PRIMARY KEY (run_id, role, column_name),
-    INDEX batchscore_profiles_job_window (job, window_end)
+    -- With the shard: a window's profile replaces its shard's earlier ones by a range DELETE,
+    -- which must not scan (and lock) other shards' rows, written concurrently.
+    INDEX batchscore_profiles_job_window (job, shard, window_end)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS batchscore_references (

@@ -350,9 +350,8 @@ async fn reversed_window_is_a_usage_error() {
 
 /// A server that answers but refuses the database name is a configuration error, unlike one
 /// that is down (`unreachable_database`).
-#[tokio::test]
-async fn a_database_that_does_not_exist_is_a_configuration_error() {
-    let Some(pg) = Project::postgres().await else {
+async fn a_database_that_does_not_exist_is_a_configuration_error(kind: Kind) {
+    let Some(pg) = Project::new(kind).await else {
         return;
     };
     let p = project().await;
@@ -372,3 +371,5 @@ async fn a_database_that_does_not_exist_is_a_configuration_error() {
         stderr(&out)
     );
 }
+
+on_all_databases!(a_database_that_does_not_exist_is_a_configuration_error: postgres, mysql);

@@ -308,9 +308,8 @@ async fn two_jobs_every_second_score_every_row_once() {
     assert_every_eligible_row_scored_once(&p, "b", "scores_b", 3).await;
 }
 
-#[tokio::test]
-async fn two_daemons_on_one_postgres_database_commit_each_window_once() {
-    let Some(p) = Project::postgres().await else {
+async fn two_daemons_on_one_database_server_commit_each_window_once(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
         return;
     };
     create_readings(&p).await;
@@ -329,6 +328,8 @@ async fn two_daemons_on_one_postgres_database_commit_each_window_once() {
     // Contiguous windows with no repeats: no window was committed twice.
     assert_every_eligible_row_scored_once(&p, "a", "scores_a", 3).await;
 }
+
+on_all_databases!(two_daemons_on_one_database_server_commit_each_window_once: postgres, mysql);
 
 /// A first window of an hour of dense rows in small chunks: slow enough to outlast ticks.
 async fn slow_project() -> Project {

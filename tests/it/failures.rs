@@ -1,7 +1,7 @@
 //! The failure model: connection resets, a silent network, a frozen holder superseded after its
 //! lease (scheduled windows and backfills), a daemon riding out an outage, and SQLite's write
-//! lock held by another writer. PostgreSQL's failures go through the TCP proxy in
-//! `support/proxy.rs`; every wait is bounded.
+//! lock held by another writer; on PostgreSQL and MySQL. Network failures go through the TCP
+//! proxy in `support/proxy.rs`; every wait is bounded.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Output, Stdio};
@@ -26,13 +26,8 @@ fn catch_up_job() -> String {
 const ROWS: usize = 12_000;
 const ROWS_PER_WINDOW: i64 = 3_000;
 
-/// A PostgreSQL project with the catch-up job, its rows and its watermark at t0.
-async fn catch_up_project() -> Option<Project> {
-    catch_up_project_on(Kind::Postgres).await
-}
-
-/// The same on another database. On MySQL, in chunks of 10: its windows write faster, and
-/// the tests must catch one with writes uncommitted.
+/// A project with the catch-up job, its rows and its watermark at t0. On MySQL, in chunks of
+/// 10: its windows write faster, and the tests must catch one with writes uncommitted.
 async fn catch_up_project_on(kind: Kind) -> Option<Project> {
     let p = Project::new(kind).await?;
     p.seed_synthetic(ROWS).await;
@@ -47,13 +42,6 @@ async fn catch_up_project_on(kind: Kind) -> Option<Project> {
 }
 
 /// The predictions of the same job over the same rows, run once without trouble.
-async fn reference(args: &[&str]) -> BTreeMap<i64, (i64, f64)> {
-    let p = catch_up_project().await.expect("PostgreSQL is up");
-    assert_exit(&p.batchscore(args), 0);
-    predictions(&p).await
-}
-
-/// The same on another database.
 async fn reference_on(kind: Kind, args: &[&str]) -> BTreeMap<i64, (i64, f64)> {
     let p = catch_up_project_on(kind).await.expect("the database is up");
     assert_exit(&p.batchscore(args), 0);
@@ -178,9 +166,8 @@ async fn assert_exactly_once(p: &Project, reference: &BTreeMap<i64, (i64, f64)>)
     assert_same_predictions(&predictions(p).await, reference);
 }
 
-#[tokio::test]
-async fn connection_resets_anywhere_in_a_catch_up_lose_and_double_nothing() {
-    let Some(p) = catch_up_project().await else {
+async fn connection_resets_anywhere_in_a_catch_up_lose_and_double_nothing(kind: Kind) {
+    let Some(p) = catch_up_project_on(kind).await else {
         return;
     };
     let (proxy, url) = Proxy::in_front_of(&p.url);
@@ -230,19 +217,23 @@ async fn connection_resets_anywhere_in_a_catch_up_lose_and_double_nothing() {
         reset_mid_run >= 7,
         "only {reset_mid_run} of 10 resets hit a running process"
     );
-    let reference = reference(&["run-job", "job", "--at", &at(121)]).await;
+    let reference = reference_on(kind, &["run-job", "job", "--at", &at(121)]).await;
     assert_exactly_once(&p, &reference).await;
 }
 
-#[tokio::test]
-async fn a_silent_network_mid_window_gives_up_within_the_lease_and_writes_nothing() {
-    let Some(p) = catch_up_project().await else {
+on_all_databases!(connection_resets_anywhere_in_a_catch_up_lose_and_double_nothing: postgres, mysql);
+
+async fn a_silent_network_mid_window_gives_up_within_the_lease_and_writes_nothing(kind: Kind) {
+    let Some(p) = catch_up_project_on(kind).await else {
         return;
     };
     let (proxy, url) = Proxy::in_front_of(&p.url);
     let run = ["run-job", "job", "--at", &at(121), "--lease", "4s"];
     let child = spawn_through(&p, &url, &run);
-    wait_for_open_writes(&p, &proxy).await;
+    match kind {
+        Kind::Mysql => wait_for_open_writes_mysql(&p).await,
+        _ => wait_for_open_writes(&p, &proxy).await,
+    }
     proxy.go_silent();
     let silent = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -268,9 +259,11 @@ async fn a_silent_network_mid_window_gives_up_within_the_lease_and_writes_nothin
     assert_eq!(predictions(&p).await.len() as i64, committed);
     // The next run finishes the job, exactly.
     run_until_done(&p, &p.url, &run, 30);
-    let reference = reference(&["run-job", "job", "--at", &at(121)]).await;
+    let reference = reference_on(kind, &["run-job", "job", "--at", &at(121)]).await;
     assert_exactly_once(&p, &reference).await;
 }
+
+on_all_databases!(a_silent_network_mid_window_gives_up_within_the_lease_and_writes_nothing: postgres, mysql);
 
 /// Freeze a holder mid-window (SIGSTOP), let a successor take the job over after the lease,
 /// then wake the holder: it must exit 75 and write nothing, and the results must equal an
@@ -402,9 +395,8 @@ async fn a_superseded_holder_with_its_transaction_open_commits_nothing(kind: Kin
 
 on_all_databases!(a_superseded_holder_with_its_transaction_open_commits_nothing: postgres, mysql);
 
-#[tokio::test]
-async fn the_daemon_rides_out_a_database_outage() {
-    let Some(p) = Project::postgres().await else {
+async fn the_daemon_rides_out_a_database_outage(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
         return;
     };
     create_readings(&p).await;
@@ -431,8 +423,8 @@ async fn the_daemon_rides_out_a_database_outage() {
     eventually(30, "windows committed after the outage", || async {
         p.count(&format!(
             "SELECT count(*) FROM batchscore_runs WHERE job = 'a' AND status = 'succeeded' \
-             AND window_end > '{}'::timestamptz",
-            back.to_rfc3339()
+             AND window_end > {}",
+            p.kind.time_literal(back)
         ))
         .await
             >= 2
@@ -455,6 +447,8 @@ async fn the_daemon_rides_out_a_database_outage() {
     // Contiguous windows, every row of them scored once: nothing lost or doubled.
     assert_every_eligible_row_scored_once(&p, "a", "scores_a", 5).await;
 }
+
+on_all_databases!(the_daemon_rides_out_a_database_outage: postgres, mysql);
 
 #[tokio::test]
 async fn sqlite_write_lock_held_by_another_writer_exits_75_after_the_busy_timeout() {

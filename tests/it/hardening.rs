@@ -266,3 +266,83 @@ async fn current_schema(p: &Project) -> String {
         .unwrap()
         .get(0)
 }
+
+#[tokio::test]
+async fn mysql_least_privilege_user_can_run_jobs() {
+    let Some(p) = Project::mysql().await else {
+        return;
+    };
+    seed(&p).await;
+    p.write_job("job", JOB);
+    // The owner sets up: batchscore's tables and the results table (a first, empty backfill).
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    assert_exit(
+        &p.batchscore(&[
+            "run-job",
+            "job",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2020-01-01T01:00:00Z",
+        ]),
+        0,
+    );
+    let user = format!(
+        "bst_runner_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let database = url::Url::parse(&p.url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    // Exactly the grants README.md documents, one table at a time (MySQL takes one per GRANT).
+    let mut grants = vec![
+        format!("CREATE USER '{user}'@'%'"),
+        format!("GRANT SELECT ON {database}.readings TO '{user}'@'%'"),
+        format!("GRANT SELECT, INSERT, UPDATE ON {database}.scores TO '{user}'@'%'"),
+    ];
+    for table in [
+        "batchscore_runs",
+        "batchscore_watermarks",
+        "batchscore_claims",
+        "batchscore_quarantine",
+        "batchscore_profiles",
+    ] {
+        grants.push(format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {database}.{table} TO '{user}'@'%'"
+        ));
+    }
+    for table in ["batchscore_references", "_sqlx_migrations"] {
+        grants.push(format!(
+            "GRANT SELECT ON {database}.{table} TO '{user}'@'%'"
+        ));
+    }
+    for grant in &grants {
+        p.execute(grant).await;
+    }
+    let mut url = url::Url::parse(&p.url).unwrap();
+    url.set_username(&user).unwrap();
+    let url = url.to_string();
+    let as_user = |args: &[&str]| p.command(args).env("DATABASE_URL", &url).output().unwrap();
+    let scored = as_user(&["run-job", "job", "--at", "2026-01-10T01:00:00Z"]);
+    let status = as_user(&["status"]);
+    // Nothing more: a job whose results table does not exist yet needs CREATE, which it lacks.
+    p.write_job(
+        "other",
+        &JOB.replace("table = \"scores\"", "table = \"other_scores\""),
+    );
+    let denied = as_user(&["run-job", "other", "--at", "2026-01-10T01:00:00Z"]);
+    p.execute(&format!("DROP USER '{user}'@'%'")).await;
+
+    assert_exit(&scored, 0);
+    assert_eq!(p.count("SELECT count(*) FROM scores").await, 1);
+    assert_exit(&status, 1);
+    assert!(stdout(&status).contains("late"), "{}", stdout(&status));
+    assert_exit(&denied, 1);
+    assert!(
+        stderr(&denied).contains("command denied"),
+        "{}",
+        stderr(&denied)
+    );
+}

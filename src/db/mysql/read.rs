@@ -216,8 +216,16 @@ impl MySqlBackend {
             .persistent(false)
             .fetch(&mut *conn);
         let mut chunk = ChunkBuilder::new(spec, shape);
+        let mut plan: Option<Vec<Read>> = None;
         while let Some(row) = rows.try_next().await.context("reading the window's rows")? {
-            decode_row(&row, spec, shape, &mut chunk)?;
+            // How to read each column, from the result's column types, once per window.
+            let plan = plan.get_or_insert_with(|| {
+                row.columns()
+                    .iter()
+                    .map(|c| Read::of(c.type_info().name()))
+                    .collect()
+            });
+            decode_row(&row, plan, spec, shape, &mut chunk)?;
             if chunk.is_full() && out.send(chunk.take()).await.is_err() {
                 return Ok(()); // the consumer stopped; it reports why
             }
@@ -322,9 +330,37 @@ fn window_select(
     )
 }
 
-/// Decode one source row: key first, then the features, each by its column's type.
+/// How a column of the window's result is read, by its type.
+enum Read {
+    Integer {
+        unsigned: bool,
+    },
+    Float,
+    Text,
+    /// A type no feature can take (dates, blobs, JSON...): named in the bad row's reason.
+    Other(String),
+}
+
+impl Read {
+    fn of(name: &str) -> Read {
+        let unsigned = name.ends_with(" UNSIGNED");
+        match name.trim_end_matches(" UNSIGNED") {
+            "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+                Read::Integer { unsigned }
+            }
+            "FLOAT" | "DOUBLE" => Read::Float,
+            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" => {
+                Read::Text
+            }
+            other => Read::Other(other.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Decode one source row: key first, then the features, each as `plan` says.
 fn decode_row(
     row: &MySqlRow,
+    plan: &[Read],
     spec: &JobSpec,
     shape: &SourceShape,
     chunk: &mut ChunkBuilder,
@@ -335,8 +371,9 @@ fn decode_row(
             spec.source.key
         )
     };
+    let unsigned = |index: usize| matches!(plan[index], Read::Integer { unsigned: true });
     match shape.key {
-        KeyKind::Integer => match integer(row, 0)? {
+        KeyKind::Integer => match integer(row, 0, unsigned(0))? {
             Some(Ok(key)) => chunk.push_int_key(key),
             Some(Err(_)) => return Err(key_problem("an integer beyond 64 bits")),
             None => return Err(key_problem("NULL")),
@@ -348,34 +385,28 @@ fn decode_row(
     }
     for feature in 0..shape.cells.len() {
         let index = feature + 1;
-        let name = row.column(index).type_info().name();
-        let base = name.trim_end_matches(" UNSIGNED");
-        match base {
-            "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
-                match integer(row, index)? {
-                    None => chunk.push(feature, Cell::Null),
-                    Some(Ok(v)) => chunk.push(feature, Cell::Integer(v)),
-                    Some(Err(raw)) => chunk.push_unreadable(
-                        feature,
-                        "is an integer beyond 64 bits".to_owned(),
-                        raw.to_string(),
-                    ),
-                }
-            }
-            "FLOAT" | "DOUBLE" => match row.try_get::<Option<f64>, _>(index)? {
+        match &plan[index] {
+            Read::Integer { unsigned } => match integer(row, index, *unsigned)? {
+                None => chunk.push(feature, Cell::Null),
+                Some(Ok(v)) => chunk.push(feature, Cell::Integer(v)),
+                Some(Err(raw)) => chunk.push_unreadable(
+                    feature,
+                    "is an integer beyond 64 bits".to_owned(),
+                    raw.to_string(),
+                ),
+            },
+            Read::Float => match row.try_get::<Option<f64>, _>(index)? {
                 None => chunk.push(feature, Cell::Null),
                 Some(v) => chunk.push(feature, Cell::Float(v)),
             },
-            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" => {
-                match row.try_get::<Option<&str>, _>(index)? {
-                    None => chunk.push(feature, Cell::Null),
-                    Some(text) => chunk.push(feature, Cell::Text(text.as_bytes())),
-                }
-            }
-            other => chunk.push_unreadable(
+            Read::Text => match row.try_get::<Option<&str>, _>(index)? {
+                None => chunk.push(feature, Cell::Null),
+                Some(text) => chunk.push(feature, Cell::Text(text.as_bytes())),
+            },
+            Read::Other(name) => chunk.push_unreadable(
                 feature,
-                format!("holds a {} value", other.to_ascii_lowercase()),
-                format!("({})", other.to_ascii_lowercase()),
+                format!("holds a {name} value"),
+                format!("({name})"),
             ),
         }
     }
@@ -384,8 +415,12 @@ fn decode_row(
 }
 
 /// An integer column's value: `Err` with the value when it is unsigned beyond `i64`.
-fn integer(row: &MySqlRow, index: usize) -> Result<Option<Result<i64, u64>>, sqlx::Error> {
-    if row.column(index).type_info().name().ends_with("UNSIGNED") {
+fn integer(
+    row: &MySqlRow,
+    index: usize,
+    unsigned: bool,
+) -> Result<Option<Result<i64, u64>>, sqlx::Error> {
+    if unsigned {
         let value: Option<u64> = row.try_get(index)?;
         return Ok(value.map(|v| i64::try_from(v).map_err(|_| v)));
     }
