@@ -16,6 +16,16 @@ fn lock_name(claim_id: &str) -> String {
     format!("batchscore claim {claim_id}")
 }
 
+/// The named locks a run's window sessions hold (its reader's and its transaction's), by which
+/// a successor finds and ends them (see `end_sessions_of`). Not the claim's own connection,
+/// which the superseded holder needs to learn it was superseded.
+pub(super) fn session_tags(claim_id: &str) -> [String; 2] {
+    [
+        format!("batchscore read {claim_id}"),
+        format!("batchscore write {claim_id}"),
+    ]
+}
+
 /// What a claimer makes of the shard's current holder.
 enum Judged {
     Free,
@@ -74,6 +84,9 @@ impl MySqlBackend {
                     let _ = conn.close().await; // and the lock with it
                     return Err(anyhow::Error::new(err).context("claiming the job"));
                 }
+                if let Some(replaced) = &replacing {
+                    end_sessions_of(&mut conn, replaced).await;
+                }
                 return Ok(ClaimOutcome::Acquired(conn));
             }
             tx.rollback().await.context("claiming the job")?;
@@ -120,4 +133,42 @@ async fn judge_holder(conn: &mut MySqlConnection, claim: &Claim) -> anyhow::Resu
         return Ok(Judged::Gone(holder.claim_id));
     }
     Ok(Judged::Alive(holder))
+}
+
+/// End the window sessions of the holder this run just took the job over from. It lost its
+/// lease, so it is frozen or cut off, and its transaction's rows stay locked until the server
+/// ends its session (`wait_timeout`, the lease): ending it now frees them at once, as on
+/// PostgreSQL. An account may end its own sessions; otherwise the server's timeouts will.
+async fn end_sessions_of(conn: &mut MySqlConnection, claim_id: &str) {
+    let mut ended = 0;
+    for tag in session_tags(claim_id) {
+        let holder: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar("SELECT IS_USED_LOCK(?)")
+            .bind(&tag)
+            .fetch_one(&mut *conn)
+            .await;
+        let killed = match holder {
+            Ok(Some(id)) => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+                    .execute(&mut *conn)
+                    .await
+            }
+            Ok(None) => continue,
+            Err(err) => Err(err),
+        };
+        match killed {
+            Ok(_) => ended += 1,
+            Err(err) => tracing::warn!(
+                error = %err,
+                replaced = claim_id,
+                "could not end a session of the run whose claim lapsed; the server's timeouts will"
+            ),
+        }
+    }
+    if ended > 0 {
+        tracing::warn!(
+            ended,
+            replaced = claim_id,
+            "ended the server sessions of the run whose claim lapsed"
+        );
+    }
 }

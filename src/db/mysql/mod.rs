@@ -2,8 +2,9 @@
 //! server many machines share, like PostgreSQL.
 //!
 //! [`read`] streams a window out of the source (an unbuffered result, row by row off the
-//! socket), [`write`](mod@write) is the window's transaction (multi-row `INSERT … ON DUPLICATE
-//! KEY UPDATE`), [`claim`] holds a job with a named lock (`GET_LOCK`) beside the claim row, and
+//! socket), [`write`](mod@write) is the window's transaction (`INSERT … SELECT … FROM JSON_TABLE(?)
+//! … ON DUPLICATE KEY UPDATE`), [`claim`] holds a job with a named lock (`GET_LOCK`) beside the claim row (and
+//! ends a superseded holder's window sessions, tagged with named locks of their own), and
 //! [`ledger`] is the dialect of the SQL shared with the other databases.
 //!
 //! Every session runs with `time_zone = '+00:00'` (so `TIMESTAMP` columns read as UTC and
@@ -171,10 +172,10 @@ impl Backend for MySqlBackend {
         shape: &SourceShape,
         window: Window,
         shard: Shard,
-        _claim: &Claim,
+        claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
-        self.read(spec, shape, window, shard, out).await
+        self.read(spec, shape, window, shard, claim, out).await
     }
 
     async fn begin(&self, claim: &Claim) -> anyhow::Result<MySqlTx> {

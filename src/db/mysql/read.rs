@@ -14,6 +14,7 @@ use sqlx::{AssertSqlSafe, Column as _, Row, SqlSafeStr, TypeInfo};
 use tokio::sync::mpsc;
 
 use super::MySqlBackend;
+use crate::claim::Claim;
 use crate::db::SourceHints;
 use crate::ident::TableName;
 use crate::plan::Window;
@@ -188,6 +189,7 @@ impl MySqlBackend {
         shape: &SourceShape,
         window: Window,
         shard: Shard,
+        claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
         // DECIMAL is read as DOUBLE, converted by the server (sqlx has no f64 for it).
@@ -212,6 +214,12 @@ impl MySqlBackend {
             .await
             .context("reading the window's rows")?;
         conn.close_on_drop();
+        // Tag the session, so a run that takes the job over can end it (see `claim`).
+        sqlx::query("SELECT GET_LOCK(?, 0)")
+            .bind(&super::claim::session_tags(&claim.claim_id)[0])
+            .execute(&mut *conn)
+            .await
+            .context("reading the window's rows")?;
         let mut rows = sqlx::query(AssertSqlSafe(sql))
             .persistent(false)
             .fetch(&mut *conn);

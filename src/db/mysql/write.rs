@@ -53,6 +53,12 @@ impl MySqlBackend {
         .execute(&mut *conn)
         .await
         .context("opening the window's transaction")?;
+        // Tag the session, so a run that takes the job over can end it (see `claim`).
+        sqlx::query("SELECT GET_LOCK(?, 0)")
+            .bind(&super::claim::session_tags(&claim.claim_id)[1])
+            .execute(&mut *conn)
+            .await
+            .context("opening the window's transaction")?;
         let tx = Transaction::begin(conn, None)
             .await
             .context("opening the window's transaction")?;
