@@ -552,6 +552,40 @@ pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database>
     }
 }
 
+/// The columns of `sql` (a `SELECT … LIMIT 0`) as the database describes them, each kind by
+/// `classify` from its type's name. The inner error is the statement's own (it does not run: a
+/// configuration error, worded by the caller); the outer one, the database failing to answer.
+async fn describe_select<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    sql: String,
+    classify: fn(&str) -> ColumnKind,
+    transient: fn(&sqlx::Error) -> bool,
+) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, sqlx::Error>> {
+    use sqlx::{Column, Executor, SqlSafeStr, TypeInfo};
+    match DB::on_pool(pool)
+        .describe(sqlx::AssertSqlSafe(sql).into_sql_str())
+        .await
+    {
+        Ok(described) => Ok(Ok(described
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
+            .collect())),
+        Err(e) if transient(&e) => Err(e.into()),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// The time columns among a source's `columns`, each with whether an index starts with it
+/// (`indexed`): what `jobs new` picks a job's timestamp from (see [`SourceHints::times`]).
+fn indexed_times(columns: &[(String, ColumnKind)], indexed: &[String]) -> Vec<(String, bool)> {
+    columns
+        .iter()
+        .filter(|(_, kind)| *kind == ColumnKind::Timestamp)
+        .map(|(name, _)| (name.clone(), indexed.contains(name)))
+        .collect()
+}
+
 /// The note for a `source.query` whose window, as the database plans it, reads all of `table`.
 fn query_scan_note(spec: &JobSpec, table: &str) -> String {
     format!(

@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use sqlx::mysql::MySqlRow;
-use sqlx::{AssertSqlSafe, Column as _, Row, SqlSafeStr, TypeInfo};
+use sqlx::{AssertSqlSafe, Column as _, Row, TypeInfo};
 use tokio::sync::mpsc;
 
 use super::MySqlBackend;
@@ -68,16 +68,9 @@ impl MySqlBackend {
             SourceFrom::Query(_) => {
                 let now = Utc::now();
                 let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec, now, now));
-                match sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str()).await
-                {
-                    Ok(described) => Ok(described
-                        .columns()
-                        .iter()
-                        .map(|c| (c.name().to_owned(), classify_name(c.type_info().name())))
-                        .collect()),
-                    Err(e) if super::is_transient(&e) => return Err(e.into()),
-                    Err(e) => Err(format!("source.query does not run: {e}")),
-                }
+                crate::db::describe_select(&self.pool, sql, classify_name, super::is_transient)
+                    .await?
+                    .map_err(|e| format!("source.query does not run: {e}"))
             }
         };
         Ok(described)
@@ -161,11 +154,7 @@ impl MySqlBackend {
             hints.primary_key = (keys.len() == 1).then(|| keys[0].clone());
             indexed = self.indexed_first(table).await?;
         }
-        hints.times = columns
-            .iter()
-            .filter(|(_, kind)| *kind == ColumnKind::Timestamp)
-            .map(|(name, _)| (name.clone(), indexed.contains(name)))
-            .collect();
+        hints.times = crate::db::indexed_times(columns, &indexed);
         Ok(hints)
     }
 
@@ -192,21 +181,8 @@ impl MySqlBackend {
         claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
-        // DECIMAL is read as DOUBLE, converted by the server (sqlx has no f64 for it).
-        let kinds = match self.describe(spec).await? {
-            Ok(kinds) => kinds,
-            Err(problem) => anyhow::bail!("{problem}"),
-        };
         let mut columns = vec![spec.source.key.backticked()];
-        for feature in &spec.source.features {
-            let decimal = kinds
-                .iter()
-                .any(|(name, kind)| name == feature.as_str() && *kind == ColumnKind::Numeric);
-            columns.push(match decimal {
-                true => format!("CAST({} AS DOUBLE)", feature.backticked()),
-                false => feature.backticked(),
-            });
-        }
+        columns.extend(spec.source.features.iter().map(|f| f.backticked()));
         let sql = window_select(spec, &columns.join(", "), window, shape, shard);
         let mut conn = self
             .pool
@@ -344,6 +320,9 @@ enum Read {
         unsigned: bool,
     },
     Float,
+    /// DECIMAL, which the protocol sends as its decimal text (and sqlx has no `f64` for):
+    /// parsed to the nearest double.
+    Decimal,
     Text,
     /// A type no feature can take (dates, blobs, JSON...): named in the bad row's reason.
     Other(String),
@@ -357,6 +336,7 @@ impl Read {
                 Read::Integer { unsigned }
             }
             "FLOAT" | "DOUBLE" => Read::Float,
+            "DECIMAL" => Read::Decimal,
             "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" => {
                 Read::Text
             }
@@ -406,6 +386,17 @@ fn decode_row(
             Read::Float => match row.try_get::<Option<f64>, _>(index)? {
                 None => chunk.push(feature, Cell::Null),
                 Some(v) => chunk.push(feature, Cell::Float(v)),
+            },
+            Read::Decimal => match row.try_get_unchecked::<Option<&str>, _>(index)? {
+                None => chunk.push(feature, Cell::Null),
+                Some(text) => match text.parse::<f64>() {
+                    Ok(v) => chunk.push(feature, Cell::Float(v)),
+                    Err(_) => chunk.push_unreadable(
+                        feature,
+                        format!("holds decimal text '{text}' that is not a number"),
+                        text.to_owned(),
+                    ),
+                },
             },
             Read::Text => match row.try_get::<Option<&str>, _>(index)? {
                 None => chunk.push(feature, Cell::Null),

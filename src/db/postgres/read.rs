@@ -5,7 +5,7 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use sqlx::{AssertSqlSafe, Column as _, SqlSafeStr, TypeInfo};
+use sqlx::AssertSqlSafe;
 use tokio::sync::mpsc;
 
 use super::claim::session_tag;
@@ -24,24 +24,11 @@ impl PostgresBackend {
         spec: &JobSpec,
     ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
         let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec, "$1", "$2"));
-        let described =
-            match sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str()).await {
-                Ok(described) => described,
-                Err(e) if is_transient(&e) => return Err(e.into()),
-                Err(e) => {
-                    return Ok(Err(match &spec.source.from {
-                        SourceFrom::Table(table) => {
-                            format!("cannot read source table {table}: {e}")
-                        }
-                        SourceFrom::Query(_) => format!("source.query does not run: {e}"),
-                    }));
-                }
-            };
-        Ok(Ok(described
-            .columns()
-            .iter()
-            .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
-            .collect()))
+        let described = crate::db::describe_select(&self.pool, sql, classify, is_transient).await?;
+        Ok(described.map_err(|e| match &spec.source.from {
+            SourceFrom::Table(table) => format!("cannot read source table {table}: {e}"),
+            SourceFrom::Query(_) => format!("source.query does not run: {e}"),
+        }))
     }
 
     pub(super) async fn notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
@@ -129,11 +116,7 @@ impl PostgresBackend {
             .await
             .with_context(|| format!("listing the indexes of {table}"))?;
         }
-        hints.times = columns
-            .iter()
-            .filter(|(_, kind)| *kind == ColumnKind::Timestamp)
-            .map(|(name, _)| (name.clone(), indexed.contains(name)))
-            .collect();
+        hints.times = crate::db::indexed_times(columns, &indexed);
         Ok(hints)
     }
 

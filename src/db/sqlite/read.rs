@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use rusqlite::types::ValueRef;
-use sqlx::{AssertSqlSafe, Column as _, Row, SqlSafeStr, TypeInfo};
+use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::mpsc;
 
 use super::SqliteBackend;
@@ -49,16 +49,9 @@ impl SqliteBackend {
             },
             SourceFrom::Query(_) => {
                 let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec));
-                match sqlx::Executor::describe(&self.pool, AssertSqlSafe(sql).into_sql_str()).await
-                {
-                    Ok(described) => Ok(described
-                        .columns()
-                        .iter()
-                        .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
-                        .collect()),
-                    Err(e) if super::is_transient(&e) => return Err(e.into()),
-                    Err(e) => Err(format!("source.query does not run: {e}")),
-                }
+                crate::db::describe_select(&self.pool, sql, classify, super::is_transient)
+                    .await?
+                    .map_err(|e| format!("source.query does not run: {e}"))
             }
         };
         Ok(described)
