@@ -1,14 +1,97 @@
 //! The SQL of the claims table (`batchscore_claims`, one row per job and shard), written once for
-//! every backend: times come
-//! from the database's clock ([`Dialect::NOW`]), so every holder of a job judges leases by the
-//! same clock. What differs, how a backend tells a live holder from a gone one, stays with it
-//! (PostgreSQL's advisory locks, SQLite's pid check).
+//! every backend: times come from the database's clock ([`Dialect::NOW`]), so every holder of a
+//! job judges leases by the same clock. A server shared by many machines (PostgreSQL, MySQL)
+//! also tells a live holder from a gone one by a lock its session holds ([`SessionLock`], taken
+//! by [`take_locked`]); SQLite, on one machine, by the holder's pid.
+
+use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::Executor;
+use sqlx::{Connection, Executor};
 
 use super::dialect::{self, Dialect, Param, required};
-use crate::claim::{Claim, Holder};
+use crate::claim::{Claim, ClaimOutcome, Holder};
+
+/// What a server shared by many machines adds to the claim row: a lock of the claim id, held by
+/// the claim's own connection for as long as the claim, by which the next run tells a holder
+/// whose session ended from a live one before its lease lapses (PostgreSQL's session advisory
+/// lock, MySQL's named lock: both freed when the session ends); and the ending of a superseded
+/// holder's window sessions. The lock is only a hint: a holder whose lease lapsed loses the job
+/// whatever its session still holds, and the fencing check keeps it from committing.
+pub(crate) trait SessionLock: Dialect {
+    /// Bound the claim's transaction's waits on row locks: a frozen holder may have the row
+    /// locked (in its window's fencing check), which ends within its lease, but this run does
+    /// not wait for that.
+    fn bound_waits(tx: &mut Self::Connection) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Take `claim_id`'s lock, in the claim's transaction, before its row commits.
+    fn lock(
+        tx: &mut Self::Connection,
+        claim_id: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Whether no session holds `claim_id`'s lock; the check leaves it free.
+    fn is_free(
+        conn: &mut Self::Connection,
+        claim_id: &str,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
+
+    /// End the window sessions (reader, transaction) of the holder `claim_id`, which this run
+    /// just took the job over from: it lost its lease, so it is frozen or cut off, and its
+    /// sessions hold locks this run's writes would wait on. Best effort: the server's own
+    /// timeouts end them otherwise.
+    fn end_sessions_of(
+        conn: &mut Self::Connection,
+        claim_id: &str,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Take the shard's claim on `conn`, the claim's own connection, which holds the claim's lock
+/// and lives as long as the claim. The holder is gone when its lease lapsed by the server's
+/// clock or its lock is free; its row is then taken over by compare-and-set on its claim id
+/// ([`take`]), and the new claim id locked before the row commits, so whoever sees the row can
+/// tell whether its holder's session is still there.
+pub(crate) async fn take_locked<DB: SessionLock>(
+    mut conn: DB::Connection,
+    claim: &Claim,
+) -> anyhow::Result<ClaimOutcome<DB::Connection>> {
+    // A holder releasing deletes its row between our read and our write: look again.
+    for _ in 0..25 {
+        let replacing = match holder::<DB>(DB::on_conn(&mut conn), claim).await? {
+            None => None,
+            Some((holder, true)) => Some(holder.claim_id),
+            Some((holder, false)) => match DB::is_free(&mut conn, &holder.claim_id)
+                .await
+                .context("checking the holder's session")?
+            {
+                true => Some(holder.claim_id),
+                false => {
+                    let _ = conn.close().await;
+                    return Ok(ClaimOutcome::Busy(Some(holder)));
+                }
+            },
+        };
+        let mut tx = conn.begin().await.context("claiming the job")?;
+        DB::bound_waits(&mut tx).await.context("claiming the job")?;
+        if take::<DB>(&mut tx, claim, replacing.as_deref()).await? {
+            DB::lock(&mut tx, &claim.claim_id)
+                .await
+                .context("taking the claim's lock")?;
+            if let Err(err) = tx.commit().await {
+                let _ = conn.close().await; // and the lock with it
+                return Err(anyhow::Error::new(err).context("claiming the job"));
+            }
+            if let Some(replaced) = &replacing {
+                DB::end_sessions_of(&mut conn, replaced).await;
+            }
+            return Ok(ClaimOutcome::Acquired(conn));
+        }
+        tx.rollback().await.context("claiming the job")?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = conn.close().await;
+    Ok(ClaimOutcome::Busy(None))
+}
 
 /// The claim of the shard `claim` is for, as its row says, and whether its lease lapsed by the
 /// database's clock.

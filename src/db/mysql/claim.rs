@@ -8,8 +8,8 @@ use sqlx::Connection;
 use sqlx::mysql::MySqlConnection;
 
 use super::MySqlBackend;
-use crate::claim::{Claim, ClaimOutcome, Holder};
-use crate::db::claims;
+use crate::claim::{Claim, ClaimOutcome};
+use crate::db::claims::{self, SessionLock};
 
 /// The lock's name: the claim id is unique, and the name stays under MySQL's 64 characters.
 fn lock_name(claim_id: &str) -> String {
@@ -26,23 +26,14 @@ pub(super) fn session_tags(claim_id: &str) -> [String; 2] {
     ]
 }
 
-/// What a claimer makes of the shard's current holder.
-enum Judged {
-    Free,
-    /// Its lease lapsed, or its session ended: take over this claim id.
-    Gone(String),
-    Alive(Holder),
-}
-
 impl MySqlBackend {
-    /// The claim row, taken over by compare-and-set on the claim id it replaces, and the named
-    /// lock of the new claim id, taken before the row commits, on a connection that lives as
-    /// long as the claim.
+    /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
+    /// claim and holds its named lock.
     pub(super) async fn take_claim(
         &self,
         claim: &Claim,
     ) -> anyhow::Result<ClaimOutcome<MySqlConnection>> {
-        let mut conn = tokio::time::timeout(self.limits.connect, async {
+        let conn = tokio::time::timeout(self.limits.connect, async {
             let mut conn = MySqlConnection::connect_with(&self.options).await?;
             super::init_session(&mut conn).await?;
             Ok::<_, sqlx::Error>(conn)
@@ -51,49 +42,7 @@ impl MySqlBackend {
         .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.limits.connect))
         .and_then(|connected| Ok(connected?))
         .context("opening the claim's connection")?;
-        // A frozen holder may have the row locked (in its window's fencing check): its
-        // transaction ends within its lease, but this run does not wait for that.
-        sqlx::query("SET SESSION innodb_lock_wait_timeout = 2")
-            .execute(&mut conn)
-            .await
-            .context("claiming the job")?;
-        // A holder releasing deletes its row between our read and our write: look again.
-        for _ in 0..25 {
-            let replacing = match judge_holder(&mut conn, claim).await? {
-                Judged::Free => None,
-                Judged::Gone(claim_id) => Some(claim_id),
-                Judged::Alive(holder) => {
-                    let _ = conn.close().await;
-                    return Ok(ClaimOutcome::Busy(Some(holder)));
-                }
-            };
-            let mut tx = conn.begin().await.context("claiming the job")?;
-            if claims::take::<sqlx::MySql>(&mut tx, claim, replacing.as_deref()).await? {
-                let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
-                    .bind(lock_name(&claim.claim_id))
-                    .fetch_one(&mut *tx)
-                    .await
-                    .context("taking the claim's named lock")?;
-                if locked != Some(1) {
-                    anyhow::bail!(
-                        "the claim's named lock {} is taken",
-                        lock_name(&claim.claim_id)
-                    );
-                }
-                if let Err(err) = tx.commit().await {
-                    let _ = conn.close().await; // and the lock with it
-                    return Err(anyhow::Error::new(err).context("claiming the job"));
-                }
-                if let Some(replaced) = &replacing {
-                    end_sessions_of(&mut conn, replaced).await;
-                }
-                return Ok(ClaimOutcome::Acquired(conn));
-            }
-            tx.rollback().await.context("claiming the job")?;
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let _ = conn.close().await;
-        Ok(ClaimOutcome::Busy(None))
+        claims::take_locked::<sqlx::MySql>(conn, claim).await
     }
 
     pub(super) async fn give_up_claim(
@@ -115,60 +64,73 @@ impl MySqlBackend {
     }
 }
 
-/// Read the shard's claim and judge its holder: gone when its lease lapsed by the server's
-/// clock, or when its claim's named lock is free (its session ended).
-async fn judge_holder(conn: &mut MySqlConnection, claim: &Claim) -> anyhow::Result<Judged> {
-    let Some((holder, lapsed)) = claims::holder(&mut *conn, claim).await? else {
-        return Ok(Judged::Free);
-    };
-    if lapsed {
-        return Ok(Judged::Gone(holder.claim_id));
+impl SessionLock for sqlx::MySql {
+    /// Session-wide (MySQL has no per-transaction setting), on the claim's own connection.
+    async fn bound_waits(tx: &mut MySqlConnection) -> anyhow::Result<()> {
+        sqlx::query("SET SESSION innodb_lock_wait_timeout = 2")
+            .execute(tx)
+            .await?;
+        Ok(())
     }
-    let free: Option<i64> = sqlx::query_scalar("SELECT IS_FREE_LOCK(?)")
-        .bind(lock_name(&holder.claim_id))
-        .fetch_one(&mut *conn)
-        .await
-        .context("checking the holder's session")?;
-    if free == Some(1) {
-        return Ok(Judged::Gone(holder.claim_id));
-    }
-    Ok(Judged::Alive(holder))
-}
 
-/// End the window sessions of the holder this run just took the job over from. It lost its
-/// lease, so it is frozen or cut off, and its transaction's rows stay locked until the server
-/// ends its session (`wait_timeout`, the lease): ending it now frees them at once, as on
-/// PostgreSQL. An account may end its own sessions; otherwise the server's timeouts will.
-async fn end_sessions_of(conn: &mut MySqlConnection, claim_id: &str) {
-    let mut ended = 0;
-    for tag in session_tags(claim_id) {
-        let holder: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar("SELECT IS_USED_LOCK(?)")
-            .bind(&tag)
-            .fetch_one(&mut *conn)
-            .await;
-        let killed = match holder {
-            Ok(Some(id)) => {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
-                    .execute(&mut *conn)
-                    .await
-            }
-            Ok(None) => continue,
-            Err(err) => Err(err),
-        };
-        match killed {
-            Ok(_) => ended += 1,
-            Err(err) => tracing::warn!(
-                error = %err,
-                replaced = claim_id,
-                "could not end a session of the run whose claim lapsed; the server's timeouts will"
-            ),
-        }
-    }
-    if ended > 0 {
-        tracing::warn!(
-            ended,
-            replaced = claim_id,
-            "ended the server sessions of the run whose claim lapsed"
+    /// A named lock is not transactional: it stays if the transaction rolls back, until the
+    /// connection closes, which is what becomes of the claim's connection when the claim fails.
+    async fn lock(tx: &mut MySqlConnection, claim_id: &str) -> anyhow::Result<()> {
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+            .bind(lock_name(claim_id))
+            .fetch_one(tx)
+            .await?;
+        anyhow::ensure!(
+            locked == Some(1),
+            "the claim's named lock {} is taken",
+            lock_name(claim_id)
         );
+        Ok(())
+    }
+
+    async fn is_free(conn: &mut MySqlConnection, claim_id: &str) -> anyhow::Result<bool> {
+        let free: Option<i64> = sqlx::query_scalar("SELECT IS_FREE_LOCK(?)")
+            .bind(lock_name(claim_id))
+            .fetch_one(conn)
+            .await?;
+        Ok(free == Some(1))
+    }
+
+    /// Its transaction's rows stay locked until the server ends its session (`wait_timeout`,
+    /// the lease): ending it now frees them at once, as on PostgreSQL. An account may end its
+    /// own sessions; otherwise the server's timeouts will.
+    async fn end_sessions_of(conn: &mut MySqlConnection, claim_id: &str) {
+        let mut ended = 0;
+        for tag in session_tags(claim_id) {
+            let holder: Result<Option<i64>, sqlx::Error> =
+                sqlx::query_scalar("SELECT IS_USED_LOCK(?)")
+                    .bind(&tag)
+                    .fetch_one(&mut *conn)
+                    .await;
+            let killed = match holder {
+                Ok(Some(id)) => {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+                        .execute(&mut *conn)
+                        .await
+                }
+                Ok(None) => continue,
+                Err(err) => Err(err),
+            };
+            match killed {
+                Ok(_) => ended += 1,
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    replaced = claim_id,
+                    "could not end a session of the run whose claim lapsed; the server's timeouts will"
+                ),
+            }
+        }
+        if ended > 0 {
+            tracing::warn!(
+                ended,
+                replaced = claim_id,
+                "ended the server sessions of the run whose claim lapsed"
+            );
+        }
     }
 }
