@@ -520,7 +520,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Database> {
 /// (exit 1: the next run may succeed).
 pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database> {
     let failed = |e: sqlx::Error, transient: fn(&sqlx::Error) -> bool| -> anyhow::Error {
-        let (target, problem) = (redact(url), e.to_string());
+        let (target, problem) = (redact(url), connect_problem(&e, url));
         match transient(&e) {
             true => Unreachable { target, problem }.into(),
             false => ConfigError::Database { target, problem }.into(),
@@ -549,6 +549,29 @@ pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database>
                     .to_owned(),
         }
         .into())
+    }
+}
+
+/// What went wrong connecting to `url`, with what to change where the driver's words do not say.
+fn connect_problem(e: &sqlx::Error, url: &str) -> String {
+    let mysql = url.starts_with("mysql:") || url.starts_with("mariadb:");
+    match e {
+        e if is_tls_failure(e) => {
+            let parameters = match mysql {
+                true => "ssl-mode and ssl-ca",
+                false => "sslmode and sslrootcert",
+            };
+            format!("{e} (check the URL's {parameters}: README, TLS)")
+        }
+        // sqlx's own words name a cargo feature of its own: what the user can change is the
+        // server's TLS or the account.
+        sqlx::Error::Configuration(inner) if mysql && inner.to_string().contains("RSA") => {
+            "the account uses caching_sha2_password (MySQL 8's default), whose first login \
+             needs TLS: keep the server's TLS on and the URL's ssl-mode at PREFERRED or above, \
+             or use a mysql_native_password account (README, TLS)"
+                .to_owned()
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -607,14 +630,28 @@ fn missing_index_note(table: &TableName, timestamp: &str, create: &str) -> Strin
 /// Whether a database error may go away by itself (the network, a timeout, a pool), as far as
 /// any backend can tell; each backend adds what its error codes say.
 fn is_transient_io(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
+    !is_tls_failure(err)
+        && matches!(
+            err,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        )
+}
+
+/// Whether TLS failed: a certificate that does not verify, a name it does not hold, a server or
+/// client that cannot agree. Settings to fix, not a network to wait for (sqlx reports rustls'
+/// refusals during the handshake as I/O errors).
+fn is_tls_failure(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>()),
+        _ => false,
+    }
 }
 
 /// The URL with any password replaced, safe for logs, errors and output.

@@ -23,4 +23,5 @@ mod scaffold;
 mod scoring;
 mod shards;
 mod status;
+mod tls;
 mod windows;
