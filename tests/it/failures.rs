@@ -344,6 +344,89 @@ async fn a_frozen_backfill_is_superseded_after_its_lease_and_writes_nothing(kind
 
 on_all_databases!(a_frozen_backfill_is_superseded_after_its_lease_and_writes_nothing: postgres, mysql);
 
+/// The server sessions of a run's window (its reader and its transaction), by the tag each
+/// carries: PostgreSQL's `application_name`, MySQL's named locks.
+async fn window_sessions(p: &Project, claim_id: &str) -> i64 {
+    match p.kind {
+        Kind::Postgres => {
+            p.count(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'batchscore {claim_id}'"
+            ))
+            .await
+        }
+        _ => {
+            p.count(&format!(
+                "SELECT (IS_USED_LOCK('batchscore read {claim_id}') IS NOT NULL) \
+                 + (IS_USED_LOCK('batchscore write {claim_id}') IS NOT NULL)"
+            ))
+            .await
+        }
+    }
+}
+
+/// A run that takes the job over ends the superseded holder's window sessions, whose open
+/// transaction holds the rows it must write. The lease is long, so the server's own timeouts
+/// would keep them for a minute: only the successor can have ended them, and it says so.
+async fn the_successor_ends_the_superseded_holders_sessions(kind: Kind) {
+    use sqlx::Row;
+    let Some(p) = catch_up_project_on(kind).await else {
+        return;
+    };
+    let run = [
+        "run-job",
+        "job",
+        "--from",
+        &at(0),
+        "--to",
+        &at(120),
+        "--lease",
+        "60s",
+    ];
+    let proxied = (kind == Kind::Postgres).then(|| Proxy::in_front_of(&p.url));
+    let url = proxied
+        .as_ref()
+        .map_or(p.url.clone(), |(_, url)| url.clone());
+    let holder = spawn_through(&p, &url, &run);
+    match &proxied {
+        Some((proxy, _)) => wait_for_open_writes(&p, proxy).await,
+        None => wait_for_open_writes_mysql(&p).await,
+    }
+    signal(&holder, "STOP");
+    let claim_id: String = sqlx::query("SELECT claim_id FROM batchscore_claims")
+        .fetch_one(&p.pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        window_sessions(&p, &claim_id).await >= 1,
+        "the frozen holder's window sessions are there"
+    );
+    // Its lease lapses (by the database's clock, as if a minute had passed).
+    let lapsed = match kind {
+        Kind::Postgres => "now() - interval '1 second'",
+        _ => "UTC_TIMESTAMP(6) - INTERVAL 1 SECOND",
+    };
+    p.execute(&format!(
+        "UPDATE batchscore_claims SET expires_at = {lapsed}"
+    ))
+    .await;
+    let successor = p.batchscore(&run);
+    assert_exit(&successor, 0);
+    assert!(
+        stderr(&successor).contains("ended the server sessions of the run whose claim lapsed"),
+        "{}",
+        stderr(&successor)
+    );
+    assert_eq!(window_sessions(&p, &claim_id).await, 0);
+    signal(&holder, "CONT");
+    let out = holder.wait_with_output().unwrap();
+    assert_exit(&out, 75);
+    let reference = reference_on(kind, &run).await;
+    assert_same_predictions(&predictions(&p).await, &reference);
+}
+
+on_all_databases!(the_successor_ends_the_superseded_holders_sessions: postgres, mysql);
+
 /// The fencing check alone: a holder whose claim was taken while it was paused, with its
 /// transaction still open (the lease is long, so the server has not ended it), commits nothing.
 async fn a_superseded_holder_with_its_transaction_open_commits_nothing(kind: Kind) {
