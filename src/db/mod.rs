@@ -526,6 +526,13 @@ pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database>
             false => ConfigError::Database { target, problem }.into(),
         }
     };
+    if let Some(problem) = unreadable_certificate(url) {
+        return Err(ConfigError::Database {
+            target: redact(url),
+            problem,
+        }
+        .into());
+    }
     if url.starts_with("sqlite:") {
         sqlite::SqliteBackend::connect(url, limits)
             .await
@@ -552,6 +559,52 @@ pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database>
     }
 }
 
+/// A CA, certificate or key file the URL (or PostgreSQL's `PGSSL*` variables) names that cannot
+/// be read. The driver would report it as an I/O error, which reads like a network failure
+/// (exit 1, retried); it is a setting to fix. Not checked where the URL turns TLS off.
+fn unreadable_certificate(url: &str) -> Option<String> {
+    const FILES: [&str; 8] = [
+        "sslrootcert",
+        "ssl-root-cert",
+        "ssl-ca",
+        "sslca",
+        "sslcert",
+        "ssl-cert",
+        "sslkey",
+        "ssl-key",
+    ];
+    let parsed = url::Url::parse(url).ok()?;
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    let tls_off = pairs.iter().any(|(k, v)| {
+        matches!(k.as_str(), "sslmode" | "ssl-mode")
+            && matches!(v.to_ascii_lowercase().as_str(), "disable" | "disabled")
+    });
+    if tls_off || url.starts_with("sqlite:") {
+        return None;
+    }
+    let mut named: Vec<(String, String)> = Vec::new();
+    if url.starts_with("postgres") {
+        for variable in ["PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"] {
+            if let Ok(value) = std::env::var(variable) {
+                named.push((variable.to_owned(), value));
+            }
+        }
+    }
+    named.extend(
+        pairs
+            .into_iter()
+            .filter(|(k, _)| FILES.contains(&k.as_str())),
+    );
+    named.into_iter().find_map(|(name, value)| {
+        // The driver takes PEM text itself as well as a path.
+        let pem = value.trim().starts_with("-----BEGIN");
+        let unreadable = std::fs::File::open(&value).err().filter(|_| !pem)?;
+        Some(format!(
+            "{name}: cannot read {value}: {unreadable} (README, TLS)"
+        ))
+    })
+}
+
 /// What went wrong connecting to `url`, with what to change where the driver's words do not say.
 fn connect_problem(e: &sqlx::Error, url: &str) -> String {
     let mysql = url.starts_with("mysql:") || url.starts_with("mariadb:");
@@ -566,8 +619,8 @@ fn connect_problem(e: &sqlx::Error, url: &str) -> String {
         // sqlx's own words name a cargo feature of its own: what the user can change is the
         // server's TLS or the account.
         sqlx::Error::Configuration(inner) if mysql && inner.to_string().contains("RSA") => {
-            "the account uses caching_sha2_password (MySQL 8's default), whose first login \
-             needs TLS: keep the server's TLS on and the URL's ssl-mode at PREFERRED or above, \
+            "the account uses caching_sha2_password (MySQL 8's default) or sha256_password, \
+             whose first login needs TLS: keep the server's TLS on and the URL's ssl-mode at PREFERRED or above, \
              or use a mysql_native_password account (README, TLS)"
                 .to_owned()
         }

@@ -364,6 +364,41 @@ async fn window_sessions(p: &Project, claim_id: &str) -> i64 {
     }
 }
 
+/// A child that is killed (SIGKILL, which ends a stopped process too) if the test fails before
+/// waiting for it.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn child(&self) -> &Child {
+        self.0.as_ref().unwrap()
+    }
+
+    fn wait_with_output(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether no transaction holds the claim row's lock: a holder inside its window's fencing
+/// check holds it until its commit.
+async fn claim_row_unlocked(p: &Project) -> bool {
+    let mut tx = p.pool.begin().await.unwrap();
+    let locked = sqlx::query("SELECT claim_id FROM batchscore_claims FOR UPDATE NOWAIT")
+        .fetch_all(&mut *tx)
+        .await
+        .is_err();
+    tx.rollback().await.unwrap();
+    !locked
+}
+
 /// A run that takes the job over ends the superseded holder's window sessions, whose open
 /// transaction holds the rows it must write. The lease is long, so the server's own timeouts
 /// would keep them for a minute: only the successor can have ended them, and it says so.
@@ -386,12 +421,24 @@ async fn the_successor_ends_the_superseded_holders_sessions(kind: Kind) {
     let url = proxied
         .as_ref()
         .map_or(p.url.clone(), |(_, url)| url.clone());
-    let holder = spawn_through(&p, &url, &run);
-    match &proxied {
-        Some((proxy, _)) => wait_for_open_writes(&p, proxy).await,
-        None => wait_for_open_writes_mysql(&p).await,
+    let holder = KillOnDrop(Some(spawn_through(&p, &url, &run)));
+    // Stopped with writes open, but not inside its fencing check: a successor would wait on
+    // the claim row's lock, not on the sessions this test is about.
+    for attempt in 1.. {
+        match &proxied {
+            Some((proxy, _)) => wait_for_open_writes(&p, proxy).await,
+            None => wait_for_open_writes_mysql(&p).await,
+        }
+        signal(holder.child(), "STOP");
+        if claim_row_unlocked(&p).await {
+            break;
+        }
+        assert!(
+            attempt < 20,
+            "the holder was always stopped in its fencing check"
+        );
+        signal(holder.child(), "CONT");
     }
-    signal(&holder, "STOP");
     let claim_id: String = sqlx::query("SELECT claim_id FROM batchscore_claims")
         .fetch_one(&p.pool)
         .await
@@ -418,8 +465,8 @@ async fn the_successor_ends_the_superseded_holders_sessions(kind: Kind) {
         stderr(&successor)
     );
     assert_eq!(window_sessions(&p, &claim_id).await, 0);
-    signal(&holder, "CONT");
-    let out = holder.wait_with_output().unwrap();
+    signal(holder.child(), "CONT");
+    let out = holder.wait_with_output();
     assert_exit(&out, 75);
     let reference = reference_on(kind, &run).await;
     assert_same_predictions(&predictions(&p).await, &reference);
