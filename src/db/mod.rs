@@ -515,54 +515,85 @@ pub async fn connect(url: &str) -> anyhow::Result<Database> {
     connect_with(url, Limits::default()).await
 }
 
+/// The server a URL names, by its scheme.
+#[derive(Clone, Copy, PartialEq)]
+enum Scheme {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Scheme {
+    fn of(url: &str) -> Option<Scheme> {
+        let scheme = url.split_once(':')?.0;
+        match scheme {
+            "sqlite" => Some(Scheme::Sqlite),
+            "postgres" | "postgresql" => Some(Scheme::Postgres),
+            "mysql" | "mariadb" => Some(Scheme::Mysql),
+            _ => None,
+        }
+    }
+
+    /// The URL parameters that choose TLS and the CA, as this server's driver names them.
+    fn tls_parameters(self) -> &'static str {
+        match self {
+            Scheme::Mysql => "ssl-mode and ssl-ca",
+            _ => "sslmode and sslrootcert",
+        }
+    }
+}
+
 /// Connect to `url` with these [`Limits`]. A wrong URL, credentials or database name is a
 /// configuration error (exit 2); a server that is down or does not answer is [`Unreachable`]
 /// (exit 1: the next run may succeed).
 pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database> {
-    let failed = |e: sqlx::Error, transient: fn(&sqlx::Error) -> bool| -> anyhow::Error {
-        let (target, problem) = (redact(url), connect_problem(&e, url));
-        match transient(&e) {
-            true => Unreachable { target, problem }.into(),
-            false => ConfigError::Database { target, problem }.into(),
-        }
-    };
-    if let Some(problem) = unreadable_certificate(url) {
-        return Err(ConfigError::Database {
+    let refused = |problem: String| -> anyhow::Error {
+        ConfigError::Database {
             target: redact(url),
             problem,
         }
-        .into());
+        .into()
+    };
+    let Some(scheme) = Scheme::of(url) else {
+        return Err(refused(
+            "the URL must start with sqlite://, postgres:// or mysql:// (set --database-url or DATABASE_URL)"
+                .to_owned(),
+        ));
+    };
+    if let Some(problem) = unreadable_certificate(url, scheme) {
+        return Err(refused(problem));
     }
-    if url.starts_with("sqlite:") {
-        sqlite::SqliteBackend::connect(url, limits)
+    let failed = |e: sqlx::Error, transient: fn(&sqlx::Error) -> bool| -> anyhow::Error {
+        let problem = connect_problem(&e, scheme);
+        match transient(&e) {
+            true => Unreachable {
+                target: redact(url),
+                problem,
+            }
+            .into(),
+            false => refused(problem),
+        }
+    };
+    match scheme {
+        Scheme::Sqlite => sqlite::SqliteBackend::connect(url, limits)
             .await
             .map(Database::Sqlite)
-            .map_err(|e| failed(e, sqlite::is_transient))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        postgres::PostgresBackend::connect(url, limits)
+            .map_err(|e| failed(e, sqlite::is_transient)),
+        Scheme::Postgres => postgres::PostgresBackend::connect(url, limits)
             .await
             .map(Database::Postgres)
-            .map_err(|e| failed(e, postgres::is_transient))
-    } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-        mysql::MySqlBackend::connect(url, limits)
+            .map_err(|e| failed(e, postgres::is_transient)),
+        Scheme::Mysql => mysql::MySqlBackend::connect(url, limits)
             .await
             .map(Database::Mysql)
-            .map_err(|e| failed(e, mysql::is_transient))
-    } else {
-        Err(ConfigError::Database {
-            target: redact(url),
-            problem:
-                "the URL must start with sqlite://, postgres:// or mysql:// (set --database-url or DATABASE_URL)"
-                    .to_owned(),
-        }
-        .into())
+            .map_err(|e| failed(e, mysql::is_transient)),
     }
 }
 
 /// A CA, certificate or key file the URL (or PostgreSQL's `PGSSL*` variables) names that cannot
 /// be read. The driver would report it as an I/O error, which reads like a network failure
 /// (exit 1, retried); it is a setting to fix. Not checked where the URL turns TLS off.
-fn unreadable_certificate(url: &str) -> Option<String> {
+fn unreadable_certificate(url: &str, scheme: Scheme) -> Option<String> {
     const FILES: [&str; 8] = [
         "sslrootcert",
         "ssl-root-cert",
@@ -573,17 +604,20 @@ fn unreadable_certificate(url: &str) -> Option<String> {
         "sslkey",
         "ssl-key",
     ];
+    if scheme == Scheme::Sqlite {
+        return None;
+    }
     let parsed = url::Url::parse(url).ok()?;
     let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
     let tls_off = pairs.iter().any(|(k, v)| {
         matches!(k.as_str(), "sslmode" | "ssl-mode")
             && matches!(v.to_ascii_lowercase().as_str(), "disable" | "disabled")
     });
-    if tls_off || url.starts_with("sqlite:") {
+    if tls_off {
         return None;
     }
     let mut named: Vec<(String, String)> = Vec::new();
-    if url.starts_with("postgres") {
+    if scheme == Scheme::Postgres {
         for variable in ["PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"] {
             if let Ok(value) = std::env::var(variable) {
                 named.push((variable.to_owned(), value));
@@ -605,26 +639,41 @@ fn unreadable_certificate(url: &str) -> Option<String> {
     })
 }
 
-/// What went wrong connecting to `url`, with what to change where the driver's words do not say.
-fn connect_problem(e: &sqlx::Error, url: &str) -> String {
-    let mysql = url.starts_with("mysql:") || url.starts_with("mariadb:");
+/// What went wrong connecting, with what to change where the driver's words do not say.
+fn connect_problem(e: &sqlx::Error, scheme: Scheme) -> String {
     match e {
-        e if is_tls_failure(e) => {
-            let parameters = match mysql {
-                true => "ssl-mode and ssl-ca",
-                false => "sslmode and sslrootcert",
-            };
-            format!("{e} (check the URL's {parameters}: README, TLS)")
-        }
+        e if is_tls_failure(e) => format!(
+            "{e} (check the URL's {}: README, TLS)",
+            scheme.tls_parameters()
+        ),
         // sqlx's own words name a cargo feature of its own: what the user can change is the
         // server's TLS or the account.
-        sqlx::Error::Configuration(inner) if mysql && inner.to_string().contains("RSA") => {
+        sqlx::Error::Configuration(inner)
+            if scheme == Scheme::Mysql && inner.to_string().contains("RSA") =>
+        {
             "the account uses caching_sha2_password (MySQL 8's default) or sha256_password, \
              whose first login needs TLS: keep the server's TLS on and the URL's ssl-mode at PREFERRED or above, \
              or use a mysql_native_password account (README, TLS)"
                 .to_owned()
         }
         _ => e.to_string(),
+    }
+}
+
+/// A source table described by its declared columns (none: there is no such table). The inner
+/// error is a configuration error, worded; the outer one, the database failing to answer.
+fn described_table(
+    table: &TableName,
+    declared: Result<Vec<(String, ColumnKind)>, sqlx::Error>,
+    transient: fn(&sqlx::Error) -> bool,
+) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
+    match declared {
+        Ok(columns) if columns.is_empty() => {
+            Ok(Err(format!("source table {table} does not exist")))
+        }
+        Ok(columns) => Ok(Ok(columns)),
+        Err(e) if transient(&e) => Err(e.into()),
+        Err(e) => Ok(Err(format!("cannot describe source table {table}: {e}"))),
     }
 }
 

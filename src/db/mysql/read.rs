@@ -53,27 +53,27 @@ impl MySqlBackend {
         &self,
         spec: &JobSpec,
     ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
-        let described = match &spec.source.from {
-            SourceFrom::Table(table) => match self.declared_columns(table).await {
-                Ok(rows) if rows.is_empty() => Err(format!("source table {table} does not exist")),
-                Ok(rows) => Ok(rows
-                    .into_iter()
-                    .map(|(name, data_type, column_type)| {
-                        (name, classify_declared(&data_type, &column_type))
-                    })
-                    .collect()),
-                Err(e) if super::is_transient(&e) => return Err(e.into()),
-                Err(e) => Err(format!("cannot describe source table {table}: {e}")),
-            },
+        match &spec.source.from {
+            SourceFrom::Table(table) => {
+                let declared = self.declared_columns(table).await.map(|rows| {
+                    rows.into_iter()
+                        .map(|(name, data_type, column_type)| {
+                            (name, classify_declared(&data_type, &column_type))
+                        })
+                        .collect()
+                });
+                crate::db::described_table(table, declared, super::is_transient)
+            }
             SourceFrom::Query(_) => {
                 let now = Utc::now();
                 let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec, now, now));
-                crate::db::describe_select(&self.pool, sql, classify_name, super::is_transient)
-                    .await?
-                    .map_err(|e| format!("source.query does not run: {e}"))
+                Ok(
+                    crate::db::describe_select(&self.pool, sql, classify_name, super::is_transient)
+                        .await?
+                        .map_err(|e| format!("source.query does not run: {e}")),
+                )
             }
-        };
-        Ok(described)
+        }
     }
 
     pub(super) async fn notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
