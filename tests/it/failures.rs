@@ -136,6 +136,27 @@ async fn wait_for_open_writes_mysql(p: &Project) {
     conn.close_on_drop();
 }
 
+/// Spawn `args` so that its open writes can be waited for (`wait_for_writes`): on PostgreSQL
+/// through a proxy (returned, to keep it running), whose ports find the run's sessions; on MySQL
+/// the database shows them.
+fn spawn_watched(p: &Project, args: &[&str]) -> (Child, Option<Proxy>) {
+    match p.kind {
+        Kind::Postgres => {
+            let (proxy, url) = Proxy::in_front_of(&p.url);
+            (spawn_through(p, &url, args), Some(proxy))
+        }
+        _ => (spawn_through(p, &p.url, args), None),
+    }
+}
+
+/// Wait until a run spawned by `spawn_watched` holds a window with uncommitted writes.
+async fn wait_for_writes(p: &Project, proxy: Option<&Proxy>) {
+    match proxy {
+        Some(proxy) => wait_for_open_writes(p, proxy).await,
+        None => wait_for_open_writes_mysql(p).await,
+    }
+}
+
 /// Every committed window of the ledger is whole, and none is left `running`.
 fn assert_whole_and_finished(rows: &[(String, String, String, i64)]) {
     for (start, end, status, written) in rows {
@@ -274,16 +295,8 @@ async fn frozen_holder_is_superseded(kind: Kind, args: &[&str]) {
     };
     let mut run = args.to_vec();
     run.extend(["--lease", "3s"]);
-    // PostgreSQL's open writes are found by the proxy's ports; MySQL's by the database.
-    let proxied = (kind == Kind::Postgres).then(|| Proxy::in_front_of(&p.url));
-    let url = proxied
-        .as_ref()
-        .map_or(p.url.clone(), |(_, url)| url.clone());
-    let holder = spawn_through(&p, &url, &run);
-    match &proxied {
-        Some((proxy, _)) => wait_for_open_writes(&p, proxy).await,
-        None => wait_for_open_writes_mysql(&p).await,
-    }
+    let (holder, proxy) = spawn_watched(&p, &run);
+    wait_for_writes(&p, proxy.as_ref()).await;
     signal(&holder, "STOP");
     let frozen = Instant::now();
     // The successor writes the keys the frozen holder wrote but did not commit: the server ends
@@ -417,18 +430,12 @@ async fn the_successor_ends_the_superseded_holders_sessions(kind: Kind) {
         "--lease",
         "60s",
     ];
-    let proxied = (kind == Kind::Postgres).then(|| Proxy::in_front_of(&p.url));
-    let url = proxied
-        .as_ref()
-        .map_or(p.url.clone(), |(_, url)| url.clone());
-    let holder = KillOnDrop(Some(spawn_through(&p, &url, &run)));
+    let (holder, proxy) = spawn_watched(&p, &run);
+    let holder = KillOnDrop(Some(holder));
     // Stopped with writes open, but not inside its fencing check: a successor would wait on
     // the claim row's lock, not on the sessions this test is about.
     for attempt in 1.. {
-        match &proxied {
-            Some((proxy, _)) => wait_for_open_writes(&p, proxy).await,
-            None => wait_for_open_writes_mysql(&p).await,
-        }
+        wait_for_writes(&p, proxy.as_ref()).await;
         signal(holder.child(), "STOP");
         if claim_row_unlocked(&p).await {
             break;
@@ -492,15 +499,8 @@ async fn a_superseded_holder_with_its_transaction_open_commits_nothing(kind: Kin
         "--lease",
         "60s",
     ];
-    let proxied = (kind == Kind::Postgres).then(|| Proxy::in_front_of(&p.url));
-    let url = proxied
-        .as_ref()
-        .map_or(p.url.clone(), |(_, url)| url.clone());
-    let holder = spawn_through(&p, &url, &run);
-    match &proxied {
-        Some((proxy, _)) => wait_for_open_writes(&p, proxy).await,
-        None => wait_for_open_writes_mysql(&p).await,
-    }
+    let (holder, proxy) = spawn_watched(&p, &run);
+    wait_for_writes(&p, proxy.as_ref()).await;
     signal(&holder, "STOP");
     let succeeded = "SELECT count(*) FROM batchscore_runs WHERE status = 'succeeded'";
     let committed = p.count(succeeded).await;

@@ -1,6 +1,8 @@
 //! Jobs that went wrong after they were set up (schema drift, a replaced model), hostile job
 //! files, secrets in URLs, and a run with least-privilege grants on PostgreSQL.
 
+use std::process::Output;
+
 use crate::support::*;
 
 const JOB: &str = r#"
@@ -196,14 +198,11 @@ async fn passwords_never_appear_in_logs_or_output() {
     assert!(stdout(&out).contains("postgres:***@"), "{}", stdout(&out));
 }
 
-#[tokio::test]
-async fn postgres_least_privilege_role_can_run_jobs() {
-    let Some(p) = Project::postgres().await else {
-        return;
-    };
-    seed(&p).await;
+/// The owner's set-up before a least-privilege account runs jobs: batchscore's tables and the
+/// results table (a first, empty backfill).
+async fn owner_sets_up(p: &Project) {
+    seed(p).await;
     p.write_job("job", JOB);
-    // The owner sets up: batchscore's tables and the results table (a first, empty backfill).
     assert_exit(&p.batchscore(&["migrate"]), 0);
     assert_exit(
         &p.batchscore(&[
@@ -216,6 +215,39 @@ async fn postgres_least_privilege_role_can_run_jobs() {
         ]),
         0,
     );
+}
+
+/// As the account of `url`: a run of the job, `status`, and a run of a job whose results table
+/// does not exist yet (which needs CREATE).
+fn run_as_least_privileged(p: &Project, url: &str) -> [Output; 3] {
+    let as_account = |args: &[&str]| p.command(args).env("DATABASE_URL", url).output().unwrap();
+    let scored = as_account(&["run-job", "job", "--at", "2026-01-10T01:00:00Z"]);
+    let status = as_account(&["status"]);
+    p.write_job(
+        "other",
+        &JOB.replace("table = \"scores\"", "table = \"other_scores\""),
+    );
+    let denied = as_account(&["run-job", "other", "--at", "2026-01-10T01:00:00Z"]);
+    [scored, status, denied]
+}
+
+/// The account scored the window, read the ledger and claims (`status` answers: the January
+/// window is late), and nothing more: the new results table was refused with `refusal`.
+async fn assert_least_privilege(p: &Project, [scored, status, denied]: [Output; 3], refusal: &str) {
+    assert_exit(&scored, 0);
+    assert_eq!(p.count("SELECT count(*) FROM scores").await, 1);
+    assert_exit(&status, 1);
+    assert!(stdout(&status).contains("late"), "{}", stdout(&status));
+    assert_exit(&denied, 1);
+    assert!(stderr(&denied).contains(refusal), "{}", stderr(&denied));
+}
+
+#[tokio::test]
+async fn postgres_least_privilege_role_can_run_jobs() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    owner_sets_up(&p).await;
     let role = format!("bst_runner_{}", uuid::Uuid::new_v4().simple());
     // Exactly the grants README.md documents.
     p.execute(&format!(
@@ -233,29 +265,10 @@ async fn postgres_least_privilege_role_can_run_jobs() {
     let url = p
         .url
         .replace("postgres://postgres@", &format!("postgres://{role}@"));
-    let as_role = |args: &[&str]| p.command(args).env("DATABASE_URL", &url).output().unwrap();
-    let scored = as_role(&["run-job", "job", "--at", "2026-01-10T01:00:00Z"]);
-    let status = as_role(&["status"]);
-    // Nothing more: a job whose results table does not exist yet needs CREATE, which it lacks.
-    p.write_job(
-        "other",
-        &JOB.replace("table = \"scores\"", "table = \"other_scores\""),
-    );
-    let denied = as_role(&["run-job", "other", "--at", "2026-01-10T01:00:00Z"]);
+    let runs = run_as_least_privileged(&p, &url);
     p.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await;
-
-    assert_exit(&scored, 0);
-    assert_eq!(p.count("SELECT count(*) FROM scores").await, 1);
-    // The role reads the ledger and claims: `status` answers (the January window is late).
-    assert_exit(&status, 1);
-    assert!(stdout(&status).contains("late"), "{}", stdout(&status));
-    assert_exit(&denied, 1);
-    assert!(
-        stderr(&denied).contains("permission denied"),
-        "{}",
-        stderr(&denied)
-    );
+    assert_least_privilege(&p, runs, "permission denied").await;
 }
 
 async fn current_schema(p: &Project) -> String {
@@ -272,21 +285,7 @@ async fn mysql_least_privilege_user_can_run_jobs() {
     let Some(p) = Project::mysql().await else {
         return;
     };
-    seed(&p).await;
-    p.write_job("job", JOB);
-    // The owner sets up: batchscore's tables and the results table (a first, empty backfill).
-    assert_exit(&p.batchscore(&["migrate"]), 0);
-    assert_exit(
-        &p.batchscore(&[
-            "run-job",
-            "job",
-            "--from",
-            "2020-01-01T00:00:00Z",
-            "--to",
-            "2020-01-01T01:00:00Z",
-        ]),
-        0,
-    );
+    owner_sets_up(&p).await;
     let user = format!(
         "bst_runner_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -324,25 +323,7 @@ async fn mysql_least_privilege_user_can_run_jobs() {
     let mut url = url::Url::parse(&p.url).unwrap();
     url.set_username(&user).unwrap();
     let url = url.to_string();
-    let as_user = |args: &[&str]| p.command(args).env("DATABASE_URL", &url).output().unwrap();
-    let scored = as_user(&["run-job", "job", "--at", "2026-01-10T01:00:00Z"]);
-    let status = as_user(&["status"]);
-    // Nothing more: a job whose results table does not exist yet needs CREATE, which it lacks.
-    p.write_job(
-        "other",
-        &JOB.replace("table = \"scores\"", "table = \"other_scores\""),
-    );
-    let denied = as_user(&["run-job", "other", "--at", "2026-01-10T01:00:00Z"]);
+    let runs = run_as_least_privileged(&p, &url);
     p.execute(&format!("DROP USER '{user}'@'%'")).await;
-
-    assert_exit(&scored, 0);
-    assert_eq!(p.count("SELECT count(*) FROM scores").await, 1);
-    assert_exit(&status, 1);
-    assert!(stdout(&status).contains("late"), "{}", stdout(&status));
-    assert_exit(&denied, 1);
-    assert!(
-        stderr(&denied).contains("command denied"),
-        "{}",
-        stderr(&denied)
-    );
+    assert_least_privilege(&p, runs, "command denied").await;
 }
