@@ -6,9 +6,13 @@
 //! read rows through the dialect's accessors: times are `timestamptz` on PostgreSQL and
 //! fixed-width RFC 3339 text on SQLite, where text order is time order.
 
+use std::future::Future;
+
 use chrono::{DateTime, Utc};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Executor, IntoArguments};
+
+use super::migrate::SchemaSession;
 
 /// A statement parameter, encoded by each dialect in its own types.
 #[derive(Debug, Clone)]
@@ -164,6 +168,12 @@ pub(crate) trait Dialect:
 
     /// A connection, or an open transaction's, as an executor.
     fn on_conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c;
+
+    /// Take the lock under which batchscore's schema is checked and migrated, one process at a
+    /// time (see [`super::migrate`]); waits while another process holds it.
+    fn lock_schema(
+        pool: &sqlx::Pool<Self>,
+    ) -> impl Future<Output = Result<SchemaSession<Self>, sqlx::Error>> + Send;
 }
 
 /// `sql` with `params` bound.

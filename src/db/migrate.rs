@@ -5,13 +5,24 @@
 //! runs it only when something is pending (so a role without CREATE can run jobs), so the check
 //! is made here on every start, and every error reading the migrations table is reported.
 //!
+//! Checking and applying are one critical section ([`migrate`]): processes that start together
+//! on a new database (an Indexed Job's pods, cron beside the daemon) queue on the database's
+//! schema lock ([`Dialect::lock_schema`]), and each checks again once it holds it. So a
+//! migration another process is applying is waited for, never applied twice, and never called
+//! "failed partway" (MySQL records a migration before running it, as `success = FALSE`). The
+//! unlocked look before it only answers "everything is applied, as shipped": anything else is
+//! judged under the lock.
+//!
 //! Applied migrations are never edited: a change to the schema is a new migration. One edit
 //! shipped before this rule was enforced: 0001 once had its status CHECK widened in place, which
 //! migration 0004 now does. Databases that applied the edited 0001 are recognised by its
 //! checksum ([`KNOWN_EDITS`]) and their record is brought back to the file's (0004 then widens
 //! a CHECK that is already wide); any other mismatch is refused.
 
+use std::borrow::Cow;
+
 use anyhow::Context;
+use sqlx::Executor;
 use sqlx::migrate::Migrator;
 
 use super::dialect::{self, Dialect, Param, required};
@@ -49,16 +60,65 @@ struct Applied {
     success: bool,
 }
 
-/// Compare the database's applied migrations with `migrator`'s. Refuses (a configuration
-/// error: a person must look) a migration that failed partway, one this binary does not know (a
-/// newer batchscore migrated the database), and one whose file changed since it was applied.
-/// Repairs the record of a [`KNOWN_EDITS`] checksum.
-pub(crate) async fn check<DB: Dialect>(
+/// Bring batchscore's schema up to date: with nothing pending, only a read; otherwise the check
+/// and the migrations run while this process holds the schema lock. A process that waited there
+/// for another's migrations finds them applied and applies nothing.
+pub(crate) async fn migrate<DB: Dialect>(
     pool: &sqlx::Pool<DB>,
+    migrator: &'static Migrator,
+) -> anyhow::Result<()> {
+    if is_current(&applied(DB::on_pool(pool)).await?, migrator) {
+        return Ok(());
+    }
+    let mut session = DB::lock_schema(pool)
+        .await
+        .context("taking the lock on batchscore's schema (to apply its migrations)")?;
+    let conn = session.conn();
+    let applied = applied(DB::on_conn(&mut *conn)).await?;
+    if check::<DB>(conn, &applied, migrator).await? == Schema::Pending {
+        // The lock is already ours: sqlx's migrator must not take it again (on SQLite it has
+        // none; PostgreSQL's and MySQL's are the same locks, counted per session).
+        let unlocked = Migrator {
+            migrations: Cow::Borrowed(&migrator.migrations),
+            locking: false,
+            ignore_missing: migrator.ignore_missing,
+            no_tx: migrator.no_tx,
+            table_name: migrator.table_name.clone(),
+            create_schemas: migrator.create_schemas.clone(),
+        };
+        unlocked
+            .run_direct(None, &mut *conn, false)
+            .await
+            .map_err(failed)?;
+    }
+    session
+        .release()
+        .await
+        .context("releasing the lock on batchscore's schema")
+}
+
+/// Whether every embedded migration is applied, as shipped, and nothing else is: the one
+/// answer that needs no lock.
+fn is_current(applied: &[Applied], migrator: &Migrator) -> bool {
+    applied.len() == migrator.iter().count()
+        && migrator.iter().all(|m| {
+            applied
+                .iter()
+                .any(|a| a.version == m.version && a.success && a.checksum == *m.checksum)
+        })
+}
+
+/// Compare the database's applied migrations with `migrator`'s, holding the schema lock (so a
+/// row with `success = FALSE` is a migration that really stopped partway). Refuses (a
+/// configuration error: a person must look) a migration that failed partway, one this binary
+/// does not know (a newer batchscore migrated the database), and one whose file changed since
+/// it was applied. Repairs the record of a [`KNOWN_EDITS`] checksum.
+async fn check<DB: Dialect>(
+    conn: &mut DB::Connection,
+    applied: &[Applied],
     migrator: &Migrator,
 ) -> anyhow::Result<Schema> {
-    let applied = applied::<DB>(pool).await?;
-    for row in &applied {
+    for row in applied {
         let Applied {
             version,
             description,
@@ -81,7 +141,7 @@ pub(crate) async fn check<DB: Dialect>(
         }
         let applied_hex = hex(&row.checksum);
         if KNOWN_EDITS.contains(&(*version, applied_hex.as_str())) {
-            repair::<DB>(pool, *version, &row.checksum, &shipped.checksum).await?;
+            repair::<DB>(&mut *conn, *version, &row.checksum, &shipped.checksum).await?;
             tracing::info!(
                 version,
                 "recorded migration {version} under its shipped checksum (its in-place edit is now migration 20261124000004)"
@@ -105,10 +165,12 @@ pub(crate) async fn check<DB: Dialect>(
 }
 
 /// The applied migrations; none when the table does not exist yet (a new database).
-async fn applied<DB: Dialect>(pool: &sqlx::Pool<DB>) -> anyhow::Result<Vec<Applied>> {
+async fn applied<'c, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB>,
+) -> anyhow::Result<Vec<Applied>> {
     let sql =
         "SELECT version, description, checksum, success FROM _sqlx_migrations ORDER BY version";
-    let rows = match dialect::fetch_all(DB::on_pool(pool), sql.to_owned(), vec![]).await {
+    let rows = match dialect::fetch_all(executor, sql.to_owned(), vec![]).await {
         Ok(rows) => rows,
         Err(err) if DB::is_undefined_table(&err) => return Ok(vec![]),
         Err(err) => {
@@ -129,7 +191,7 @@ async fn applied<DB: Dialect>(pool: &sqlx::Pool<DB>) -> anyhow::Result<Vec<Appli
 }
 
 async fn repair<DB: Dialect>(
-    pool: &sqlx::Pool<DB>,
+    conn: &mut DB::Connection,
     version: i64,
     from: &[u8],
     to: &[u8],
@@ -140,14 +202,14 @@ async fn repair<DB: Dialect>(
         Param::from(version),
         Param::Bytes(from.to_vec()),
     ];
-    dialect::execute(DB::on_pool(pool), sql.to_owned(), params)
+    dialect::execute(DB::on_conn(conn), sql.to_owned(), params)
         .await
         .with_context(|| format!("recording migration {version} under its shipped checksum"))?;
     Ok(())
 }
 
 /// Why applying migrations failed, as a configuration error when sqlx's own checks refused them.
-pub(crate) fn failed(err: sqlx::migrate::MigrateError) -> anyhow::Error {
+fn failed(err: sqlx::migrate::MigrateError) -> anyhow::Error {
     use sqlx::migrate::MigrateError;
     match err {
         MigrateError::VersionMismatch(_)
@@ -163,4 +225,33 @@ fn schema_error(problem: String) -> anyhow::Error {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The session in which batchscore's schema is checked and migrated, holding the database's
+/// schema lock until [`SchemaSession::release`]. Dropped without it (an error), the lock goes
+/// too: the transaction rolls back, or the connection closes.
+pub(crate) enum SchemaSession<DB: sqlx::Database> {
+    /// SQLite: a write transaction (`BEGIN IMMEDIATE`), which holds the database's one write
+    /// lock; sqlx applies each migration in a savepoint inside it.
+    Transaction(sqlx::Transaction<'static, DB>),
+    /// A server: a connection of its own (out of the pool) holding sqlx's migration lock
+    /// (PostgreSQL's advisory lock, MySQL's `GET_LOCK`), which ends with the session.
+    Connection(DB::Connection),
+}
+
+impl<DB: sqlx::Database> SchemaSession<DB> {
+    fn conn(&mut self) -> &mut DB::Connection {
+        match self {
+            SchemaSession::Transaction(tx) => tx,
+            SchemaSession::Connection(conn) => conn,
+        }
+    }
+
+    async fn release(self) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        match self {
+            SchemaSession::Transaction(tx) => tx.commit().await,
+            SchemaSession::Connection(conn) => conn.close().await,
+        }
+    }
 }

@@ -115,13 +115,7 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
     /// shipped (see [`migrate`]). With nothing pending it writes nothing, so a role without
     /// CREATE can run jobs.
     fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send {
-        async move {
-            let migrator = Self::migrator();
-            if migrate::check(self.pool(), migrator).await? == migrate::Schema::Current {
-                return Ok(());
-            }
-            migrator.run(self.pool()).await.map_err(migrate::failed)
-        }
+        migrate::migrate(self.pool(), Self::migrator())
     }
 
     /// The source's columns and their kinds. The inner error says what is wrong with the source

@@ -271,3 +271,79 @@ async fn an_unreadable_migrations_table_is_an_error_not_an_empty_one(kind: Kind)
 }
 
 on_all_databases!(an_unreadable_migrations_table_is_an_error_not_an_empty_one);
+
+/// Start `n` copies of the binary with `args` at once, as cron, the daemon and an Indexed Job's
+/// pods do at a first deployment; their outputs, once all have ended.
+fn at_once(p: &Project, args: &[&str], n: usize) -> Vec<std::process::Output> {
+    let children: Vec<std::process::Child> = (0..n)
+        .map(|_| {
+            p.command(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// Rounds of concurrent first starts per test: each round is a new database.
+const ROUNDS: usize = 20;
+
+async fn concurrent_migrates_on_a_new_database_all_succeed(kind: Kind) {
+    for round in 0..ROUNDS {
+        let Some(p) = Project::new(kind).await else {
+            return;
+        };
+        for out in at_once(&p, &["migrate"], 8) {
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}: every concurrent migrate succeeds\n{}",
+                stderr(&out)
+            );
+        }
+        let applied = applied(&p).await;
+        assert_eq!(applied.len(), shipped(kind), "round {round}: {applied:?}");
+        assert!(applied.iter().all(|(_, _, ok)| *ok), "{applied:?}");
+    }
+}
+
+on_all_databases!(concurrent_migrates_on_a_new_database_all_succeed);
+
+async fn concurrent_first_runs_on_a_new_database_score_once(kind: Kind) {
+    for round in 0..ROUNDS {
+        let Some(p) = Project::new(kind).await else {
+            return;
+        };
+        p.seed_synthetic(3_000).await;
+        p.write_job("job", &job("all"));
+        let outs = at_once(&p, &["run-job", "job", "--at", &at(21)], 8);
+        for out in &outs {
+            let code = out.status.code();
+            assert!(
+                code == Some(0) || code == Some(75),
+                "round {round}: exit {code:?}, expected 0 or 75\n{}",
+                stderr(out)
+            );
+        }
+        assert!(
+            outs.iter().any(|o| stdout(o).contains("scored 1000 rows")),
+            "round {round}: one run scored the window"
+        );
+        let scored: Vec<i64> = crate::windows::predictions(&p).await.into_keys().collect();
+        assert_eq!(scored, crate::windows::keys(10, 20), "round {round}");
+        assert_eq!(
+            p.count("SELECT count(*) FROM batchscore_runs WHERE status = 'succeeded'")
+                .await,
+            1,
+            "round {round}: the window was committed once"
+        );
+        assert_eq!(p.watermark("job").await.as_deref(), Some(ts(20).as_str()));
+    }
+}
+
+on_all_databases!(concurrent_first_runs_on_a_new_database_score_once);

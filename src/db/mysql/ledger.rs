@@ -145,6 +145,32 @@ impl Dialect for MySql {
     ) -> impl sqlx::Executor<'c, Database = MySql> + 'c {
         conn
     }
+
+    /// A named lock of batchscore's own, per database, on a connection out of the pool. Not
+    /// sqlx's: it asks `GET_LOCK(…, -1)`, which MariaDB answers at once with NULL (a negative
+    /// timeout is MySQL's "forever"), so concurrent migrations ran unlocked there. This waits a
+    /// second at a time, checking each answer, so the caller's deadline can end the wait.
+    async fn lock_schema(
+        pool: &sqlx::Pool<MySql>,
+    ) -> Result<crate::db::migrate::SchemaSession<MySql>, sqlx::Error> {
+        let mut conn = pool.acquire().await?.detach();
+        loop {
+            let taken: Option<i64> = sqlx::query_scalar(
+                "SELECT GET_LOCK(CONCAT('batchscore_schema:', MD5(DATABASE())), 1)",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            match taken {
+                Some(1) => return Ok(crate::db::migrate::SchemaSession::Connection(conn)),
+                Some(_) => continue, // another process migrates: wait on
+                None => {
+                    return Err(sqlx::Error::Protocol(
+                        "GET_LOCK on batchscore's schema lock answered NULL".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

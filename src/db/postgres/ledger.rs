@@ -73,4 +73,19 @@ impl Dialect for Postgres {
     ) -> impl sqlx::Executor<'c, Database = Postgres> + 'c {
         conn
     }
+
+    /// sqlx's migration lock (the advisory lock `sqlx migrate run` takes too), on a connection
+    /// out of the pool: the lock is the session's, so it ends with the connection, however this
+    /// process ends.
+    async fn lock_schema(
+        pool: &sqlx::Pool<Postgres>,
+    ) -> Result<crate::db::migrate::SchemaSession<Postgres>, sqlx::Error> {
+        use sqlx::migrate::{Migrate, MigrateError};
+        let mut conn = pool.acquire().await?.detach();
+        conn.lock().await.map_err(|e| match e {
+            MigrateError::Execute(e) => e,
+            other => sqlx::Error::Migrate(Box::new(other)),
+        })?;
+        Ok(crate::db::migrate::SchemaSession::Connection(conn))
+    }
 }

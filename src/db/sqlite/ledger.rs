@@ -90,6 +90,14 @@ impl Dialect for Sqlite {
     ) -> impl sqlx::Executor<'c, Database = Sqlite> + 'c {
         conn
     }
+
+    async fn lock_schema(
+        pool: &sqlx::Pool<Sqlite>,
+    ) -> Result<crate::db::migrate::SchemaSession<Sqlite>, sqlx::Error> {
+        // The database's one write lock, taken up front (waiting out the busy timeout).
+        let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(crate::db::migrate::SchemaSession::Transaction(tx))
+    }
 }
 
 #[cfg(test)]
