@@ -9,7 +9,7 @@ use chrono::Utc;
 use super::keeper::Keeper;
 use super::pipeline::{BadRowCounts, run_pipeline};
 use super::progress::{Progress, WindowProgress};
-use super::{Advance, CLEANUP_DEADLINE, WindowSummary, job_label};
+use super::{Advance, WindowSummary, job_label};
 use crate::claim::{Claim, Lost};
 use crate::db::reference::reference_for;
 use crate::db::{Backend, Replace, WindowTx, within};
@@ -84,7 +84,15 @@ pub(super) async fn run_window<B: Backend>(
     };
     match scored {
         Ok(()) => Ok(committed(record, scope, tally)),
-        Err(err) => Err(failed(db, job, record, window, err, tally).await),
+        Err(err) => Err(failed(
+            db,
+            job,
+            record,
+            (window, keeper.claim().lease()),
+            err,
+            tally,
+        )
+        .await),
     }
 }
 
@@ -113,12 +121,15 @@ fn committed(record: RunRecord, scope: Scope, tally: &mut Tally) -> WindowSummar
     }
 }
 
-/// Count a failed window and record it in the ledger (best effort); the error to stop with.
+/// Count a failed window and record in the ledger why it failed; the error to stop with. The
+/// record has the lease to be written, like any other wait on the database, so a run stopped by
+/// a signal on a busy machine still says why before it exits. If the database cannot take it,
+/// the row stays `running` and the next run marks it abandoned.
 async fn failed<B: Backend>(
     db: &B,
     job: &PreparedJob,
     mut record: RunRecord,
-    window: Window,
+    (window, deadline): (Window, std::time::Duration),
     err: anyhow::Error,
     tally: &mut Tally,
 ) -> anyhow::Error {
@@ -134,10 +145,10 @@ async fn failed<B: Backend>(
     record.rows_skipped = 0;
     record.finished_at = Some(Utc::now());
     record.error = Some(format!("{err:#}"));
-    let recorded =
-        tokio::time::timeout(CLEANUP_DEADLINE, db.record_run(&record, Replace::IfRunning)).await;
-    if !matches!(recorded, Ok(Ok(()))) {
+    let recording = db.record_run(&record, Replace::IfRunning);
+    if let Err(error) = within(deadline, "recording the failure", recording).await {
         tracing::warn!(
+            error = %format!("{error:#}"),
             "could not record the failure in the ledger; the next run marks it abandoned"
         );
     }
