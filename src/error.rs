@@ -79,6 +79,16 @@ pub enum Contention {
         waited.as_secs()
     )]
     DatabaseLocked { job: String, waited: Duration },
+    /// A backfill of every shard found some held by other runs: it scored the others, and the
+    /// range of these is still to do.
+    #[error(
+        "job `{job}`: the backfill of {range} left shard(s) {shards} to the runs that hold them, so their part of the range was not re-scored; run the backfill again, or with --shard for each"
+    )]
+    ShardsLeft {
+        job: String,
+        range: String,
+        shards: String,
+    },
 }
 
 impl Contention {

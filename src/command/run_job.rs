@@ -92,6 +92,9 @@ async fn run_with<B: Backend>(
         let name = run::job_label(&job.spec.name, *shard);
         println!("{name}: left to the run that holds it");
     }
+    if let Some(left) = summary.left_shards(&job.spec.name, request) {
+        return Err(left.into());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

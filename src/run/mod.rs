@@ -186,8 +186,37 @@ pub async fn run_job<B: Backend>(
         return Err(err);
     }
     match busy {
-        Some(err) if summary.runs.is_empty() => Err(err),
+        // A backfill reports the shards it left, whether or not it ran others.
+        Some(err)
+            if summary.runs.is_empty() && !matches!(request, WindowRequest::Backfill { .. }) =>
+        {
+            Err(err)
+        }
         _ => Ok(summary),
+    }
+}
+
+impl JobSummary {
+    /// A backfill is asked for a range, so for every shard of it: the error naming the shards
+    /// it left to other runs (exit 75), if any. A scheduled run leaves them to their holders,
+    /// which score the same windows.
+    pub fn left_shards(&self, job: &str, request: WindowRequest) -> Option<Contention> {
+        let WindowRequest::Backfill { from, to } = request else {
+            return None;
+        };
+        if self.passed_over.is_empty() {
+            return None;
+        }
+        let shards: Vec<String> = self.passed_over.iter().map(Shard::to_string).collect();
+        Some(Contention::ShardsLeft {
+            job: job.to_owned(),
+            range: Window {
+                start: from,
+                end: to,
+            }
+            .to_string(),
+            shards: shards.join(", "),
+        })
     }
 }
 

@@ -580,3 +580,47 @@ async fn a_run_of_every_shard_leaves_held_shards_to_their_holders() {
     let out = p.batchscore(&["run-job", "job", "--at", &at(41)]);
     assert_exit(&out, 75);
 }
+
+/// A backfill is asked for a range, so for every shard: one it finds held by a scheduled run is
+/// not silently passed over (its part of the range would never be re-scored), but named, with
+/// exit 75; run again once the holder is done, it covers that shard.
+#[tokio::test]
+async fn a_backfill_of_every_shard_names_the_shards_it_left() {
+    let p = Project::sqlite().await;
+    p.seed_synthetic(6_000).await;
+    p.write_job("job", &sharded(3, "sharded_results"));
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    hold_shard(&p, "job", 1).await;
+
+    let out = p.batchscore(&["run-job", "job", "--from", &at(0), "--to", &at(30)]);
+    assert_exit(&out, 75);
+    let err = stderr(&out);
+    assert!(
+        err.contains("left shard(s) 1/3 to the runs that hold them"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("job (shard 1/3): left to the run that holds it"));
+    let scored = |rows: BTreeMap<String, (i64, f64, i64)>| -> BTreeSet<i64> {
+        rows.keys().map(|k| k.parse().unwrap()).collect()
+    };
+    let first = scored(results(&p, "sharded_results").await);
+    let all: BTreeSet<i64> = (0..3000).collect();
+    assert!(
+        first.len() < all.len() && !first.is_empty(),
+        "{}",
+        first.len()
+    );
+
+    // Every shard held: still named, still 75.
+    hold_shard(&p, "job", 0).await;
+    hold_shard(&p, "job", 2).await;
+    let out = p.batchscore(&["run-job", "job", "--from", &at(0), "--to", &at(30)]);
+    assert_exit(&out, 75);
+    assert!(stderr(&out).contains("left shard(s)"), "{}", stderr(&out));
+
+    // The holders are done: the backfill covers the range.
+    p.execute("DELETE FROM batchscore_claims").await;
+    let out = p.batchscore(&["run-job", "job", "--from", &at(0), "--to", &at(30)]);
+    assert_exit(&out, 0);
+    assert_eq!(scored(results(&p, "sharded_results").await), all);
+}
