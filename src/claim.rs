@@ -68,9 +68,47 @@ pub struct Holder {
 
 impl Holder {
     /// Whether a holder is certainly gone: its lease lapsed, or it ran on this host and its
-    /// process no longer exists.
+    /// process no longer exists, or it is this process and no run of it holds the claim (a
+    /// daemon whose release of it failed: its next tick takes it back instead of waiting out
+    /// the lease).
     pub fn is_gone(&self, now: DateTime<Utc>, this_host: &str) -> bool {
-        self.expires_at <= now || (self.host == this_host && !process_alive(self.pid))
+        let local = self.host == this_host;
+        let ours = local && self.pid == i64::from(std::process::id());
+        self.expires_at <= now
+            || (local && !process_alive(self.pid))
+            || (ours && !HeldHere::holds(&self.claim_id))
+    }
+}
+
+/// The claims a run of this process is taking or holding now, by claim id: while one is
+/// registered, [`Holder::is_gone`] does not call this process's row of it gone.
+pub struct HeldHere(String);
+
+static HELD_HERE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl HeldHere {
+    /// Register `claim` until the guard is dropped.
+    pub fn register(claim: &Claim) -> HeldHere {
+        let id = claim.claim_id.clone();
+        HELD_HERE.lock().expect("not poisoned").push(id.clone());
+        HeldHere(id)
+    }
+
+    fn holds(claim_id: &str) -> bool {
+        HELD_HERE
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|id| id == claim_id)
+    }
+}
+
+impl Drop for HeldHere {
+    fn drop(&mut self) {
+        HELD_HERE
+            .lock()
+            .expect("not poisoned")
+            .retain(|id| *id != self.0);
     }
 }
 
@@ -151,10 +189,14 @@ mod tests {
             claimed_at: now,
             expires_at,
         };
-        let me = i64::from(std::process::id());
+        // Another live process of this host (init).
+        let other = 1;
         let later = now + TimeDelta::minutes(5);
-        assert!(!holder("here", me, later).is_gone(now, "here"));
-        assert!(holder("here", me, now).is_gone(now, "here"), "lease lapsed");
+        assert!(!holder("here", other, later).is_gone(now, "here"));
+        assert!(
+            holder("here", other, now).is_gone(now, "here"),
+            "lease lapsed"
+        );
         assert!(
             holder("here", i64::from(i32::MAX), later).is_gone(now, "here"),
             "no such pid"
@@ -162,6 +204,29 @@ mod tests {
         assert!(
             !holder("there", i64::from(i32::MAX), later).is_gone(now, "here"),
             "pids of other hosts are not ours to check"
+        );
+    }
+
+    #[test]
+    fn this_processs_claim_is_gone_once_no_run_of_it_holds_it() {
+        let now = Utc::now();
+        let claim = Claim::new("job", Shard { index: 0, count: 1 }, TimeDelta::minutes(1));
+        let holder = Holder {
+            claim_id: claim.claim_id.clone(),
+            host: "here".into(),
+            pid: i64::from(std::process::id()),
+            claimed_at: now,
+            expires_at: now + TimeDelta::minutes(5),
+        };
+        let held = HeldHere::register(&claim);
+        assert!(
+            !holder.is_gone(now, "here"),
+            "a run of this process holds it"
+        );
+        drop(held);
+        assert!(
+            holder.is_gone(now, "here"),
+            "left behind by a failed release"
         );
     }
 }

@@ -7,14 +7,18 @@ use crate::daemon::{self, Controls, DaemonOptions};
 use crate::{db, with_backend};
 
 pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCode> {
-    // No wait on the database outlasts the lease (see `db::Limits`).
-    let db = db::connect_with(&global.database_url, db::Limits::for_lease(args.lease)).await?;
+    let max_concurrent = args
+        .max_concurrent
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    // No wait on the database outlasts the lease, and the pool has room for every run at once
+    // (see `db::Limits`).
+    let limits = db::Limits::for_lease(args.lease).for_runs(max_concurrent);
+    let db = db::connect_with(&global.database_url, limits).await?;
     let options = DaemonOptions {
         jobs_dir: global.jobs_dir.clone(),
         strict: args.strict,
-        max_concurrent: args
-            .max_concurrent
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        max_concurrent,
         shutdown_grace: args.shutdown_grace,
         listen: args.listen,
         lease: args.lease,

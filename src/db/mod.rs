@@ -46,8 +46,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a SQLite run waits for another connection's write lock.
 const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long any one wait on the database may last. Runs derive it from their lease, so a silent
-/// database or a frozen peer holds a run up for about one lease, not forever.
+/// How long any one wait on the database may last, and how many connections a process keeps.
+/// Runs derive the waits from their lease, so a silent database or a frozen peer holds a run up
+/// for about one lease, not forever.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connecting, or getting a pooled connection.
@@ -55,6 +56,8 @@ pub struct Limits {
     /// SQLite: waiting for another connection's write lock. Shorter than the lease, so the wait
     /// ends as "locked" (exit 75), not as an unanswered step.
     pub busy: Duration,
+    /// The pool's size: see [`Limits::for_runs`].
+    pub connections: u32,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
         Limits {
             connect: CONNECT_TIMEOUT,
             busy: MAX_BUSY_TIMEOUT,
+            connections: Limits::connections_for(1),
         }
     }
 }
@@ -73,7 +77,25 @@ impl Limits {
         Limits {
             connect: CONNECT_TIMEOUT.min(lease),
             busy: MAX_BUSY_TIMEOUT.min(lease / 2),
+            ..Limits::default()
         }
+    }
+
+    /// Room in the pool for `runs` runs at once (the daemon's `--max-concurrent`). A window
+    /// holds two pooled connections from its start to its commit, its reader's and its
+    /// transaction's, and writes to the ledger beside them on a third; with fewer, runs at once
+    /// each hold one and wait for their second until they time out. (PostgreSQL and MySQL
+    /// claims hold a connection of their own, outside the pool.)
+    pub fn for_runs(self, runs: usize) -> Limits {
+        Limits {
+            connections: Limits::connections_for(runs),
+            ..self
+        }
+    }
+
+    fn connections_for(runs: usize) -> u32 {
+        let runs = u32::try_from(runs.max(1)).unwrap_or(u32::MAX / 4);
+        (2 * runs + 2).max(4)
     }
 }
 

@@ -34,7 +34,7 @@ pub use self::progress::Progress;
 
 use self::keeper::Keeper;
 use self::window::{Scope, run_window};
-use crate::claim::{Claim, ClaimOutcome, Lost};
+use crate::claim::{Claim, ClaimOutcome, HeldHere, Lost};
 use crate::db::{Backend, Replace, within};
 use crate::error::{ConfigError, Contention, Interrupted};
 use crate::job::PreparedJob;
@@ -290,6 +290,8 @@ async fn claim_and_run<B: Backend>(
 ) -> anyhow::Result<RunSummary> {
     let name = &job.spec.name;
     let claim = Claim::new(name, shard, lease);
+    // Until the claim is released (or its release failed), its row is this run's.
+    let _held = HeldHere::register(&claim);
     let claimed = within(claim.lease(), "the claim", db.claim(&claim)).await?;
     let lock = match claimed {
         ClaimOutcome::Acquired(lock) => lock,

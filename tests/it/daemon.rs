@@ -605,3 +605,36 @@ async fn invalid_jobs_are_reported_and_strict_refuses_them() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("no valid job"), "{}", stderr(&out));
 }
+
+/// Six jobs whose first windows run at once, each reading its window in small chunks, under
+/// `--max-concurrent 6`: every window holds its reader's connection and its transaction's, so
+/// a pool sized for one run starved them (each writer waited for a connection until "pool timed
+/// out", and the release that followed left the claim held). The pool is sized from the
+/// concurrency: every window commits, none fails.
+async fn concurrent_runs_do_not_starve_the_pool(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    create_readings(&p).await;
+    seed_last_hour(&p, 6_000).await;
+    let jobs: Vec<String> = (0..6).map(|i| format!("j{i}")).collect();
+    for name in &jobs {
+        p.write_job(name, &job(&format!("scores_{name}"), "1h", 50));
+    }
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    let daemon = start_daemon(&p, &["--max-concurrent", "6"]);
+    for name in &jobs {
+        wait_for_windows(&p, name, 1, 90).await;
+    }
+    let (code, log) = stop_daemon(daemon, Duration::from_secs(30));
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("pool timed out"), "{log}");
+    assert_eq!(
+        p.count("SELECT count(*) FROM batchscore_runs WHERE status = 'failed'")
+            .await,
+        0,
+        "{log}"
+    );
+}
+
+on_all_databases!(concurrent_runs_do_not_starve_the_pool);

@@ -77,7 +77,7 @@ impl MySqlBackend {
             // Streaming a window is a long statement by design, not a slow one worth a warning.
             .disable_statement_logging();
         let pool = MySqlPoolOptions::new()
-            .max_connections(4)
+            .max_connections(limits.connections)
             .acquire_timeout(limits.connect)
             .after_connect(|conn, _| Box::pin(init_session(conn)))
             .connect_with(options.clone())

@@ -46,7 +46,7 @@ impl PostgresBackend {
             // Streaming a window is a long statement by design, not a slow one worth a warning.
             .disable_statement_logging();
         let pool = PgPoolOptions::new()
-            .max_connections(4)
+            .max_connections(limits.connections)
             .acquire_timeout(limits.connect)
             .connect_with(options.clone())
             .await?;

@@ -64,7 +64,7 @@ impl SqliteBackend {
             // Streaming a window is a long statement by design, not a slow one worth a warning.
             .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(limits.connections)
             .acquire_timeout(limits.connect)
             // The shard hash of text keys, on every connection (see `read::register_functions`).
             .after_connect(|conn, _| {
