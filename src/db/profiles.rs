@@ -95,8 +95,11 @@ fn value_rows(count: usize, width: usize) -> String {
 }
 
 /// Write a committed window's profile, in the window's transaction. Profiles of the shard's
-/// earlier windows that overlap this one (a backfill scoring a range again) are replaced: each
-/// range is profiled once, as last scored.
+/// earlier windows inside this one (a backfill scoring a range again) are replaced: each range
+/// is profiled once, as last scored. A neighbour that only overlaps it (an unaligned backfill,
+/// or windows planned after `watermark set`) is kept: deleting it would drop its rows outside
+/// this window from every reference, while keeping it counts the overlap twice, which a
+/// reference's quantiles and rates barely notice.
 pub(crate) async fn record_profile<DB: Dialect>(
     conn: &mut DB::Connection,
     run_id: &str,
@@ -107,13 +110,13 @@ pub(crate) async fn record_profile<DB: Dialect>(
 ) -> anyhow::Result<()> {
     dialect::execute(
         DB::on_conn(conn),
-        "DELETE FROM batchscore_profiles WHERE job = $1 AND shard = $2 AND window_start < $3 AND window_end > $4"
+        "DELETE FROM batchscore_profiles WHERE job = $1 AND shard = $2 AND window_start >= $3 AND window_end <= $4"
             .to_owned(),
         vec![
             job.into(),
             i64::from(shard.index).into(),
-            window.end.into(),
             window.start.into(),
+            window.end.into(),
         ],
     )
     .await

@@ -621,3 +621,41 @@ async fn a_profile_lives_and_dies_with_its_window(kind: Kind) {
 }
 
 on_all_databases!(a_profile_lives_and_dies_with_its_window);
+
+/// An unaligned backfill replaces the profiles of the windows inside its range, and keeps its
+/// neighbours' that only overlap it: their rows outside the backfill stay in the reference.
+async fn an_unaligned_backfill_keeps_its_neighbours_profiles(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(4_000).await;
+    p.write_job("job", &crate::windows::job("all"));
+    let at = crate::windows::at;
+    assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(31)]), 0);
+    let temperature_rows =
+        "SELECT sum(row_count) FROM batchscore_profiles WHERE column_name = 'temperature'"
+            .to_owned();
+    let summed = |sql: String| {
+        let p = &p;
+        async move {
+            p.count(&format!("SELECT CAST(({sql}) AS {})", p.kind.bigint()))
+                .await
+        }
+    };
+    assert_eq!(summed(temperature_rows.clone()).await, 3_000);
+
+    // [5m, 15m) overlaps [0, 10m) and [10m, 20m), contains neither.
+    let backfill = ["run-job", "job", "--from", &at(5), "--to", &at(15)];
+    assert_exit(&p.batchscore(&backfill), 0);
+    assert_eq!(
+        summed(temperature_rows.clone()).await,
+        4_000,
+        "the neighbours keep their 2,000 rows; the backfill adds its 1,000"
+    );
+    // The same backfill again replaces its own profile, not adds a second.
+    assert_exit(&p.batchscore(&backfill), 0);
+    assert_eq!(summed(temperature_rows).await, 4_000);
+}
+
+on_all_databases!(an_unaligned_backfill_keeps_its_neighbours_profiles);
