@@ -330,8 +330,32 @@ pub fn load_job(jobs_dir: &Path, name: &str) -> Result<JobSpec, ConfigError> {
     }
 }
 
+/// The longest job name, in characters: what batchscore's tables hold on MySQL (`VARCHAR(64)`),
+/// where a longer name was cut short silently, leaving the job busy forever on its own claim.
+pub const MAX_JOB_NAME: usize = 64;
+
+/// A job's name (its file's name without `.toml`) is stored in batchscore's tables and in
+/// metric labels: at most [`MAX_JOB_NAME`] characters, none of them control characters.
+fn check_job_name(name: &str) -> Result<(), String> {
+    let length = name.chars().count();
+    if length > MAX_JOB_NAME {
+        return Err(format!(
+            "the job's name (its file name) is {length} characters long, more than the \
+             {MAX_JOB_NAME} batchscore's tables hold: rename the file"
+        ));
+    }
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(
+            "the job's name (its file name) must be non-empty and free of control characters"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
 /// Parse a job file's text. `model_base` is where relative model paths start.
 pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, String> {
+    check_job_name(name)?;
     // toml's message already names the line and column and quotes the offending text.
     let file: JobFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
 

@@ -373,3 +373,42 @@ async fn a_database_that_does_not_exist_is_a_configuration_error(kind: Kind) {
 }
 
 on_all_databases!(a_database_that_does_not_exist_is_a_configuration_error: postgres, mysql);
+
+/// A job's name is its file's name, and batchscore's tables hold 64 characters of it (MySQL's
+/// `VARCHAR(64)`, which cut a longer one short silently: the job was then busy forever on its
+/// own claim). A longer name is refused naming the file; 64 characters run.
+async fn a_job_name_longer_than_the_tables_hold_is_refused(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(3_000).await;
+    let job = crate::windows::job("all");
+    let longest = "é".repeat(64);
+    let longer = format!("{longest}x");
+    p.write_job(&longest, &job);
+    let path = p.write_job(&longer, &job);
+    for args in [&["jobs", "validate", &longer][..], &["run-job", &longer]] {
+        let out = p.batchscore(args);
+        assert_exit(&out, 2);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            text.contains(&path.display().to_string())
+                && text.contains("65 characters long, more than the 64"),
+            "{text}"
+        );
+    }
+    assert!(p.runs().await.is_empty(), "nothing is recorded");
+    let at = crate::windows::at(21);
+    for _ in 0..2 {
+        assert_exit(&p.batchscore(&["run-job", &longest, "--at", &at]), 0);
+    }
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM batchscore_runs WHERE job = '{longest}' AND status = 'succeeded'"
+        ))
+        .await,
+        1
+    );
+}
+
+on_all_databases!(a_job_name_longer_than_the_tables_hold_is_refused);
