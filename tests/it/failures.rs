@@ -621,3 +621,76 @@ async fn sqlite_write_lock_held_by_another_writer_exits_75_after_the_busy_timeou
         0,
     );
 }
+
+/// A source read that waits for a lock (here an application's: a PostgreSQL advisory lock the
+/// job's query takes, a MySQL table locked with LOCK TABLES) ends within the lease, as every
+/// other wait does: the run fails (exit 1) naming the lock wait, writes nothing, and the next
+/// run scores the window. Before, the keeper's heartbeat kept the claim alive and the read
+/// waited forever.
+async fn a_source_read_waiting_on_a_lock_ends_within_the_lease(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(3_000).await;
+    let (job, lock, unlock, message) = match kind {
+        Kind::Postgres => (
+            job("all").replace(
+                "table = \"sensor_readings\"",
+                "query = \"SELECT * FROM sensor_readings WHERE pg_advisory_xact_lock_shared(4242)::text = ''\"",
+            ),
+            "SELECT pg_advisory_lock(4242)",
+            "SELECT pg_advisory_unlock(4242)",
+            "lock timeout",
+        ),
+        Kind::Mysql => (
+            job("all"),
+            "LOCK TABLES sensor_readings WRITE",
+            "UNLOCK TABLES",
+            "Lock wait timeout",
+        ),
+        Kind::Sqlite => unreachable!("a SQLite reader never waits on a writer (WAL)"),
+    };
+    p.write_job("job", &job);
+    assert_exit(&p.batchscore(&["migrate"]), 0);
+    // The application's session, holding the lock.
+    let mut app = p.pool.acquire().await.unwrap();
+    sqlx::raw_sql(lock).execute(&mut *app).await.unwrap();
+    let started = Instant::now();
+    let mut child = p
+        .command(&["run-job", "job", "--at", &at(21), "--lease", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waited_on = child.try_wait().unwrap().is_none();
+    if waited_on {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    // Unlocked before any assertion, or the project's clean-up would wait on the lock too.
+    sqlx::raw_sql(unlock).execute(&mut *app).await.unwrap();
+    drop(app);
+    assert!(
+        !waited_on,
+        "the read still waited after 40 s with a 3 s lease"
+    );
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains(message), "{}", stderr(&out));
+    assert!(predictions(&p).await.is_empty(), "nothing written");
+    assert_eq!(
+        ledger(&p)
+            .await
+            .iter()
+            .map(|r| r.2.as_str())
+            .collect::<Vec<_>>(),
+        ["failed"]
+    );
+    // The lock gone, the next run scores the window.
+    assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(21)]), 0);
+    assert_eq!(predictions(&p).await.len(), 1000);
+}
+
+on_all_databases!(a_source_read_waiting_on_a_lock_ends_within_the_lease: postgres, mysql);

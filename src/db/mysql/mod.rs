@@ -61,6 +61,18 @@ async fn init_session(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// For a window's session (closed with the window): no wait for a row lock or a table's
+/// metadata lock, and no idle spell, lasts longer than the claim's lease.
+async fn bound_lock_waits(conn: &mut MySqlConnection, claim: &Claim) -> Result<(), sqlx::Error> {
+    let seconds = claim.lease().as_secs().max(1);
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "SET SESSION innodb_lock_wait_timeout = {seconds}, SESSION lock_wait_timeout = {seconds}, \
+         SESSION wait_timeout = {seconds}"
+    )))
+    .await?;
+    Ok(())
+}
+
 impl MySqlBackend {
     /// `mysql://…` (or `mariadb://…`, the same driver).
     pub async fn connect(url: &str, limits: Limits) -> Result<Self, sqlx::Error> {

@@ -190,6 +190,12 @@ impl MySqlBackend {
             .await
             .context("reading the window's rows")?;
         conn.close_on_drop();
+        // No wait for a lock outlasts the lease (the keeper's heartbeat keeps the claim alive
+        // meanwhile): a table's metadata lock (an ALTER TABLE), or rows a query of the job's
+        // locks.
+        super::bound_lock_waits(&mut conn, claim)
+            .await
+            .context("reading the window's rows")?;
         // Tag the session, so a run that takes the job over can end it (see `claim`).
         sqlx::query("SELECT GET_LOCK(?, 0)")
             .bind(&super::claim::session_tags(&claim.claim_id)[0])

@@ -36,7 +36,7 @@ pub struct MySqlTx {
 
 impl MySqlBackend {
     /// Open the window's transaction on a connection of its own, closed when the window ends
-    /// (its session settings die with it). For this session only: no row-lock wait, and no idle
+    /// (its session settings die with it). For this session only: no lock wait, and no idle
     /// spell, lasts longer than the lease, so a frozen holder's session is ended by the server
     /// and its locks freed within a lease.
     pub(super) async fn open(&self, claim: &Claim) -> anyhow::Result<MySqlTx> {
@@ -46,13 +46,9 @@ impl MySqlBackend {
             .await
             .context("opening the window's transaction")?;
         conn.close_on_drop();
-        let seconds = claim.lease().as_secs().max(1);
-        sqlx::query(AssertSqlSafe(format!(
-            "SET SESSION innodb_lock_wait_timeout = {seconds}, SESSION wait_timeout = {seconds}"
-        )))
-        .execute(&mut *conn)
-        .await
-        .context("opening the window's transaction")?;
+        super::bound_lock_waits(&mut conn, claim)
+            .await
+            .context("opening the window's transaction")?;
         // Tag the session, so a run that takes the job over can end it (see `claim`).
         sqlx::query("SELECT GET_LOCK(?, 0)")
             .bind(&super::claim::session_tags(&claim.claim_id)[1])

@@ -184,11 +184,16 @@ impl PostgresBackend {
         // overlap and the writer's fast path (see `keys_absent` in `write`) is lost; and the
         // client, not the scan, sets the pace. A shard's condition on the key, which the planner
         // takes for very selective, would otherwise make most shard reads parallel.
+        // And no wait for a lock (an application's ALTER TABLE or LOCK TABLE, a query of the
+        // job's that locks) outlasts the lease: the keeper's heartbeat keeps the claim alive
+        // meanwhile, so without it a blocked read waited forever.
         sqlx::query(
             "SELECT set_config('application_name', $1, false), \
-             set_config('max_parallel_workers_per_gather', '0', false)",
+             set_config('max_parallel_workers_per_gather', '0', false), \
+             set_config('lock_timeout', $2, false)",
         )
         .bind(session_tag(&claim.claim_id))
+        .bind(claim.lease().as_millis().max(1).to_string())
         .execute(&mut *conn)
         .await
         .context("reading the window's rows")?;
