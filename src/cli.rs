@@ -7,9 +7,12 @@ use std::path::PathBuf;
 const EXIT_CODES: &str = "\
 Exit codes:
   0   success (also when no window was due or it held no rows)
-  1   the run failed; nothing of the failing window was written
-  2   usage or configuration error (job file, model, schema, database unreachable)
-  75  the job is busy (another run holds it) or another run committed the window first
+  1   the run failed, or the database is down, unreachable, out of connections or silent
+      (a later run may succeed); nothing of the failing window was written
+  2   usage or configuration error (job file, model, schema, database URL, credentials or
+      name, a certificate that does not verify): fix it first
+  75  the job is busy (another run holds it), another run committed the window first, or a
+      backfill left shards that other runs held
   130 interrupted by SIGINT, 143 by SIGTERM; the open window was rolled back";
 
 #[derive(Debug, Parser)]

@@ -606,6 +606,29 @@ pub async fn connect_with(url: &str, limits: Limits) -> anyhow::Result<Database>
     }
 }
 
+/// The pool, or why its first connection failed. sqlx retries a refused connection until its
+/// acquire timeout (the server may be starting), then says only "pool timed out"; so once the
+/// pool has taken longer than a healthy server does, one attempt beside it says why at once: a
+/// refused connection is reported as refused, in a fraction of a second, and the next run tries
+/// again. A server that answers it lets the pool go on.
+async fn first_connection<P, C>(
+    pool: impl Future<Output = Result<P, sqlx::Error>>,
+    probe: impl Future<Output = Result<C, sqlx::Error>>,
+) -> Result<P, sqlx::Error> {
+    const HEALTHY: Duration = Duration::from_millis(250);
+    let mut pool = std::pin::pin!(pool);
+    if let Ok(connected) = tokio::time::timeout(HEALTHY, &mut pool).await {
+        return connected;
+    }
+    tokio::select! {
+        connected = &mut pool => connected,
+        probed = probe => match probed {
+            Err(why) => Err(why),
+            Ok(_) => pool.await,
+        },
+    }
+}
+
 /// A CA, certificate or key file the URL (or PostgreSQL's `PGSSL*` variables) names that cannot
 /// be read. The driver would report it as an I/O error, which reads like a network failure
 /// (exit 1, retried); it is a setting to fix. Not checked where the URL turns TLS off.

@@ -92,8 +92,8 @@ impl MySqlBackend {
             .max_connections(limits.connections)
             .acquire_timeout(limits.connect)
             .after_connect(|conn, _| Box::pin(init_session(conn)))
-            .connect_with(options.clone())
-            .await?;
+            .connect_with(options.clone());
+        let pool = super::first_connection(pool, options.connect()).await?;
         Ok(MySqlBackend {
             pool,
             options: Arc::new(options),
@@ -103,14 +103,18 @@ impl MySqlBackend {
 }
 
 /// Whether an error may go away by itself: the network, a timeout, a server that is starting,
-/// shutting down or out of connections, a lock wait that timed out, a deadlock, a session
-/// ended by the server (SQLSTATE class 08, and MySQL's error numbers for the rest).
+/// shutting down or out of connections (for everyone: 1040; for the account: 1203
+/// `max_user_connections`, 1226 its resource limits), a lock wait that timed out, a deadlock, a
+/// session ended by the server (SQLSTATE class 08, and MySQL's error numbers for the rest).
 pub fn is_transient(err: &sqlx::Error) -> bool {
     super::is_transient_io(err)
         || matches!(err, sqlx::Error::Database(db)
         if db.code().is_some_and(|code| code.starts_with("08"))
             || db.try_downcast_ref::<MySqlDatabaseError>().is_some_and(|e| {
-                matches!(e.number(), 1040 | 1053 | 1205 | 1213 | 1317 | 1927 | 1969 | 3024)
+                matches!(
+                    e.number(),
+                    1040 | 1053 | 1203 | 1205 | 1213 | 1226 | 1317 | 1927 | 1969 | 3024
+                )
             }))
 }
 

@@ -48,8 +48,8 @@ impl PostgresBackend {
         let pool = PgPoolOptions::new()
             .max_connections(limits.connections)
             .acquire_timeout(limits.connect)
-            .connect_with(options.clone())
-            .await?;
+            .connect_with(options.clone());
+        let pool = super::first_connection(pool, options.connect()).await?;
         Ok(PostgresBackend {
             pool,
             options: Arc::new(options),
