@@ -163,6 +163,10 @@ impl Daemon {
         signal(&self.child, name);
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Wait for it to exit: its exit code and its whole log.
     pub(crate) fn wait(mut self) -> (Option<i32>, String) {
         let status = self.child.wait().unwrap();

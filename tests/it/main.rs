@@ -22,6 +22,7 @@ mod progress;
 mod scaffold;
 mod scoring;
 mod shards;
+mod soak;
 mod status;
 mod tls;
 mod windows;
