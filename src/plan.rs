@@ -64,6 +64,10 @@ impl Plan {
     }
 }
 
+/// The most windows a backfill splits into: each is a transaction and a ledger row, planned up
+/// front.
+pub const MAX_BACKFILL_WINDOWS: usize = 1_000_000;
+
 /// Plan a run. `watermark` is the job's committed watermark, if it has one.
 pub fn plan_windows(
     spec: &WindowSpec,
@@ -83,10 +87,21 @@ pub fn plan_windows(
                     }
                 ));
             }
-            let mut windows = Vec::new();
+            let count = windows_due(to - from, spec.size);
+            let whole = Window {
+                start: from,
+                end: to,
+            };
+            if count > MAX_BACKFILL_WINDOWS {
+                return Err(format!(
+                    "the backfill of {whole} would be {count} windows of window.size, more than \
+                     {MAX_BACKFILL_WINDOWS}: backfill it in parts"
+                ));
+            }
+            let mut windows = Vec::with_capacity(count);
             let mut start = from;
             while start < to {
-                let end = (start + spec.size).min(to);
+                let end = later(start, spec.size, 1)?.min(to);
                 windows.push(Window { start, end });
                 start = end;
             }
@@ -100,41 +115,69 @@ pub fn plan_windows(
         WindowRequest::Scheduled { now } => {
             // Whole seconds: windows read well in logs and the ledger, and every database
             // stores them exactly.
-            let end = now.trunc_subsecs(0) - spec.lateness;
+            let end = now
+                .trunc_subsecs(0)
+                .checked_sub_signed(spec.lateness)
+                .ok_or_else(|| beyond(now))?;
             let Some(watermark) = watermark else {
                 // First run: one window, ending `lateness` before now.
-                return Ok(Plan::scheduled(vec![Window {
-                    start: end - spec.size,
-                    end,
-                }]));
+                let start = end
+                    .checked_sub_signed(spec.size)
+                    .ok_or_else(|| beyond(end))?;
+                return Ok(Plan::scheduled(vec![Window { start, end }]));
             };
             if watermark >= end {
                 return Ok(Plan::scheduled(Vec::new())); // up to date
             }
-            Ok(catch_up(spec, watermark, end))
+            catch_up(spec, watermark, end)
         }
     }
 }
 
+/// `base` plus `n` windows of `size`, or why not: past the times batchscore handles.
+fn later(base: DateTime<Utc>, size: TimeDelta, n: usize) -> Result<DateTime<Utc>, String> {
+    let micros = i128::from(size.num_microseconds().unwrap_or(i64::MAX)) * n as i128;
+    i64::try_from(micros)
+        .ok()
+        .and_then(|micros| base.checked_add_signed(TimeDelta::microseconds(micros)))
+        .ok_or_else(|| beyond(base))
+}
+
+fn beyond(time: DateTime<Utc>) -> String {
+    format!(
+        "a window from {} is beyond the times batchscore handles: check window.size, \
+         window.lateness and the watermark",
+        time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    )
+}
+
 /// Split `[watermark, end)` into windows of `size`, the last one taking the remainder (so a
 /// run that fires a little late scores one slightly longer window rather than a sliver).
-fn catch_up(spec: &WindowSpec, watermark: DateTime<Utc>, end: DateTime<Utc>) -> Plan {
+fn catch_up(
+    spec: &WindowSpec,
+    watermark: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Plan, String> {
     let due = windows_due(end - watermark, spec.size);
-    let window = |i: usize| {
-        let start = watermark + spec.size * i as i32;
-        let end = if i + 1 == due { end } else { start + spec.size };
-        Window { start, end }
+    let window = |i: usize| -> Result<Window, String> {
+        let start = later(watermark, spec.size, i)?;
+        let end = if i + 1 == due {
+            end
+        } else {
+            later(start, spec.size, 1)?
+        };
+        Ok(Window { start, end })
     };
-    match spec.catch_up {
+    Ok(match spec.catch_up {
         CatchUp::All => {
             let scored = due.min(spec.max_catch_up);
             Plan {
                 left_behind: due - scored,
-                ..Plan::scheduled((0..scored).map(window).collect())
+                ..Plan::scheduled((0..scored).map(window).collect::<Result<_, _>>()?)
             }
         }
         CatchUp::Latest => {
-            let latest = window(due - 1);
+            let latest = window(due - 1)?;
             Plan {
                 skipped: (latest.start > watermark).then_some(Window {
                     start: watermark,
@@ -143,7 +186,7 @@ fn catch_up(spec: &WindowSpec, watermark: DateTime<Utc>, end: DateTime<Utc>) -> 
                 ..Plan::scheduled(vec![latest])
             }
         }
-    }
+    })
 }
 
 /// Whole windows in `gap`, at least one.

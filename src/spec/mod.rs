@@ -39,6 +39,15 @@ pub enum MetaKind {
 /// Default rows per chunk: large enough that ONNX Runtime and the database work in bulk, small
 /// enough that a chunk of a few dozen features stays in the low megabytes.
 pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
+/// The largest `chunk_rows`: memory follows it (each chunk is built whole, two are read ahead).
+pub const MAX_CHUNK_ROWS: usize = 1_000_000;
+/// The largest `window.max_catch_up`: a run plans its windows up front.
+pub const MAX_CATCH_UP: usize = 100_000;
+/// The longest model path a system takes (Linux's PATH_MAX).
+const MAX_PATH: usize = 4096;
+/// The longest `window.size` and `window.lateness`, 100 years: longer ones are mistakes, and
+/// windows must stay inside the times every database stores.
+const MAX_DURATION: TimeDelta = TimeDelta::days(36_525);
 
 /// A job file after every file-level check passed.
 #[derive(Debug, Clone)]
@@ -326,8 +335,37 @@ pub fn load_job(jobs_dir: &Path, name: &str) -> Result<JobSpec, ConfigError> {
         .unwrap_or_default();
     match parse_job(name, &text, &model_base) {
         Ok(spec) => Ok(spec),
-        Err(problem) => Err(ConfigError::JobFile { path, problem }),
+        Err(problem) => Err(ConfigError::JobFile {
+            path,
+            problem: shortened(&problem),
+        }),
     }
+}
+
+/// A problem as it is shown: every value it quotes (between backticks) cut to its start, and
+/// every line (toml's messages quote the file's line) to 300 characters, so a value of a
+/// megabyte makes an error of a few lines, not of a megabyte.
+fn shortened(problem: &str) -> String {
+    fn cut(text: &str, keep: usize) -> String {
+        match text.char_indices().nth(keep) {
+            Some((at, _)) => format!("{}… ({} characters)", &text[..at], text.chars().count()),
+            None => text.to_owned(),
+        }
+    }
+    let quoted: Vec<String> = problem
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| match i % 2 {
+            1 => cut(part, 60),
+            _ => part.to_owned(),
+        })
+        .collect();
+    quoted
+        .join("`")
+        .lines()
+        .map(|line| cut(line, 300))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The longest job name, in characters: what batchscore's tables hold on MySQL (`VARCHAR(64)`),
@@ -386,13 +424,30 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         catch_up: file.window.catch_up.unwrap_or(CatchUp::All),
         max_catch_up: file.window.max_catch_up.unwrap_or(DEFAULT_MAX_CATCH_UP),
     };
-    if window.max_catch_up == 0 {
-        return Err("window.max_catch_up must be at least 1".to_owned());
+    if !(1..=MAX_CATCH_UP).contains(&window.max_catch_up) {
+        return Err(format!(
+            "window.max_catch_up must be between 1 and {MAX_CATCH_UP}, not {}",
+            window.max_catch_up
+        ));
     }
     if window.size <= TimeDelta::zero() {
         return Err("window.size must be greater than zero".to_owned());
     }
+    for (what, length) in [("size", window.size), ("lateness", window.lateness)] {
+        if length > MAX_DURATION {
+            return Err(format!(
+                "window.{what} must be at most 100 years, not {}",
+                humantime::format_duration(length.to_std().unwrap_or_default())
+            ));
+        }
+    }
 
+    if file.model.path.as_os_str().len() > MAX_PATH {
+        return Err(format!(
+            "model.path is {} bytes long, more than a path can be ({MAX_PATH})",
+            file.model.path.as_os_str().len()
+        ));
+    }
     let model = ModelSpec {
         path: model_base.join(&file.model.path),
         sha256: file.model.sha256.map(|s| s.to_ascii_lowercase()),
@@ -520,8 +575,10 @@ fn check_source(
         .map(|table| check_inputs(table, &features))
         .transpose()?;
     let chunk_rows = file.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS);
-    if chunk_rows == 0 {
-        return Err("source.chunk_rows must be at least 1".to_owned());
+    if !(1..=MAX_CHUNK_ROWS).contains(&chunk_rows) {
+        return Err(format!(
+            "source.chunk_rows must be between 1 and {MAX_CHUNK_ROWS}, not {chunk_rows}"
+        ));
     }
     let shards = file.shards.unwrap_or(1);
     if !(1..=MAX_SHARDS).contains(&shards) {
@@ -708,6 +765,20 @@ table = "machine_failure_predictions"
 
     fn parse(text: &str) -> Result<JobSpec, String> {
         parse_job("machine_failure", text, Path::new("/srv/batchscore"))
+    }
+
+    #[test]
+    fn problems_quote_values_and_lines_shortened() {
+        let long = "x".repeat(1 << 20);
+        let shown = shortened(&format!(
+            "source.table: `{long}` is not a valid SQL name\n3 | {long}"
+        ));
+        assert!(shown.len() < 800, "{}", shown.len());
+        assert!(
+            shown.contains("… (1048576 characters)` is not a valid SQL name"),
+            "{shown}"
+        );
+        assert_eq!(shortened("`short` stays"), "`short` stays");
     }
 
     #[test]

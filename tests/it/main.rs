@@ -13,6 +13,7 @@ mod daemon;
 mod deploy;
 mod failures;
 mod hardening;
+mod hostile;
 mod layout;
 mod logs;
 mod migrations;
