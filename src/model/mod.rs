@@ -95,8 +95,7 @@ impl Model {
     /// Read, hash and load the model file at `path` for `job`, checking the `pinned` sha256.
     pub fn open(job: &str, path: &Path, pinned: Option<&str>) -> Result<Model, ConfigError> {
         let problem = |p: String| ConfigError::job(job, p);
-        let bytes = std::fs::read(path)
-            .map_err(|e| problem(format!("cannot read model file {}: {e}", path.display())))?;
+        let bytes = read_model(path).map_err(problem)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         if let Some(expected) = pinned
             && expected != sha256
@@ -145,18 +144,28 @@ impl Model {
 
     /// Match the job to this model: feed every input from its columns (by `[inputs]`, by name,
     /// or all features into a single input) and bind each result column to its output.
+    /// Every problem names the model file.
     pub fn bind(&self, spec: &JobSpec) -> Result<Binding, String> {
-        let inputs = self
-            .match_inputs(spec)?
-            .into_iter()
-            .map(|(input, columns)| self.feed(spec, input, columns))
-            .collect::<Result<_, _>>()?;
-        let outputs = spec
-            .outputs
-            .iter()
-            .map(|output| self.bind_output(output))
-            .collect::<Result<_, _>>()?;
-        Ok(Binding { inputs, outputs })
+        let bound = || -> Result<Binding, String> {
+            let inputs = self
+                .match_inputs(spec)?
+                .into_iter()
+                .map(|(input, columns)| self.feed(spec, input, columns))
+                .collect::<Result<_, _>>()?;
+            let outputs = spec
+                .outputs
+                .iter()
+                .map(|output| self.bind_output(output))
+                .collect::<Result<_, _>>()?;
+            Ok(Binding { inputs, outputs })
+        };
+        bound().map_err(|problem| {
+            let path = self.path.display().to_string();
+            match problem.contains(&path) {
+                true => problem,
+                false => format!("model {path}: {problem}"),
+            }
+        })
     }
 
     /// Each model input, in the model's order, with the feature columns that feed it.
@@ -484,6 +493,54 @@ impl Model {
 }
 
 /// `float32[N,3]`, `seq(map(int64,float32))`: a declared type, dynamic dimensions as N.
+/// The largest ONNX file: protobuf's limit (larger models keep their weights in external data
+/// files, which a model loaded from memory cannot reach).
+const MAX_MODEL_BYTES: u64 = 2 << 30;
+
+/// The model file's bytes, after the checks that need none of them: not empty, not larger than
+/// an ONNX file can be, and starting like one (a ModelProto field). So a file that is not a model
+/// at all, a gigabyte of zeros say, is refused at once, not read into memory and parsed first.
+fn read_model(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let cannot = |e: std::io::Error| format!("cannot read model file {shown}: {e}");
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_err(cannot)?.len();
+    if size == 0 {
+        return Err(format!("model file {shown} is empty"));
+    }
+    if size > MAX_MODEL_BYTES {
+        return Err(format!(
+            "model file {shown} is {size} bytes, more than an ONNX file can hold (2 GiB)"
+        ));
+    }
+    let mut head = [0u8; 10];
+    let read = file.read(&mut head).map_err(cannot)?;
+    if !starts_like_a_model(&head[..read]) {
+        return Err(format!(
+            "model file {shown} is not an ONNX model: it does not start like one (an ONNX \
+             ModelProto's first field)"
+        ));
+    }
+    let mut bytes = head[..read].to_vec();
+    file.read_to_end(&mut bytes).map_err(cannot)?;
+    Ok(bytes)
+}
+
+/// Whether `head` begins with the tag of a field an ONNX ModelProto has (numbers 1 to 26, as a
+/// varint or a length-delimited field: ir_version, opset_import, graph, …).
+fn starts_like_a_model(head: &[u8]) -> bool {
+    let mut tag: u64 = 0;
+    for (i, byte) in head.iter().take(5).enumerate() {
+        tag |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let (field, wire) = (tag >> 3, tag & 7);
+            return (1..=26).contains(&field) && matches!(wire, 0 | 2);
+        }
+    }
+    false
+}
+
 fn describe_type(dtype: &ValueType) -> String {
     match dtype {
         ValueType::Tensor { ty, shape, .. } => {

@@ -37,8 +37,25 @@ fn load() -> Result<Environment, String> {
     })?;
     builder
         .with_name("batchscore")
+        .with_logger(std::sync::Arc::new(log))
         .build()
         .map_err(|e| format!("cannot start ONNX Runtime ({}): {e}", path.display()))
+}
+
+/// ONNX Runtime's own log lines, through batchscore's logging rather than straight to stderr
+/// in its own format. Its errors come back as the error of the call that failed, which says
+/// them in context: here they are only detail.
+fn log(level: ort::logging::LogLevel, category: &str, _id: &str, location: &str, message: &str) {
+    use ort::logging::LogLevel;
+    match level {
+        LogLevel::Warning => tracing::warn!(target: "onnxruntime", category, location, "{message}"),
+        LogLevel::Verbose | LogLevel::Info => {
+            tracing::trace!(target: "onnxruntime", category, location, "{message}")
+        }
+        LogLevel::Error | LogLevel::Fatal => {
+            tracing::debug!(target: "onnxruntime", category, location, "{message}")
+        }
+    }
 }
 
 fn locate() -> Result<PathBuf, String> {

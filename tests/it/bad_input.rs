@@ -218,28 +218,24 @@ async fn output_index_out_of_range() {
 async fn corrupt_model_files() {
     let p = project().await;
     let good = std::fs::read(model_path("machine_failure")).unwrap();
-    for (name, bytes) in [
-        ("truncated.onnx", good[..good.len() / 2].to_vec()),
+    for (name, bytes, says) in [
+        (
+            "truncated.onnx",
+            good[..good.len() / 2].to_vec(),
+            "not a model ONNX Runtime can load",
+        ),
         (
             "random.onnx",
             (0..4096u32)
                 .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
                 .collect(),
+            "is not an ONNX model: it does not start like one",
         ),
     ] {
         let path = p.dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let job = JOB.replace("{models}/machine_failure.onnx", &path.display().to_string());
-        assert_config_error(
-            &p,
-            &job,
-            &[
-                "job `machine_failure`",
-                name,
-                "not a model ONNX Runtime can load",
-            ],
-        )
-        .await;
+        assert_config_error(&p, &job, &["job `machine_failure`", name, says]).await;
     }
 }
 

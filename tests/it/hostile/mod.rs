@@ -5,3 +5,4 @@
 //! longer than the lease or a half-written window.
 
 mod job_files;
+mod model_files;
