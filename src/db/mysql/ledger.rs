@@ -95,7 +95,10 @@ impl Dialect for MySql {
         match param {
             Param::Text(text) => query.bind(text),
             Param::Int(value) => query.bind(value),
-            Param::Time(time) => query.bind(time),
+            // As DATETIME: sqlx sends a DateTime<Utc> as TIMESTAMP, whose range (1970 to 2038)
+            // the server turns into NULL outside of; every session is UTC, so the naive time is
+            // the UTC one.
+            Param::Time(time) => query.bind(time.map(|t| t.naive_utc())),
             Param::Seconds(seconds) => query.bind(seconds),
             Param::Bytes(bytes) => query.bind(bytes),
             Param::Float(value) => query.bind(value),

@@ -149,7 +149,7 @@ impl WindowTx for MySqlTx {
             for value in &stamp {
                 match value {
                     StampValue::Text(text) => args.add(*text),
-                    StampValue::Time(time) => args.add(*time),
+                    StampValue::Time(time) => args.add(time.naive_utc()),
                 }
                 .map_err(anyhow::Error::from_boxed)?;
             }
@@ -182,9 +182,9 @@ impl WindowTx for MySqlTx {
                 let add = |args: &mut MySqlArguments| -> Result<(), sqlx::error::BoxDynError> {
                     args.add(job)?;
                     args.add(stamp.run_id.as_str())?;
-                    args.add(stamp.window.start)?;
-                    args.add(stamp.window.end)?;
-                    args.add(stamp.scored_at)?;
+                    args.add(stamp.window.start.naive_utc())?;
+                    args.add(stamp.window.end.naive_utc())?;
+                    args.add(stamp.scored_at.naive_utc())?;
                     for value in [&row.key, &row.column, &row.reason, &row.features] {
                         args.add(value.as_str())?;
                     }

@@ -6,3 +6,4 @@
 
 mod job_files;
 mod model_files;
+mod values;
