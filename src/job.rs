@@ -6,7 +6,7 @@
 use anyhow::Context;
 use std::sync::Arc;
 
-use crate::db::Backend;
+use crate::db::{Backend, WindowTx};
 use crate::error::ConfigError;
 use crate::features::{FillValue, InputFeed};
 use crate::model::{BoundOutput, Model};
@@ -75,7 +75,9 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
     let mut results = ResultsTable::new(&spec, shape.key, result_columns);
     results.existing = db.table_columns(&results.table).await?;
     if let Some(existing) = &results.existing {
-        results.check_existing(existing).map_err(fail)?;
+        results
+            .check_columns(existing, <B::Tx as WindowTx>::holds)
+            .map_err(fail)?;
     }
     Ok(Arc::new(PreparedJob {
         spec,

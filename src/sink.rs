@@ -14,7 +14,7 @@ use crate::features::{BadRow, bad_row};
 use crate::ident::{Ident, TableName};
 use crate::plan::Window;
 use crate::source::{KeyKind, SourceChunk};
-use crate::spec::{JobSpec, RESULT_META_COLUMNS};
+use crate::spec::{JobSpec, MetaKind, RESULT_META_COLUMNS};
 
 /// The stored type of a result column, from the ONNX output's element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,21 +87,95 @@ impl ResultsTable {
             .collect()
     }
 
-    /// An existing results table must have every column batchscore writes.
-    pub fn check_existing(&self, existing: &[(String, String)]) -> Result<(), String> {
+    /// Every column batchscore writes, with what it writes into it.
+    pub fn written_columns(&self) -> Vec<(&str, Written)> {
+        let key = match self.key_kind {
+            KeyKind::Integer => Written::Integer,
+            KeyKind::Text => Written::Text,
+        };
+        std::iter::once((self.key.as_str(), key))
+            .chain(
+                self.outputs
+                    .iter()
+                    .map(|(c, ty)| (c.as_str(), Written::of(*ty))),
+            )
+            .chain(RESULT_META_COLUMNS.map(|(name, kind)| {
+                let written = match kind {
+                    MetaKind::Text => Written::Text,
+                    MetaKind::Time => Written::Time,
+                };
+                (name, written)
+            }))
+            .collect()
+    }
+
+    /// An existing results table must have every column batchscore writes, each of a type that
+    /// can hold what goes into it (as the database's `holds` judges its declared type names):
+    /// a column dropped, or retyped to a date, say, is refused rather than written through a
+    /// conversion that fails halfway or, worse, stores garbage.
+    pub fn check_columns(
+        &self,
+        described: &[(String, String)],
+        holds: fn(&str, Written) -> bool,
+    ) -> Result<(), String> {
         let missing: Vec<&str> = self
             .column_names()
             .into_iter()
-            .filter(|name| !existing.iter().any(|(e, _)| e == name))
+            .filter(|name| !described.iter().any(|(e, _)| e == name))
             .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
+        if !missing.is_empty() {
+            return Err(format!(
                 "results table {} exists but lacks column(s) {}: add them, or drop the table and let batchscore create it",
                 self.table,
                 missing.join(", ")
-            ))
+            ));
+        }
+        for (column, written) in self.written_columns() {
+            let declared = described
+                .iter()
+                .find(|(name, _)| name == column)
+                .map(|(_, ty)| ty.as_str())
+                .unwrap_or_default();
+            if !holds(declared, written) {
+                return Err(format!(
+                    "results table {}: column {column} is of type {declared}, which cannot hold {}: change its type, or drop the table and let batchscore create it",
+                    self.table,
+                    written.described()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What batchscore writes into a results column, for judging whether its declared type can
+/// hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Integer,
+    Float,
+    Boolean,
+    Text,
+    Time,
+}
+
+impl Written {
+    fn of(result: ResultType) -> Written {
+        match result {
+            ResultType::Float => Written::Float,
+            ResultType::Integer => Written::Integer,
+            ResultType::Text => Written::Text,
+            ResultType::Boolean => Written::Boolean,
+        }
+    }
+
+    fn described(self) -> &'static str {
+        match self {
+            Written::Integer => "integers",
+            Written::Float => "floating-point numbers",
+            Written::Boolean => "booleans",
+            Written::Text => "text",
+            Written::Time => "times",
         }
     }
 }

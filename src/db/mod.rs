@@ -37,7 +37,7 @@ use crate::ledger::RunRecord;
 use crate::monitor::profile::Profile;
 use crate::plan::Window;
 use crate::shard::Shard;
-use crate::sink::{ResultsTable, RunStamp, ScoredChunk};
+use crate::sink::{ResultsTable, RunStamp, ScoredChunk, Written};
 use crate::source::{ColumnKind, SourceChunk, SourceShape};
 use crate::spec::JobSpec;
 
@@ -379,6 +379,18 @@ pub(crate) trait WindowTx: Send + Sized {
 
     /// The results table's column definitions, in this dialect: key, outputs, then the stamp.
     fn results_columns(table: &ResultsTable) -> Vec<String>;
+
+    /// Whether a column declared as `declared` (the type's name as [`Backend::table_columns`]
+    /// and [`WindowTx::pin_results_table`] describe it) can hold `value`.
+    fn holds(declared: &str, value: Written) -> bool;
+
+    /// The results table's columns and declared types as this transaction sees them, after
+    /// taking the lock its writes take (so no `ALTER TABLE` changes them before the commit);
+    /// `None` if there is no such table.
+    fn pin_results_table(
+        &mut self,
+        table: &TableName,
+    ) -> impl Future<Output = anyhow::Result<Option<Vec<(String, String)>>>> + Send;
 
     /// Before creating the results table: wait for any other window creating it to commit (the
     /// shards of a new job all start by creating it). SQLite's write lock already does.

@@ -4,9 +4,10 @@ use tokio::sync::mpsc;
 
 use crate::claim::Claim;
 use crate::db::{Backend, WindowTx};
+use crate::error::ConfigError;
 use crate::features::BadRow;
 use crate::job::PreparedJob;
-use crate::sink::{RunStamp, ScoredChunk};
+use crate::sink::{ResultsTable, RunStamp, ScoredChunk};
 use crate::spec::BadRowPolicy;
 
 /// Scored chunks that may wait for the writer. The writer takes all that wait as one batch, so
@@ -35,6 +36,8 @@ pub(super) struct Writer<'a, B: Backend> {
 /// The window's transaction, once open.
 pub(super) struct Open<B: Backend> {
     tx: B::Tx,
+    /// The job's results table as the transaction found it (see [`pin_results_table`]).
+    results: ResultsTable,
     /// Whether the job has rows in the quarantine, which rows scored now leave. Asked once, so
     /// jobs with none pay nothing per chunk.
     has_quarantined: bool,
@@ -75,15 +78,12 @@ impl<B: Backend> Writer<'_, B> {
         if self.open.is_none() {
             let job = self.job;
             let mut tx = self.db.begin(self.claim).await?;
-            // A table that existed when the job was prepared is not created again, so a role
-            // that may write it but not create tables can run the job.
-            if job.results.existing.is_none() {
-                tx.create_results_table(&job.results).await?;
-            }
+            let results = pin_results_table(&mut tx, job).await?;
             let has_quarantined = job.spec.bad_rows.policy == BadRowPolicy::Quarantine
                 && tx.has_quarantined(&job.spec.name).await?;
             self.open = Some(Open {
                 tx,
+                results,
                 has_quarantined,
             });
         }
@@ -98,7 +98,7 @@ impl<B: Backend> Writer<'_, B> {
         let (job, stamp, shard) = (self.job, self.stamp, self.claim.shard);
         let open = self.open().await?;
         open.tx
-            .upsert_results(&job.results, stamp, &scored, shard)
+            .upsert_results(&open.results, stamp, &scored, shard)
             .await?;
         if open.has_quarantined {
             open.tx
@@ -108,4 +108,33 @@ impl<B: Backend> Writer<'_, B> {
         tracing::debug!(rows = scored.rows(), "rows written");
         Ok(())
     }
+}
+
+/// The job's results table, as the window writes it: created if it does not exist, then pinned
+/// (locked as its writes lock it, and described inside the transaction) and checked to hold
+/// what the window writes. The job was prepared before; a daemon prepared it hours ago. A
+/// column dropped or retyped since is a configuration error naming the table and the column,
+/// not a write that fails halfway or, through PostgreSQL's binary COPY, stores one type's bytes
+/// as another's.
+async fn pin_results_table<T: WindowTx>(
+    tx: &mut T,
+    job: &PreparedJob,
+) -> anyhow::Result<ResultsTable> {
+    let table = &job.results.table;
+    let mut described = tx.pin_results_table(table).await?;
+    if described.is_none() {
+        // A table that existed when the job was prepared is not created again unless it is gone
+        // now, so a role that may write it but not create tables can run the job.
+        tx.create_results_table(&job.results).await?;
+        described = tx.pin_results_table(table).await?;
+    }
+    let described = described
+        .ok_or_else(|| anyhow::anyhow!("results table {table} is missing after it was created"))?;
+    job.results
+        .check_columns(&described, T::holds)
+        .map_err(|problem| ConfigError::job(&job.spec.name, problem))?;
+    Ok(ResultsTable {
+        existing: Some(described),
+        ..job.results.clone()
+    })
 }

@@ -38,15 +38,7 @@ impl MySqlBackend {
         &self,
         table: &TableName,
     ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), CAST(COLUMN_TYPE AS CHAR) \
-             FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-        )
-        .bind(table.schema.as_ref().map(|s| s.as_str()))
-        .bind(table.name.as_str())
-        .fetch_all(&self.pool)
-        .await
+        declared_columns(&self.pool, table).await
     }
 
     pub(super) async fn describe(
@@ -430,6 +422,23 @@ fn integer(
         return Ok(value.map(|v| i64::try_from(v).map_err(|_| v)));
     }
     Ok(row.try_get::<Option<i64>, _>(index)?.map(Ok))
+}
+
+/// A table's columns, each with its data type and its full column type, in order (none: there
+/// is no such table).
+pub(super) async fn declared_columns<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::MySql>,
+    table: &TableName,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), CAST(COLUMN_TYPE AS CHAR) \
+         FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+    )
+    .bind(table.schema.as_ref().map(|s| s.as_str()))
+    .bind(table.name.as_str())
+    .fetch_all(executor)
+    .await
 }
 
 #[cfg(test)]

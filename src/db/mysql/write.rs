@@ -15,8 +15,11 @@ use super::MySqlBackend;
 use crate::claim::Claim;
 use crate::db::WindowTx;
 use crate::features::BadRow;
+use crate::ident::TableName;
 use crate::shard::Shard;
-use crate::sink::{ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue};
+use crate::sink::{
+    ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue, Written,
+};
 use crate::source::KeyKind;
 use crate::spec::{MetaKind, RESULT_META_COLUMNS};
 
@@ -106,6 +109,63 @@ impl WindowTx for MySqlTx {
             MetaKind::Time => format!("`{name}` DATETIME(6) NOT NULL"),
         }));
         columns
+    }
+
+    /// By the column's full type (`double`, `decimal(10,2)`, `bigint(20) unsigned`,
+    /// `varchar(64)`, `datetime(6)`): numbers into numeric and text types (a float not into an
+    /// integer column, whose conversion would round it), booleans also into integers (MySQL's
+    /// boolean is `tinyint(1)`), times into DATETIME, TIMESTAMP and text. Anything else (a
+    /// date, json, an enum) is refused.
+    fn holds(declared: &str, value: Written) -> bool {
+        let declared = declared.to_ascii_lowercase();
+        let base = declared.split(['(', ' ']).next().unwrap_or_default().trim();
+        let integer = matches!(
+            base,
+            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
+        );
+        let decimal = matches!(base, "float" | "double" | "real" | "decimal" | "numeric");
+        let text = matches!(
+            base,
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext"
+        );
+        match value {
+            Written::Integer => integer || decimal || text,
+            Written::Float => decimal || text,
+            Written::Boolean => integer || text,
+            Written::Text => text,
+            Written::Time => matches!(base, "datetime" | "timestamp") || text,
+        }
+    }
+
+    /// A read of the table in the transaction takes its metadata lock until the commit, so an
+    /// `ALTER TABLE` waits for the window, and the columns described here are the ones written.
+    async fn pin_results_table(
+        &mut self,
+        table: &TableName,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let probe = format!("SELECT 1 FROM {} WHERE 1 = 0", table.backticked());
+        match sqlx::query(AssertSqlSafe(probe))
+            .persistent(false)
+            .execute(&mut *self.tx)
+            .await
+        {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42S02") => {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("locking results table {table}")));
+            }
+        }
+        let columns = super::read::declared_columns(&mut *self.tx, table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
+        Ok((!columns.is_empty()).then(|| {
+            columns
+                .into_iter()
+                .map(|(name, _, column_type)| (name, column_type))
+                .collect()
+        }))
     }
 
     async fn create_results_table(&mut self, table: &ResultsTable) -> anyhow::Result<()> {

@@ -104,14 +104,9 @@ impl Backend for PostgresBackend {
         &self,
         table: &TableName,
     ) -> anyhow::Result<Option<Vec<(String, String)>>> {
-        let names: Vec<(String, String)> = sqlx::query_as(
-            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
-             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        )
-        .bind(table.quoted())
-        .fetch_all(&self.pool)
-        .await
-        .with_context(|| format!("describing results table {table}"))?;
+        let names = write::declared_columns(&self.pool, table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
         Ok((!names.is_empty()).then_some(names))
     }
 

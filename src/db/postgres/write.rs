@@ -11,8 +11,11 @@ use super::copy::TupleWriter;
 use super::key_type;
 use crate::db::WindowTx;
 use crate::features::BadRow;
+use crate::ident::TableName;
 use crate::shard::Shard;
-use crate::sink::{ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue};
+use crate::sink::{
+    ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue, Written,
+};
 use crate::spec::{MetaKind, RESULT_META_COLUMNS};
 
 /// A PostgreSQL window's transaction, with its statement and idle timeouts set to the lease.
@@ -51,6 +54,49 @@ impl WindowTx for PgTx {
                 format!("\"{name}\" {ty}{constraint}")
             })
             .collect()
+    }
+
+    /// By the type's name as `format_type` gives it (`double precision`, `numeric(10,2)`,
+    /// `character varying(64)`, `timestamp with time zone`): numbers into numeric and text
+    /// types (a float not into an integer column, whose cast would round it), booleans also
+    /// into integers, times into timestamps and text. Anything else (a date, json, uuid, a
+    /// domain or an enum) is refused.
+    fn holds(declared: &str, value: Written) -> bool {
+        let declared = declared.to_ascii_lowercase();
+        let base = declared.split('(').next().unwrap_or_default().trim();
+        let integer = matches!(base, "smallint" | "integer" | "bigint");
+        let decimal = matches!(base, "real" | "double precision" | "numeric");
+        let text = matches!(base, "text" | "character varying" | "character" | "name");
+        match value {
+            Written::Integer => integer || decimal || text,
+            Written::Float => decimal || text,
+            Written::Boolean => base == "boolean" || integer || text,
+            Written::Text => text,
+            Written::Time => base.starts_with("timestamp") || text,
+        }
+    }
+
+    /// ROW EXCLUSIVE, the lock its writes take anyway, taken first: an `ALTER TABLE` waits for
+    /// the window's commit, so the columns described here are the ones written.
+    async fn pin_results_table(
+        &mut self,
+        table: &TableName,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        // A DO block takes no parameters; the name is a checked identifier, quoted.
+        let quoted = table.quoted();
+        let lock = format!(
+            "DO $$ BEGIN IF to_regclass('{}') IS NOT NULL THEN \
+             LOCK TABLE {quoted} IN ROW EXCLUSIVE MODE; END IF; END $$",
+            quoted.replace('\'', "''")
+        );
+        sqlx::raw_sql(AssertSqlSafe(lock))
+            .execute(&mut *self.0)
+            .await
+            .with_context(|| format!("locking results table {table}"))?;
+        let columns = declared_columns(&mut *self.0, table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
+        Ok((!columns.is_empty()).then_some(columns))
     }
 
     /// Two windows creating the same table at once (the shards of a new job): the second would
@@ -323,4 +369,19 @@ fn array_type(column: &ResultColumn<'_>) -> &'static str {
         ResultColumn::Boolean(_) => "boolean",
         ResultColumn::Text(_) => "text",
     }
+}
+
+/// A table's columns and their declared types (`format_type`'s names), in order (none: there
+/// is no such table).
+pub(super) async fn declared_columns<'c>(
+    executor: impl sqlx::Executor<'c, Database = Postgres>,
+    table: &TableName,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+    )
+    .bind(table.quoted())
+    .fetch_all(executor)
+    .await
 }

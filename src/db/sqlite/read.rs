@@ -25,12 +25,7 @@ impl SqliteBackend {
         &self,
         table: &TableName,
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
-        sqlx::query_as("SELECT name, type FROM pragma_table_info(?1, ?2)")
-            .bind(table.name.as_str())
-            .bind(schema)
-            .fetch_all(&self.pool)
-            .await
+        declared_columns(&self.pool, table).await
     }
 
     pub(super) async fn describe(
@@ -393,6 +388,19 @@ fn decode_row(
 /// A value's storage class, as messages name it ("real", "blob").
 fn type_name(value: ValueRef<'_>) -> String {
     value.data_type().to_string().to_lowercase()
+}
+
+/// A table's columns and their declared types, in order (none: there is no such table).
+pub(super) async fn declared_columns<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    table: &TableName,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let schema = table.schema.as_ref().map_or("main", |s| s.as_str());
+    sqlx::query_as("SELECT name, type FROM pragma_table_info(?1, ?2)")
+        .bind(table.name.as_str())
+        .bind(schema)
+        .fetch_all(executor)
+        .await
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@ use super::direct::{on_this_thread, with_direct};
 use super::ledger::to_text;
 use crate::db::WindowTx;
 use crate::features::BadRow;
+use crate::ident::TableName;
 use crate::shard::Shard;
-use crate::sink::{ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue};
+use crate::sink::{
+    ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue, Written,
+};
 use crate::source::KeyKind;
 use crate::spec::RESULT_META_COLUMNS;
 
@@ -62,6 +65,23 @@ impl WindowTx for SqliteTx {
                 .map(|(name, _)| format!("\"{name}\" TEXT NOT NULL")),
         );
         columns
+    }
+
+    /// SQLite stores any value in any column (its declared type only suggests an affinity).
+    fn holds(_declared: &str, _value: Written) -> bool {
+        true
+    }
+
+    /// The window holds the database's write lock (`BEGIN IMMEDIATE`): no other connection
+    /// changes a schema until it ends.
+    async fn pin_results_table(
+        &mut self,
+        table: &TableName,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let columns = super::read::declared_columns(&mut *self.0, table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
+        Ok((!columns.is_empty()).then_some(columns))
     }
 
     async fn upsert_results(

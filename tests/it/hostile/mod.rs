@@ -6,4 +6,5 @@
 
 mod job_files;
 mod model_files;
+mod results_table;
 mod values;
