@@ -4,6 +4,7 @@
 //! or in results equal to ONNX Runtime's Python API, and never in a panic, an abort, a hang
 //! longer than the lease or a half-written window.
 
+mod disk_full;
 mod job_files;
 mod model_files;
 mod results_table;

@@ -201,9 +201,16 @@ fn mysql_base_url() -> String {
 
 impl Project {
     pub async fn sqlite() -> Project {
-        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        let file = dir.path().join("test.db");
+        Project::sqlite_file(dir, &file).await
+    }
+
+    /// A project whose SQLite database is the file at `path` (on a file system of the test's
+    /// own, say), with its jobs in `dir`.
+    pub async fn sqlite_file(dir: tempfile::TempDir, path: &Path) -> Project {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = AnyPool::connect(&url).await.unwrap();
         Project {
             dir,
