@@ -1,17 +1,41 @@
 //! The daemon's optional HTTP listener: `GET /healthz` for liveness probes and `GET /metrics`
 //! for Prometheus.
+//!
+//! It shares the daemon's process, threads and file descriptors with scheduling, so no client
+//! can take more than its share: at most [`MAX_CONNECTIONS`] connections at once (more are
+//! closed as they arrive), request headers bounded in size ([`MAX_HEADER_BYTES`]) and in time
+//! ([`HEADER_TIMEOUT`]: a client trickling a header byte every few seconds is cut off), request
+//! bodies refused unread, and each connection closed after [`CONNECTION_LIFETIME`]. That is why
+//! it serves connections with hyper itself: `axum::serve` sets no timer (so hyper's header
+//! timeout never fires) and accepts without limit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::error::ConfigError;
+
+/// Connections served at once; more are closed as they are accepted.
+const MAX_CONNECTIONS: usize = 512;
+/// The time a client has to send a request's whole header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a request's header may hold (hyper's smallest buffer).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The longest a connection stays open, however busy (a scraper simply connects again).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// What the handlers read: whether the scheduler is running, and the metrics text.
 pub trait Status: Send + Sync + 'static {
@@ -26,7 +50,7 @@ pub async fn serve<S: Status>(
     status: Arc<S>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| ConfigError::Daemon(format!("cannot listen on {addr}: {e}")))?;
     // The bound address: with port 0 the system picked one, and this says which.
@@ -35,15 +59,66 @@ pub async fn serve<S: Status>(
     let app = Router::new()
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(metrics::<S>))
+        .layer(middleware::from_fn(refuse_bodies))
         .with_state(status);
-    Ok(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %err, "HTTP listener failed");
-        }
-    }))
+    Ok(tokio::spawn(accept(listener, app, stop)))
+}
+
+/// Accept connections until `stop`, each served on a task of its own within the limits above;
+/// at `stop`, the open ones are closed.
+async fn accept(listener: TcpListener, app: Router, stop: impl std::future::Future<Output = ()>) {
+    let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let socket = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(err) => {
+                    // Out of file descriptors, say: wait a moment rather than spin.
+                    tracing::warn!(error = %err, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
+            tracing::debug!("too many HTTP connections: closing a new one");
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES);
+            let served = http.serve_connection(TokioIo::new(socket), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, served).await;
+        });
+    }
+    connections.shutdown().await;
+}
+
+/// Every route is a GET without a body: a request that sends one is refused unread, and its
+/// connection closed, so no client makes the daemon read or hold a body.
+async fn refuse_bodies(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            "request bodies are not accepted\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn healthz<S: Status>(State(status): State<Arc<S>>) -> impl IntoResponse {

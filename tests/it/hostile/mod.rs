@@ -6,6 +6,7 @@
 
 mod disk_full;
 mod job_files;
+mod listener;
 mod model_files;
 mod results_table;
 mod values;
