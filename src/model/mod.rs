@@ -106,14 +106,8 @@ impl Model {
             )));
         }
         let environment = onnxruntime::environment()?;
+        // Its threads are the environment's one pool (see `onnxruntime::environment`).
         let session = Session::builder(environment)
-            // Spinning threads wait for work by burning a core; on a small machine that core is
-            // the database's and the reader's. Blocking costs microseconds per batch.
-            .and_then(|builder| {
-                builder
-                    .with_intra_op_spinning(false)
-                    .map_err(ort::Error::from)
-            })
             .and_then(|mut builder| builder.commit_from_memory(&bytes))
             .map_err(|e| {
                 problem(format!(

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ort::environment::Environment;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
 
 use crate::error::ConfigError;
 
@@ -35,9 +35,21 @@ fn load() -> Result<Environment, String> {
             how_to_install()
         )
     })?;
+    // One thread pool for every model of the process, not one per session: a daemon with fifty
+    // jobs had fifty pools (65 threads), whose allocations spread over glibc's per-thread
+    // arenas and grew its memory by fragmentation; and two runs at once each took every core.
+    // Its size is ONNX Runtime's default (the physical cores). Spinning threads wait for work
+    // by burning a core, which on a small machine is the database's and the reader's: blocking
+    // costs microseconds per batch.
+    let threads = GlobalThreadPoolOptions::default()
+        .with_intra_threads(0)
+        .and_then(|options| options.with_inter_threads(1))
+        .and_then(|options| options.with_spin_control(false))
+        .map_err(|e| format!("cannot set up ONNX Runtime's threads: {e}"))?;
     builder
         .with_name("batchscore")
         .with_logger(std::sync::Arc::new(log))
+        .with_global_thread_pool(threads)
         .build()
         .map_err(|e| format!("cannot start ONNX Runtime ({}): {e}", path.display()))
 }
