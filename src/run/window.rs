@@ -84,15 +84,10 @@ pub(super) async fn run_window<B: Backend>(
     };
     match scored {
         Ok(()) => Ok(committed(record, scope, tally)),
-        Err(err) => Err(failed(
-            db,
-            job,
-            record,
-            (window, keeper.claim().lease()),
-            err,
-            tally,
-        )
-        .await),
+        Err(err) => {
+            let deadline = keeper.claim().lease().min(FAILURE_RECORD_DEADLINE);
+            Err(failed(db, job, record, (window, deadline), err, tally).await)
+        }
     }
 }
 
@@ -121,10 +116,14 @@ fn committed(record: RunRecord, scope: Scope, tally: &mut Tally) -> WindowSummar
     }
 }
 
+/// The longest a failed window's ledger record may take (or the lease, if shorter): long enough
+/// for a busy machine, short enough that a silent database does not hold the exit up long.
+const FAILURE_RECORD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Count a failed window and record in the ledger why it failed; the error to stop with. The
-/// record has the lease to be written, like any other wait on the database, so a run stopped by
-/// a signal on a busy machine still says why before it exits. If the database cannot take it,
-/// the row stays `running` and the next run marks it abandoned.
+/// record has up to the lease (at most [`FAILURE_RECORD_DEADLINE`]) to be written, so a run
+/// stopped by a signal on a busy machine still says why before it exits. If the database cannot
+/// take it, the row stays `running` and the next run marks it abandoned.
 async fn failed<B: Backend>(
     db: &B,
     job: &PreparedJob,
