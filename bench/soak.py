@@ -99,7 +99,8 @@ class Sqlite:
                          [(now, 60 + v, v / 3, 4 + v / 10, 900 + 100 * v) for v in rows])
 
     def epoch(self, column):
-        return f"unixepoch({column}, 'subsec')"
+        # julianday, not unixepoch(…, 'subsec'): Python's own SQLite may predate it.
+        return f"(julianday({column}) - 2440587.5) * 86400.0"
 
     def connections(self, pid, conn):
         return sum(1 for fd in os.listdir(f"/proc/{pid}/fd")

@@ -666,6 +666,10 @@ async fn a_source_read_waiting_on_a_lock_ends_within_the_lease(kind: Kind) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let waited_on = child.try_wait().unwrap().is_none();
+    eprintln!(
+        "measured: {kind:?}, lease 3 s: the blocked read ended the run after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     if waited_on {
         child.kill().unwrap();
     }
