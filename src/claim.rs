@@ -44,7 +44,7 @@ impl Claim {
             job: job.to_owned(),
             shard,
             claim_id: uuid::Uuid::now_v7().to_string(),
-            host: crate::ledger::hostname(),
+            host: hostname(),
             pid: i64::from(std::process::id()),
             lease,
         }
@@ -129,6 +129,16 @@ pub enum ClaimOutcome<L> {
     Acquired(L),
     /// Someone else holds it (`None` when the holder could not be read, e.g. it just released).
     Busy(Option<Holder>),
+}
+
+/// This machine's name: which host holds a job's claim (and ran a ledger's run).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Whether a process with this pid exists on this machine.

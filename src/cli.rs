@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+use crate::time::parse_time;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0   success (also when no window was due or it held no rows)
@@ -297,10 +299,4 @@ fn parse_duration(s: &str) -> Result<chrono::TimeDelta, String> {
         .and_then(|d| chrono::TimeDelta::from_std(d).ok())
         .filter(|d| *d > chrono::TimeDelta::zero())
         .ok_or_else(|| format!("`{s}` is not a duration like 10m or 1h"))
-}
-
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-11-24T10:00:00Z: {e}"))
 }

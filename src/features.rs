@@ -11,6 +11,7 @@
 
 use polars::prelude::*;
 
+use crate::bad_row::{BadRow, bad_row};
 use crate::element::Element;
 use crate::source::SourceChunk;
 use crate::spec::Fill;
@@ -79,17 +80,6 @@ impl FillValue {
             format!("{fill} cannot fill a {element} input: give {wanted}")
         })
     }
-}
-
-/// A row that cannot be scored, and why.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("row with key {key}: column `{column}` {reason}")]
-pub struct BadRow {
-    pub key: String,
-    pub column: String,
-    pub reason: String,
-    /// The row's feature values as read, as a JSON object (NaN and infinities as strings).
-    pub features: String,
 }
 
 /// The values of one input tensor, row-major, in its element type.
@@ -333,37 +323,6 @@ fn gather<'a>(feed: &InputFeed, values: &[Values<'a>], good: &[usize]) -> Tensor
         Element::Int32 => gather_as!(Int32),
         Element::Bool => gather_as!(Bool),
         Element::String => gather_as!(String),
-    }
-}
-
-/// A [`BadRow`] for row `row` of `chunk`, blaming `column`.
-pub fn bad_row(chunk: &SourceChunk, row: usize, column: &str, reason: String) -> BadRow {
-    let frame = &chunk.frame;
-    let key = match frame.columns()[0].get(row) {
-        Ok(AnyValue::String(s)) => s.to_owned(),
-        Ok(other) => other.to_string(),
-        Err(_) => format!("#{row}"),
-    };
-    let mut raw = serde_json::Map::new();
-    for (f, column) in frame.columns()[1..].iter().enumerate() {
-        let value = match column.get(row) {
-            Ok(AnyValue::Float64(v)) if v.is_finite() => serde_json::json!(v),
-            Ok(AnyValue::Float64(v)) => serde_json::json!(v.to_string()), // NaN, inf, -inf
-            Ok(AnyValue::Int64(v)) => serde_json::json!(v),
-            Ok(AnyValue::Boolean(v)) => serde_json::json!(v),
-            Ok(AnyValue::String(v)) => serde_json::json!(v),
-            _ => match chunk.problem(row, f) {
-                Some(problem) => serde_json::json!(problem.raw),
-                None => serde_json::Value::Null,
-            },
-        };
-        raw.insert(column.name().to_string(), value);
-    }
-    BadRow {
-        key,
-        column: column.to_owned(),
-        reason,
-        features: serde_json::Value::Object(raw).to_string(),
     }
 }
 

@@ -63,8 +63,7 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
     let columns = db
         .describe_source(&spec)
         .await
-        .context("describing the job's source")?
-        .map_err(fail)?;
+        .context("describing the job's source")?;
     let shape = SourceShape::check(&spec, &columns, B::timestamp_ok, &needs).map_err(fail)?;
 
     let result_columns = binding

@@ -11,6 +11,7 @@
 // (`cargo doc --document-private-items`) link across private modules on purpose.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub(crate) mod bad_row;
 pub(crate) mod claim;
 pub mod cli;
 pub(crate) mod command;
@@ -27,11 +28,13 @@ pub(crate) mod model;
 pub(crate) mod monitor;
 pub(crate) mod plan;
 pub(crate) mod run;
+pub(crate) mod schedule;
 pub(crate) mod shard;
 pub(crate) mod shutdown;
 pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod spec;
+pub(crate) mod time;
 
 use std::process::ExitCode;
 

@@ -6,7 +6,9 @@
 //! `latest` scores only the newest and reports the rest as skipped. A backfill (`--from/--to`)
 //! scores an explicit range in window-size steps and leaves the watermark alone.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+
+use crate::time::time_text;
 use std::fmt;
 
 use crate::spec::{CatchUp, WindowSpec};
@@ -20,12 +22,7 @@ pub struct Window {
 
 impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{}, {})",
-            self.start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-            self.end.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-        )
+        write!(f, "[{}, {})", time_text(self.start), time_text(self.end))
     }
 }
 
@@ -147,7 +144,7 @@ fn beyond(time: DateTime<Utc>) -> String {
     format!(
         "a window from {} is beyond the times batchscore handles: check window.size, \
          window.lateness and the watermark",
-        time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        time_text(time)
     )
 }
 

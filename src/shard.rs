@@ -76,6 +76,14 @@ impl Shard {
     }
 }
 
+/// How messages name a job's shard: the job's name alone when it is not sharded.
+pub fn job_label(job: &str, shard: Shard) -> String {
+    match shard.is_whole() {
+        true => job.to_owned(),
+        false => format!("{job} (shard {shard})"),
+    }
+}
+
 /// How a backend writes the two expressions of a key that a shard's condition is made of.
 pub struct KeySql {
     /// The key as a 64-bit integer (`CAST(key AS BIGINT)`).

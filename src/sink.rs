@@ -9,8 +9,8 @@ use polars::prelude::{
     NewChunkedArray, StringChunked,
 };
 
+use crate::bad_row::{BadRow, bad_row};
 use crate::element::Element;
-use crate::features::{BadRow, bad_row};
 use crate::ident::{Ident, TableName};
 use crate::plan::Window;
 use crate::source::{KeyKind, SourceChunk};

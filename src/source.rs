@@ -31,6 +31,9 @@ pub enum ColumnKind {
     Other(String),
 }
 
+/// A source's columns as the database describes them: each name with its kind, in order.
+pub type SourceColumns = Vec<(String, ColumnKind)>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
     Integer,

@@ -1,13 +1,13 @@
 //! The subcommands, one file each; [`dispatch`] routes a parsed command line to them.
 
-mod claims;
 pub mod daemon;
 pub mod jobs;
+pub mod jobs_new;
 pub mod migrate;
 pub mod monitor;
 pub mod reshard;
 pub mod run_job;
-pub mod scaffold;
+mod shard_claims;
 pub mod status;
 pub mod watermark;
 
@@ -28,14 +28,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             query,
             force,
         }) => {
-            let new = scaffold::NewJob {
+            let new = jobs_new::NewJob {
                 name,
                 model,
                 table,
                 query,
                 force,
             };
-            scaffold::run(global, new).await
+            jobs_new::run(global, new).await
         }
         Command::Migrate => migrate::run(global).await,
         Command::Status(args) => status::run(global, args).await,

@@ -10,14 +10,15 @@ use comfy_table::{Table, presets::NOTHING};
 use serde_json::json;
 
 use crate::cli::GlobalArgs;
-use crate::db::reference::{Reference, reference_for};
+use crate::db::profiles::reference_for;
 use crate::db::{self, Backend};
 use crate::error::ConfigError;
 use crate::monitor::drift::{self, ColumnDrift, DriftReport, DriftState};
 use crate::monitor::profile::Profile;
+use crate::monitor::reference::Reference;
 use crate::plan::Window;
-use crate::spec::monitor::time_text;
 use crate::spec::{JobSpec, load_job};
+use crate::time::time_text;
 use crate::with_backend;
 
 /// The latest window of a job, its reference and their comparison.
@@ -30,13 +31,13 @@ pub struct Latest {
 
 /// Compare `job`'s latest profiled window with its reference; `None` when no window is profiled.
 pub async fn latest<B: Backend>(db: &B, spec: &JobSpec) -> anyhow::Result<Option<Latest>> {
-    let Some(window) = db.latest_profiled_window(&spec.name).await? else {
+    let Some(window) = crate::db::profiles::latest_window(db.pool(), &spec.name).await? else {
         return Ok(None);
     };
-    let (profile, _) = db
-        .merged_profiles(&spec.name, window.start, window.end)
-        .await?;
-    let reference = reference_for(db, spec, window).await?;
+    let (profile, _) =
+        crate::db::profiles::merged_profiles(db.pool(), &spec.name, window.start, window.end)
+            .await?;
+    let reference = reference_for(db.pool(), spec, window).await?;
     let empty = Profile::default();
     let against = reference
         .as_ref()
@@ -55,7 +56,7 @@ pub async fn show(global: &GlobalArgs, name: &str, json: bool) -> anyhow::Result
     let spec = load_job(&global.jobs_dir, name)?;
     let db = db::connect(&global.database_url).await?;
     let latest = with_backend!(&db, backend => async {
-        backend.migrate().await?;
+        crate::db::migrate(backend).await?;
         latest(backend, &spec).await
     }.await)?;
     let drifted = latest
@@ -166,8 +167,8 @@ pub async fn set_reference(
     let db = db::connect(&global.database_url).await?;
     let Some((from, to)) = range else {
         with_backend!(&db, backend => async {
-            backend.migrate().await?;
-            backend.store_reference(&spec.name, None).await
+            crate::db::migrate(backend).await?;
+            crate::db::profiles::store_reference(backend.pool(), &spec.name, None).await
         }.await)?;
         println!(
             "job `{name}`: stored reference removed; {}",
@@ -185,11 +186,11 @@ pub async fn set_reference(
         return Err(ConfigError::job(name, "--from must be before --to").into());
     }
     let windows = with_backend!(&db, backend => async {
-        backend.migrate().await?;
-        let (profile, windows) = backend.merged_profiles(&spec.name, from, to).await?;
+        crate::db::migrate(backend).await?;
+        let (profile, windows) = crate::db::profiles::merged_profiles(backend.pool(), &spec.name, from, to).await?;
         if windows > 0 {
             let range = Window { start: from, end: to };
-            backend.store_reference(&spec.name, Some((range, windows, &profile))).await?;
+            crate::db::profiles::store_reference(backend.pool(), &spec.name, Some((range, windows, &profile))).await?;
         }
         anyhow::Ok((windows, profile.columns.first().map_or(0, |c| c.rows)))
     }.await)?;

@@ -11,9 +11,9 @@
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
-use super::claims::{ClaimsHeld, humantime_lease};
+use super::shard_claims::{ShardClaims, humantime_lease};
 use crate::cli::GlobalArgs;
 use crate::db::{self, Backend, ShardWatermark};
 use crate::error::{ConfigError, Contention};
@@ -29,10 +29,10 @@ pub async fn run(global: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
 }
 
 async fn reshard<B: Backend>(db: &B, spec: &JobSpec) -> anyhow::Result<()> {
-    db.migrate().await?;
+    crate::db::migrate(db).await?;
     let job = spec.name.as_str();
     let count = spec.source.shards;
-    let watermarks = db.watermarks(Some(job)).await?;
+    let watermarks = crate::db::ledger::watermarks(db.pool(), Some(job)).await?;
     let Some(old) = watermarks.first().map(|w| w.shard.count) else {
         println!(
             "{job}: no watermark yet, nothing to move: its first run starts all {count} shard(s)"
@@ -47,8 +47,8 @@ async fn reshard<B: Backend>(db: &B, spec: &JobSpec) -> anyhow::Result<()> {
     let at = level(spec, old, &watermarks)?;
     // Every shard of either count: runs of the old shards and any early run of the new ones.
     let touched: Vec<Shard> = Shard::all(old.max(count)).collect();
-    let held = ClaimsHeld::take(db, job, &touched, humantime_lease()).await?;
-    let moved = db.reshard(job, &watermarks, count, at).await;
+    let held = ShardClaims::take(db, job, &touched, humantime_lease()).await?;
+    let moved = crate::db::ledger::reshard(db.pool(), job, &watermarks, count, at).await;
     held.release(db).await?;
     if !moved? {
         return Err(Contention::WatermarkMoved {
@@ -57,7 +57,7 @@ async fn reshard<B: Backend>(db: &B, spec: &JobSpec) -> anyhow::Result<()> {
         }
         .into());
     }
-    let at = at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let at = crate::time::time_text(at);
     tracing::warn!(job, from = old, to = count, watermark = %at, "job resharded");
     println!("{job}: moved from {old} to {count} shard(s); every shard continues from {at}");
     Ok(())
@@ -83,9 +83,7 @@ fn level(spec: &JobSpec, old: u32, watermarks: &[ShardWatermark]) -> anyhow::Res
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let m = m.map_or("none".to_owned(), |t| {
-                t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-            });
+            let m = m.map_or("none".to_owned(), crate::time::time_text);
             format!("shard {i}/{old} at {m}")
         })
         .collect();
@@ -107,7 +105,7 @@ fn level(spec: &JobSpec, old: u32, watermarks: &[ShardWatermark]) -> anyhow::Res
          behind), then set `shards = {}` and run `batchscore reshard {job}` again",
         spec.source.shards,
         listed.join(", "),
-        t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        crate::time::time_text(t),
         spec.source.shards,
     );
     Err(ConfigError::job(job, problem).into())

@@ -37,7 +37,7 @@ async fn run_with<B: Backend>(
     let deadline = args.lease.to_std().unwrap_or_default();
     if !args.dry_run {
         // A dry run writes nothing, not even batchscore's own tables.
-        db::within(deadline, "applying migrations", db.migrate()).await?;
+        db::within(deadline, "applying migrations", crate::db::migrate(db)).await?;
     }
     let job = db::within(deadline, "checking the job", job::prepare(db, spec)).await?;
 
@@ -54,19 +54,12 @@ async fn run_with<B: Backend>(
         Some(bars) => run::Progress::Bars(bars),
         None => run::Progress::log(),
     };
-    let summary = run::run_job(
-        db,
-        &job,
-        request,
-        choice,
-        args.lease,
-        &stop,
-        &progress,
-        &mut Default::default(),
-    )
-    .await?;
+    let (summary, _) = run::Run::new(db, &job, args.lease, &stop, &progress)
+        .run_job(request, choice)
+        .await;
+    let summary = summary?;
     for run in &summary.runs {
-        let name = run::job_label(&job.spec.name, run.shard);
+        let name = crate::shard::job_label(&job.spec.name, run.shard);
         if run.windows.is_empty() {
             println!("{name}: up to date, no window is due");
         }
@@ -89,7 +82,7 @@ async fn run_with<B: Backend>(
         }
     }
     for shard in &summary.passed_over {
-        let name = run::job_label(&job.spec.name, *shard);
+        let name = crate::shard::job_label(&job.spec.name, *shard);
         println!("{name}: left to the run that holds it");
     }
     if let Some(left) = summary.left_shards(&job.spec.name, request) {
@@ -112,7 +105,7 @@ async fn print_plan<B: Backend>(
         .map_err(|p| ConfigError::job(&job.spec.name, p))?;
     for shard in shards {
         let watermark = match migrated {
-            true => db.watermark(&job.spec.name, shard).await?,
+            true => crate::db::ledger::watermark(db.pool(), &job.spec.name, shard).await?,
             false => None,
         };
         let plan = plan_windows(&job.spec.window, watermark, request)
@@ -121,10 +114,7 @@ async fn print_plan<B: Backend>(
             println!("shard:     {shard}");
         }
         match watermark {
-            Some(w) => println!(
-                "watermark: {}",
-                w.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-            ),
+            Some(w) => println!("watermark: {}", crate::time::time_text(w)),
             None => println!("watermark: none yet"),
         }
         if plan.windows.is_empty() {

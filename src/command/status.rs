@@ -12,9 +12,9 @@ use comfy_table::{Cell, Color, Table, presets::NOTHING};
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, StatusArgs};
-use crate::daemon::schedule::next_fire;
-use crate::db::{self, Backend, JobHealth};
+use crate::db::{self, Backend, JobHealth, ledger};
 use crate::ledger::RunRecord;
+use crate::schedule::next_fire;
 use crate::spec::{JobSpec, job_names, load_job};
 use crate::with_backend;
 
@@ -136,46 +136,62 @@ fn state(
 }
 
 pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let db = db::connect(&global.database_url).await?;
     let now = Utc::now();
     let name = args.name.as_deref();
+    let overview = gather(global, name, args.limit, now).await?;
+    if args.json {
+        let jobs: Vec<Value> = overview.statuses.iter().map(|s| to_json(s, now)).collect();
+        let out = match name {
+            Some(_) => {
+                let mut job = jobs.into_iter().next().unwrap_or(Value::Null);
+                job["runs"] = overview.runs.iter().map(run_json).collect();
+                job
+            }
+            None => Value::Array(jobs),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", summary_table(&overview.statuses, now));
+        if name.is_some() {
+            println!("\n{}", runs_table(overview.runs));
+        }
+    }
+    let unhealthy = overview.statuses.iter().any(|s| s.state.unhealthy());
+    Ok(if unhealthy {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Every job's status (or `name`'s, with its latest `limit` runs), as of `now`.
+struct Overview {
+    statuses: Vec<JobStatus>,
+    runs: Vec<RunRecord>,
+}
+
+/// What the ledger, the claims and the job files say of every job, or of `name`.
+async fn gather(
+    global: &GlobalArgs,
+    name: Option<&str>,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Overview> {
+    let db = db::connect(&global.database_url).await?;
     let (health, running, watermarks, runs) = with_backend!(&db, backend => async {
-        backend.migrate().await?;
+        crate::db::migrate(backend).await?;
         let runs = match name {
-            Some(name) => backend.recent_runs(Some(name), args.limit).await?,
+            Some(name) => ledger::recent_runs(backend.pool(), Some(name), limit).await?,
             None => Vec::new(),
         };
         anyhow::Ok((
-            backend.health(now - RECENT).await?,
-            backend.running_jobs().await?,
-            backend.watermarks(name).await?,
+            ledger::health(backend.pool(), now - RECENT).await?,
+            ledger::running_jobs(backend.pool()).await?,
+            ledger::watermarks(backend.pool(), name).await?,
             runs,
         ))
     }.await)?;
-
-    // Jobs with a file, and jobs only the ledger knows (their file was removed).
-    let mut specs: BTreeMap<String, Option<JobSpec>> = BTreeMap::new();
-    let files = match name {
-        Some(name) => vec![name.to_owned()],
-        None => job_names(&global.jobs_dir).unwrap_or_default(),
-    };
-    for job in files {
-        let spec = match load_job(&global.jobs_dir, &job) {
-            Ok(spec) => Some(spec),
-            // A job named by mistake, neither a file nor in the ledger.
-            Err(err) if name.is_some() && !health.iter().any(|h| h.job == job) => {
-                return Err(err.into());
-            }
-            // An invalid file: `jobs validate` says what is wrong; the ledger still speaks.
-            Err(_) => None,
-        };
-        specs.insert(job, spec);
-    }
-    for h in &health {
-        if name.is_none_or(|n| n == h.job) {
-            specs.entry(h.job.clone()).or_insert(None);
-        }
-    }
+    let specs = known_jobs(&global.jobs_dir, name, &health)?;
     let mut drift: BTreeMap<String, String> = BTreeMap::new();
     with_backend!(&db, backend => async {
         for spec in specs.values().flatten() {
@@ -183,7 +199,7 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
         }
     }.await);
     let running: BTreeSet<String> = running.into_iter().collect();
-    let statuses: Vec<JobStatus> = specs
+    let statuses = specs
         .into_iter()
         .map(|(job, spec)| {
             let health = health
@@ -199,13 +215,8 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
                 .filter(|w| w.job == job)
                 .map(|w| w.watermark)
                 .min();
-            let state = state(
-                spec.as_ref(),
-                &health,
-                watermark,
-                running.contains(&job),
-                now,
-            );
+            let is_running = running.contains(&job);
+            let state = state(spec.as_ref(), &health, watermark, is_running, now);
             let next_due = spec.as_ref().and_then(|s| next_fire(&s.schedule, now));
             JobStatus {
                 drift: drift.remove(&job).unwrap_or_else(|| "-".to_owned()),
@@ -219,30 +230,39 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCo
             }
         })
         .collect();
+    Ok(Overview { statuses, runs })
+}
 
-    if args.json {
-        let jobs: Vec<Value> = statuses.iter().map(|s| to_json(s, now)).collect();
-        let out = match name {
-            Some(_) => {
-                let mut job = jobs.into_iter().next().unwrap_or(Value::Null);
-                job["runs"] = runs.iter().map(run_json).collect();
-                job
+/// Jobs with a file, and jobs only the ledger knows (their file was removed); or `name` alone.
+/// A job file that does not load is `None`: `jobs validate` says why, and the ledger still
+/// speaks for it.
+fn known_jobs(
+    jobs_dir: &std::path::Path,
+    name: Option<&str>,
+    health: &[JobHealth],
+) -> anyhow::Result<BTreeMap<String, Option<JobSpec>>> {
+    let mut specs: BTreeMap<String, Option<JobSpec>> = BTreeMap::new();
+    let files = match name {
+        Some(name) => vec![name.to_owned()],
+        None => job_names(jobs_dir).unwrap_or_default(),
+    };
+    for job in files {
+        let spec = match load_job(jobs_dir, &job) {
+            Ok(spec) => Some(spec),
+            // A job named by mistake, neither a file nor in the ledger.
+            Err(err) if name.is_some() && !health.iter().any(|h| h.job == job) => {
+                return Err(err.into());
             }
-            None => Value::Array(jobs),
+            Err(_) => None,
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("{}", summary_table(&statuses, now));
-        if name.is_some() {
-            println!("\n{}", runs_table(runs));
+        specs.insert(job, spec);
+    }
+    for h in health {
+        if name.is_none_or(|n| n == h.job) {
+            specs.entry(h.job.clone()).or_insert(None);
         }
     }
-    let unhealthy = statuses.iter().any(|s| s.state.unhealthy());
-    Ok(if unhealthy {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(specs)
 }
 
 fn time(t: DateTime<Utc>) -> String {

@@ -2,22 +2,22 @@
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets::NOTHING};
 
-use super::claims::{ClaimsHeld, humantime_lease};
+use super::shard_claims::{ShardClaims, humantime_lease};
 use crate::cli::GlobalArgs;
 use crate::db::{self, Backend};
 use crate::error::ConfigError;
-use crate::run::job_label;
 use crate::shard::Shard;
+use crate::shard::job_label;
 use crate::{spec, with_backend};
 
 pub async fn show(global: &GlobalArgs, name: Option<String>) -> anyhow::Result<ExitCode> {
     let db = db::connect(&global.database_url).await?;
     let watermarks = with_backend!(&db, backend => async {
-        backend.migrate().await?;
-        backend.watermarks(name.as_deref()).await
+        crate::db::migrate(backend).await?;
+        crate::db::ledger::watermarks(backend.pool(), name.as_deref()).await
     }.await)?;
     let mut table = Table::new();
     table.load_preset(NOTHING);
@@ -31,7 +31,7 @@ pub async fn show(global: &GlobalArgs, name: Option<String>) -> anyhow::Result<E
         table.add_row([
             row.job,
             shard,
-            row.watermark.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            crate::time::time_text(row.watermark),
             format!("{:.0}", (now - row.watermark).as_seconds_f64()),
         ]);
     }
@@ -64,10 +64,9 @@ async fn set_with<B: Backend>(
     shards: &[Shard],
     time: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    db.migrate().await?;
+    crate::db::migrate(db).await?;
     let count = shards.first().map_or(1, |s| s.count);
-    if let Some(other) = db
-        .watermarks(Some(job))
+    if let Some(other) = crate::db::ledger::watermarks(db.pool(), Some(job))
         .await?
         .into_iter()
         .find(|w| w.shard.count != count)
@@ -79,17 +78,17 @@ async fn set_with<B: Backend>(
         );
         return Err(ConfigError::job(job, problem).into());
     }
-    let held = ClaimsHeld::take(db, job, shards, humantime_lease()).await?;
+    let held = ShardClaims::take(db, job, shards, humantime_lease()).await?;
     let mut outcome = Ok(Vec::new());
     for shard in shards {
-        let previous = match db.watermark(job, *shard).await {
+        let previous = match crate::db::ledger::watermark(db.pool(), job, *shard).await {
             Ok(previous) => previous,
             Err(err) => {
                 outcome = Err(err);
                 break;
             }
         };
-        if let Err(err) = db.set_watermark(job, *shard, time).await {
+        if let Err(err) = crate::db::ledger::set_watermark(db.pool(), job, *shard, time).await {
             outcome = Err(err);
             break;
         }
@@ -98,10 +97,10 @@ async fn set_with<B: Backend>(
         }
     }
     held.release(db).await?;
-    let time = time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let time = crate::time::time_text(time);
     for (shard, previous) in outcome? {
         let previous = match previous {
-            Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            Some(t) => crate::time::time_text(t),
             None => "none".to_owned(),
         };
         let label = job_label(job, shard);

@@ -17,7 +17,6 @@
 
 mod http;
 mod metrics;
-pub(crate) mod schedule;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,13 +34,12 @@ use uuid::Uuid;
 
 use self::http::Health;
 use self::metrics::Metrics;
-use self::schedule::next_fire;
 use crate::db::Backend;
 use crate::error::{ConfigError, Contention, EXIT_RUN_FAILED, Interrupted};
 use crate::job::{self, PreparedJob};
-use crate::ledger::Tally;
 use crate::plan::WindowRequest;
-use crate::run::ShardChoice;
+use crate::run::{Run, ShardChoice};
+use crate::schedule::next_fire;
 use crate::shutdown::{Shutdown, Signal, Stop, Trigger};
 use crate::spec::{self, job_names};
 
@@ -67,6 +65,28 @@ struct Entry {
     /// Runs in a row that failed: how long the next retry waits.
     failures: Arc<AtomicU32>,
     tick: Option<Uuid>,
+}
+
+/// How a run of the daemon's ended, as `batchscore_runs_total{outcome}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunOutcome {
+    Ok,
+    /// Another run held the job (or every shard of it).
+    Busy,
+    /// Stopped by the shutdown.
+    Interrupted,
+    Failed,
+}
+
+impl RunOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            RunOutcome::Ok => "ok",
+            RunOutcome::Busy => "busy",
+            RunOutcome::Interrupted => "interrupted",
+            RunOutcome::Failed => "failed",
+        }
+    }
 }
 
 /// How long to wait before retrying a job whose last `failures` runs failed: 1 s, doubling, up
@@ -201,7 +221,7 @@ async fn start<B: Backend>(
     drain: Shutdown,
 ) -> anyhow::Result<Started<B>> {
     let deadline = options.lease.to_std().unwrap_or_default();
-    crate::db::within(deadline, "applying migrations", db.migrate()).await?;
+    crate::db::within(deadline, "applying migrations", crate::db::migrate(&db)).await?;
     let (abort_trigger, abort) = Shutdown::new();
     let scheduler = JobScheduler::new()
         .await
@@ -449,7 +469,7 @@ impl<B: Backend> Daemon<B> {
         let name = name.to_owned();
         tokio::spawn(async move {
             let permit = daemon.permits.acquire().await;
-            let failed = daemon.run_once(&job).await == "failed";
+            let failed = daemon.run_once(&job).await == RunOutcome::Failed;
             running.store(false, Ordering::SeqCst);
             drop(permit);
             drop(done);
@@ -483,23 +503,15 @@ impl<B: Backend> Daemon<B> {
         });
     }
 
-    /// Run the job once; returns the outcome's metric label.
-    async fn run_once(&self, job: &Arc<PreparedJob>) -> &'static str {
+    /// Run the job once, and count what it did.
+    async fn run_once(&self, job: &Arc<PreparedJob>) -> RunOutcome {
         let name = job.spec.name.as_str();
         let started = Instant::now();
-        let mut tally = Tally::default();
         let request = WindowRequest::Scheduled { now: Utc::now() };
-        let outcome = crate::run::run_job(
-            &self.db,
-            job,
-            request,
-            ShardChoice::Every,
-            self.options.lease,
-            &self.stop,
-            &crate::run::Progress::log(),
-            &mut tally,
-        )
-        .await;
+        let progress = crate::run::Progress::log();
+        let (outcome, tally) = Run::new(&self.db, job, self.options.lease, &self.stop, &progress)
+            .run_job(request, ShardChoice::Every)
+            .await;
         let label = Metrics::label(name);
         let m = &self.metrics;
         m.windows
@@ -536,10 +548,10 @@ impl<B: Backend> Daemon<B> {
             Metrics::set_time(&m.last_success, name, Utc::now());
         }
         let outcome = match outcome {
-            Ok(_) => "ok",
+            Ok(_) => RunOutcome::Ok,
             Err(err) if err.is::<Contention>() => {
                 tracing::info!(job = %name, "{err:#}");
-                "busy"
+                RunOutcome::Busy
             }
             Err(err) if err.is::<Interrupted>() => {
                 // Stopping between windows or shards rolls nothing back: a clean shutdown.
@@ -550,14 +562,16 @@ impl<B: Backend> Daemon<B> {
                     self.rolled_back.store(true, Ordering::SeqCst);
                 }
                 tracing::warn!(job = %name, "{err:#}");
-                "interrupted"
+                RunOutcome::Interrupted
             }
             Err(err) => {
                 tracing::error!(job = %name, error = %format!("{err:#}"), "run failed");
-                "failed"
+                RunOutcome::Failed
             }
         };
-        m.runs.get_or_create(&Metrics::outcome(name, outcome)).inc();
+        m.runs
+            .get_or_create(&Metrics::outcome(name, outcome.label()))
+            .inc();
         if let Ok(Some(watermark)) = self.watermark(name).await {
             self.watermarks
                 .lock()
@@ -571,7 +585,7 @@ impl<B: Backend> Daemon<B> {
     /// its oldest shard's, which is how far all of the job is scored.
     async fn watermark(&self, name: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
         let deadline = self.options.lease.to_std().unwrap_or_default();
-        let shards = self.db.watermarks(Some(name));
+        let shards = crate::db::ledger::watermarks(self.db.pool(), Some(name));
         let shards = crate::db::within(deadline, "reading the watermark", shards).await?;
         Ok(shards.iter().map(|w| w.watermark).min())
     }
@@ -712,7 +726,9 @@ table = "{sink}"
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // Until the daemon has migrated the database, there is no ledger to read.
-            let runs = db.recent_runs(Some(job), 50).await.unwrap_or_default();
+            let runs = crate::db::ledger::recent_runs(db.pool(), Some(job), 50)
+                .await
+                .unwrap_or_default();
             if runs.iter().any(|r| r.status == RunStatus::Succeeded) {
                 return;
             }
@@ -772,7 +788,12 @@ table = "{sink}"
         committed(&db, "a").await;
         // A job added after start runs only once a reload asks for it.
         std::fs::write(jobs_dir.join("b.toml"), job_file("scores_b")).unwrap();
-        assert!(db.recent_runs(Some("b"), 1).await.unwrap().is_empty());
+        assert!(
+            crate::db::ledger::recent_runs(db.pool(), Some("b"), 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         reload.send(()).await.unwrap();
         committed(&db, "b").await;
 
@@ -785,7 +806,9 @@ table = "{sink}"
         feeding.abort();
         assert_eq!(format!("{code:?}"), format!("{:?}", ExitCode::SUCCESS));
         // Stopped: no window is left open, and nothing runs any more.
-        let runs = db.recent_runs(None, 1000).await.unwrap();
+        let runs = crate::db::ledger::recent_runs(db.pool(), None, 1000)
+            .await
+            .unwrap();
         assert!(
             runs.iter().all(|r| r.status != RunStatus::Running),
             "{runs:?}"

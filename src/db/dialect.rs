@@ -1,5 +1,5 @@
 //! What batchscore's own tables need from a SQL dialect, so their SQL is written once
-//! ([`super::ledger`], [`super::claims`], [`super::migrate`]) for every backend.
+//! ([`super::ledger`], [`super::claim_store`], [`super::profiles`], [`super::migrate`]) for every backend.
 //!
 //! The statements use `$1`, `$2`… placeholders (PostgreSQL's, which SQLite reads as the same
 //! numbered parameters), bind [`Param`]s that each dialect encodes as it stores that type, and

@@ -57,7 +57,7 @@ pub enum Replace {
 }
 
 /// Insert the run's ledger row, or update how it ended: the one statement that records a run.
-pub(crate) async fn record_run<'c, DB: Dialect>(
+async fn write_run<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     run: &RunRecord,
     replace: Replace,
@@ -101,10 +101,30 @@ pub(crate) async fn record_run<'c, DB: Dialect>(
     Ok(())
 }
 
+/// Record a run in the ledger outside any window transaction: as started (committed at once,
+/// so even a crashed run leaves a trace), as skipped, or as failed after its window was rolled
+/// back ([`Replace::IfRunning`]).
+pub(crate) async fn record_run<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    run: &RunRecord,
+    replace: Replace,
+) -> anyhow::Result<()> {
+    write_run(DB::on_pool(pool), run, replace).await
+}
+
+/// Record a run in the window's transaction: how the window ended, or a range a `latest`
+/// catch-up skipped.
+pub(crate) async fn record_run_in<DB: Dialect>(
+    conn: &mut DB::Connection,
+    run: &RunRecord,
+) -> anyhow::Result<()> {
+    write_run(DB::on_conn(conn), run, Replace::Always).await
+}
+
 /// Mark the shard's rows still `running` as `abandoned`; how many. Only this shard's: the
 /// others may be running elsewhere right now.
-pub(crate) async fn abandon_runs<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn abandon_runs<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
     job: &str,
     shard: Shard,
 ) -> anyhow::Result<u64> {
@@ -114,7 +134,7 @@ pub(crate) async fn abandon_runs<'c, DB: Dialect>(
          WHERE job = $1 AND shard = $2 AND status = 'running'",
         DB::NOW
     );
-    dialect::execute(executor, sql, vec![job.into(), shard.index.into()])
+    dialect::execute(DB::on_pool(pool), sql, vec![job.into(), shard.index.into()])
         .await
         .context("marking abandoned runs in batchscore_runs")
 }
@@ -129,8 +149,8 @@ fn job_filter(job: Option<&str>) -> (&'static str, Vec<Param>) {
 }
 
 /// The latest runs, newest first, of one job or all.
-pub(crate) async fn recent_runs<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn recent_runs<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
     job: Option<&str>,
     limit: u32,
 ) -> anyhow::Result<Vec<RunRecord>> {
@@ -141,7 +161,7 @@ pub(crate) async fn recent_runs<'c, DB: Dialect>(
         params.len() + 1
     );
     params.push(i64::from(limit).into());
-    let rows = dialect::fetch_all(executor, sql, params)
+    let rows = dialect::fetch_all(DB::on_pool(pool), sql, params)
         .await
         .context("reading batchscore_runs")?;
     rows.iter()
@@ -180,14 +200,14 @@ fn run_from_row<DB: Dialect>(row: &DB::Row) -> anyhow::Result<RunRecord> {
 }
 
 /// A shard's watermark: the end of its last committed window.
-pub(crate) async fn watermark<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn watermark<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
     job: &str,
     shard: Shard,
 ) -> anyhow::Result<Option<DateTime<Utc>>> {
     let sql =
         "SELECT watermark FROM batchscore_watermarks WHERE job = $1 AND shard = $2".to_owned();
-    let row = dialect::fetch_optional(executor, sql, vec![job.into(), shard.index.into()])
+    let row = dialect::fetch_optional(DB::on_pool(pool), sql, vec![job.into(), shard.index.into()])
         .await
         .context("reading the watermark")?;
     match row {
@@ -206,7 +226,14 @@ pub struct ShardWatermark {
 }
 
 /// The watermarks of one job or all, by job and shard.
-pub(crate) async fn watermarks<'c, DB: Dialect>(
+pub(crate) async fn watermarks<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: Option<&str>,
+) -> anyhow::Result<Vec<ShardWatermark>> {
+    read_watermarks(DB::on_pool(pool), job).await
+}
+
+async fn read_watermarks<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: Option<&str>,
 ) -> anyhow::Result<Vec<ShardWatermark>> {
@@ -250,8 +277,8 @@ const WATERMARK_COLUMNS: [&str; 6] = [
 /// concurrent mover makes this wait, then re-check the WHERE against the committed row; on
 /// SQLite the window's write lock already keeps other movers out: either way exactly one of two
 /// racing runs moves it.
-pub(crate) async fn advance_watermark<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn advance_watermark<DB: Dialect>(
+    conn: &mut DB::Connection,
     job: &str,
     shard: Shard,
     from: Option<DateTime<Utc>>,
@@ -289,14 +316,23 @@ pub(crate) async fn advance_watermark<'c, DB: Dialect>(
             run_id.into(),
         ],
     );
-    let moved = dialect::execute(executor, sql, params)
+    let moved = dialect::execute(DB::on_conn(conn), sql, params)
         .await
         .context("moving the watermark")?;
     Ok(moved == 1)
 }
 
 /// Set a shard's watermark to any time (the explicit `watermark set` and `reshard` commands).
-pub(crate) async fn set_watermark<'c, DB: Dialect>(
+pub(crate) async fn set_watermark<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    shard: Shard,
+    to: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    write_watermark(DB::on_pool(pool), job, shard, to).await
+}
+
+async fn write_watermark<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: &str,
     shard: Shard,
@@ -333,7 +369,7 @@ pub(crate) async fn set_watermark<'c, DB: Dialect>(
 
 /// Forget every watermark of the job (`reshard`, before it writes the new shards' rows in the
 /// same transaction).
-pub(crate) async fn clear_watermarks<'c, DB: Dialect>(
+async fn clear_watermarks<'c, DB: Dialect>(
     executor: impl Executor<'c, Database = DB>,
     job: &str,
 ) -> anyhow::Result<u64> {
@@ -344,12 +380,12 @@ pub(crate) async fn clear_watermarks<'c, DB: Dialect>(
 }
 
 /// Whether the job has rows in the quarantine.
-pub(crate) async fn has_quarantined<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn has_quarantined<DB: Dialect>(
+    conn: &mut DB::Connection,
     job: &str,
 ) -> anyhow::Result<bool> {
     let sql = "SELECT EXISTS (SELECT 1 FROM batchscore_quarantine WHERE job = $1) AS found";
-    let row = dialect::fetch_optional(executor, sql.to_owned(), vec![job.into()])
+    let row = dialect::fetch_optional(DB::on_conn(conn), sql.to_owned(), vec![job.into()])
         .await
         .context("reading batchscore_quarantine")?;
     match row {
@@ -421,17 +457,40 @@ pub(crate) async fn health<DB: Dialect>(
 }
 
 /// The jobs with a shard whose claim's lease has not lapsed: they are running now.
-pub(crate) async fn running_jobs<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn running_jobs<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
 ) -> anyhow::Result<Vec<String>> {
     let sql = format!(
         "SELECT DISTINCT job FROM batchscore_claims WHERE expires_at > {}",
         DB::NOW
     );
-    let rows = dialect::fetch_all(executor, sql, vec![])
+    let rows = dialect::fetch_all(DB::on_pool(pool), sql, vec![])
         .await
         .context("reading batchscore_claims")?;
     rows.iter()
         .map(|row| required(DB::text(row, "job")?, "job"))
         .collect()
+}
+
+/// Move `job` to `count` shards, every one at `at`, in one transaction, provided its watermarks
+/// are still `expected` (what the caller checked were level): the `reshard` command, run while
+/// it holds every old shard's claim. Returns false, changing nothing, when they moved meanwhile.
+pub(crate) async fn reshard<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    expected: &[ShardWatermark],
+    count: u32,
+    at: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let mut tx = pool.begin().await.context("resharding")?;
+    let now = read_watermarks(DB::on_conn(&mut tx), Some(job)).await?;
+    if now != expected {
+        return Ok(false);
+    }
+    clear_watermarks(DB::on_conn(&mut tx), job).await?;
+    for shard in Shard::all(count) {
+        write_watermark(DB::on_conn(&mut tx), job, shard, at).await?;
+    }
+    tx.commit().await.context("resharding")?;
+    Ok(true)
 }

@@ -3,12 +3,13 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::Executor;
 
 use super::dialect::{self, Dialect, Param, required};
 use crate::monitor::profile::{ColumnProfile, Profile, StoredProfile, Values};
+use crate::monitor::reference::{self, Reference, StoredReference};
 use crate::plan::Window;
 use crate::shard::Shard;
+use crate::spec::JobSpec;
 
 /// The profile columns both tables share, in bind order.
 const PROFILE_COLUMNS: [&str; 13] = [
@@ -149,14 +150,14 @@ pub(crate) async fn record_profile<DB: Dialect>(
 
 /// The merged profile of `job`'s committed windows inside `[from, to)` (every shard), and how
 /// many windows it merges.
-pub(crate) async fn merged_profiles<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn merged_profiles<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
     job: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> anyhow::Result<(Profile, u64)> {
     let rows = dialect::fetch_all(
-        executor,
+        DB::on_pool(pool),
         format!(
             "SELECT run_id, {} FROM batchscore_profiles WHERE job = $1 AND window_start >= $2 AND window_end <= $3 ORDER BY window_start, shard, role, column_name",
             PROFILE_COLUMNS.join(", ")
@@ -177,12 +178,12 @@ pub(crate) async fn merged_profiles<'c, DB: Dialect>(
 }
 
 /// The range of `job`'s latest profiled window (the latest end, then the latest start).
-pub(crate) async fn latest_window<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn latest_window<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
     job: &str,
 ) -> anyhow::Result<Option<Window>> {
     let row = dialect::fetch_optional(
-        executor,
+        DB::on_pool(pool),
         "SELECT window_start, window_end FROM batchscore_profiles WHERE job = $1 ORDER BY window_end DESC, window_start DESC LIMIT 1"
             .to_owned(),
         vec![job.into()],
@@ -198,20 +199,12 @@ pub(crate) async fn latest_window<'c, DB: Dialect>(
     .transpose()
 }
 
-/// The reference stored by `monitor set-reference`, with the range it was merged from.
-pub struct StoredReference {
-    pub window: Window,
-    pub windows: u64,
-    pub set_at: DateTime<Utc>,
-    pub profile: Profile,
-}
-
-pub(crate) async fn stored_reference<'c, DB: Dialect>(
-    executor: impl Executor<'c, Database = DB>,
+pub(crate) async fn stored_reference<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
     job: &str,
 ) -> anyhow::Result<Option<StoredReference>> {
     let rows = dialect::fetch_all(
-        executor,
+        DB::on_pool(pool),
         format!(
             "SELECT window_start, window_end, windows, set_at, {} FROM batchscore_references WHERE job = $1 ORDER BY role, column_name",
             PROFILE_COLUMNS.join(", ")
@@ -241,6 +234,16 @@ pub(crate) async fn stored_reference<'c, DB: Dialect>(
 /// Store `profile` (merged from `windows` windows in `window`) as `job`'s reference, replacing
 /// any; or, with `None`, remove it.
 pub(crate) async fn store_reference<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    reference: Option<(Window, u64, &Profile)>,
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    replace_reference::<DB>(&mut tx, job, reference).await?;
+    tx.commit().await.context("committing the reference")
+}
+
+async fn replace_reference<DB: Dialect>(
     conn: &mut DB::Connection,
     job: &str,
     reference: Option<(Window, u64, &Profile)>,
@@ -276,4 +279,27 @@ pub(crate) async fn store_reference<DB: Dialect>(
         .await
         .with_context(|| format!("storing job `{job}`'s reference"))?;
     Ok(())
+}
+
+/// The reference to compare `window` of `job` with (the stored one, else the job file's range
+/// merged from the profiles: see [`crate::monitor::reference`]); `None` when the job has none.
+pub(crate) async fn reference_for<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &JobSpec,
+    window: Window,
+) -> anyhow::Result<Option<Reference>> {
+    if let Some(stored) = stored_reference(pool, &job.name).await? {
+        return Ok(Some(Reference::stored(stored)));
+    }
+    let Some((from, to, described)) = reference::file_range(job, window) else {
+        return Ok(None);
+    };
+    let (profile, windows) = merged_profiles(pool, &job.name, from, to).await?;
+    Ok(Some(Reference {
+        described,
+        windows,
+        profile,
+        from,
+        to,
+    }))
 }

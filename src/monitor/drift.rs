@@ -148,6 +148,59 @@ fn judge(
     reference: Option<&ColumnProfile>,
     spec: &MonitorSpec,
 ) -> ColumnDrift {
+    let mut drift = unjudged(window, spec);
+    let Some(reference) = reference.filter(|r| r.kind() == window.kind()) else {
+        return drift;
+    };
+    drift.reference_null_rate = Some(reference.null_rate());
+    if window.rows < spec.min_rows || reference.rows < spec.min_rows {
+        drift.state = DriftState::TooFewRows;
+        return drift;
+    }
+    let thresholds = &spec.thresholds;
+    let mut severities = Vec::new();
+    let null_change = (window.null_rate() - reference.null_rate()).abs();
+    severities.push(null_change / thresholds.null_rate);
+    if null_change > thresholds.null_rate {
+        drift.over.push("null rate");
+        drift.reasons.push(format!(
+            "null rate {:.1}% (reference {:.1}%)",
+            window.null_rate() * 100.0,
+            reference.null_rate() * 100.0
+        ));
+    }
+    let enough = window.valid() >= spec.min_rows && reference.valid() >= spec.min_rows;
+    match (&window.values, &reference.values) {
+        (Values::Numeric(w), Values::Numeric(r)) if enough => {
+            severities.extend(drift.judge_numbers(w, r, spec));
+        }
+        (Values::Category(w), Values::Category(r)) if enough => {
+            let distribution = category_shares(r, w);
+            let score = js_distance(&distribution.reference, &distribution.window);
+            drift.score = Some(score);
+            drift.distribution = Some(distribution);
+            severities.push(score / thresholds.js);
+            if score > thresholds.js {
+                drift.over.push("js");
+                drift
+                    .reasons
+                    .push(format!("js {score:.3} > {}", thresholds.js));
+            }
+        }
+        _ => {}
+    }
+    drift.severity = severities.into_iter().fold(0.0, f64::max);
+    drift.state = match (drift.reasons.is_empty(), drift.score.is_some()) {
+        (false, _) => DriftState::Drift,
+        (true, true) => DriftState::Ok,
+        // Too few usable values to score, and the null rate has not moved.
+        (true, false) => DriftState::TooFewRows,
+    };
+    drift
+}
+
+/// A column's drift before it is compared with anything: its measure and thresholds.
+fn unjudged(window: &ColumnProfile, spec: &MonitorSpec) -> ColumnDrift {
     let Thresholds {
         psi,
         js,
@@ -156,7 +209,7 @@ fn judge(
     } = spec.thresholds;
     let numeric = matches!(window.values, Values::Numeric(_));
     let is_output = window.role == Role::Output;
-    let mut drift = ColumnDrift {
+    ColumnDrift {
         column: window.column.clone(),
         role: window.role,
         kind: window.kind(),
@@ -173,77 +226,46 @@ fn judge(
         reasons: Vec::new(),
         distribution: None,
         severity: 0.0,
-    };
-    let Some(reference) = reference.filter(|r| r.kind() == window.kind()) else {
-        return drift;
-    };
-    drift.reference_null_rate = Some(reference.null_rate());
-    if window.rows < spec.min_rows || reference.rows < spec.min_rows {
-        drift.state = DriftState::TooFewRows;
-        return drift;
     }
-    let mut severities = Vec::new();
-    let null_change = (window.null_rate() - reference.null_rate()).abs();
-    severities.push(null_change / null_rate);
-    if null_change > null_rate {
-        drift.over.push("null rate");
-        drift.reasons.push(format!(
-            "null rate {:.1}% (reference {:.1}%)",
-            window.null_rate() * 100.0,
-            reference.null_rate() * 100.0
-        ));
-    }
-    let enough = window.valid() >= spec.min_rows && reference.valid() >= spec.min_rows;
-    match (&window.values, &reference.values) {
-        (Values::Numeric(w), Values::Numeric(r)) if enough => {
-            let distribution = quantile_bins(r, w, spec.bins);
-            let score = psi_of(&distribution.reference, &distribution.window);
-            drift.score = Some(score);
-            drift.distribution = Some(distribution);
-            severities.push(score / psi);
-            if score > psi {
-                drift.over.push("psi");
-                drift.reasons.push(format!("psi {score:.3} > {psi}"));
-            }
-            if is_output {
-                let std = r.std();
-                let shift = match std > 0.0 {
-                    true => (w.mean - r.mean) / std,
-                    false if w.mean == r.mean => 0.0,
-                    false => f64::INFINITY.copysign(w.mean - r.mean),
-                };
-                drift.mean_shift = Some(shift);
-                severities.push(shift.abs() / mean_shift);
-                if shift.abs() > mean_shift {
-                    drift.over.push("mean shift");
-                    drift.reasons.push(format!(
-                        "mean {:.4} (reference {:.4}, {shift:+.2}σ)",
-                        w.mean, r.mean
-                    ));
-                }
+}
+
+impl ColumnDrift {
+    /// A numeric column against its reference: PSI over the reference's quantile bins, and for
+    /// an output the shift of its mean in the reference's standard deviations. The severities
+    /// (each score over its threshold).
+    fn judge_numbers(&mut self, w: &Numeric, r: &Numeric, spec: &MonitorSpec) -> Vec<f64> {
+        let Thresholds {
+            psi, mean_shift, ..
+        } = spec.thresholds;
+        let mut severities = Vec::new();
+        let distribution = quantile_bins(r, w, spec.bins);
+        let score = psi_of(&distribution.reference, &distribution.window);
+        self.score = Some(score);
+        self.distribution = Some(distribution);
+        severities.push(score / psi);
+        if score > psi {
+            self.over.push("psi");
+            self.reasons.push(format!("psi {score:.3} > {psi}"));
+        }
+        if self.role == Role::Output {
+            let std = r.std();
+            let shift = match std > 0.0 {
+                true => (w.mean - r.mean) / std,
+                false if w.mean == r.mean => 0.0,
+                false => f64::INFINITY.copysign(w.mean - r.mean),
+            };
+            self.mean_shift = Some(shift);
+            severities.push(shift.abs() / mean_shift);
+            if shift.abs() > mean_shift {
+                self.over.push("mean shift");
+                self.reasons.push(format!(
+                    "mean {:.4} (reference {:.4}, {shift:+.2}σ)",
+                    w.mean, r.mean
+                ));
             }
         }
-        (Values::Category(w), Values::Category(r)) if enough => {
-            let distribution = category_shares(r, w);
-            let score = js_distance(&distribution.reference, &distribution.window);
-            drift.score = Some(score);
-            drift.distribution = Some(distribution);
-            severities.push(score / js);
-            if score > js {
-                drift.over.push("js");
-                drift.reasons.push(format!("js {score:.3} > {js}"));
-            }
-        }
-        _ => {}
+        severities
     }
-    drift.severity = severities.into_iter().fold(0.0, f64::max);
-    drift.state = match (drift.reasons.is_empty(), drift.score.is_some()) {
-        (false, _) => DriftState::Drift,
-        (true, true) => DriftState::Ok,
-        // Too few usable values to score, and the null rate has not moved.
-        (true, false) => DriftState::TooFewRows,
-    };
-    drift
 }
 
 /// Counts of the reference and the window in the reference's quantile bins.

@@ -12,15 +12,16 @@
 //! - [`window`]: one window, from its ledger row to its commit (open, pipeline, close);
 //! - [`pipeline`]: the window's reader, scoring and writer, three stages at once;
 //! - [`writer`]: the stage that owns the window's transaction;
-//! - [`keeper`]: the claim's lease, renewed while the run works.
+//! - [`lease_keeper`]: the claim's lease, renewed while the run works.
 //!
 //! No wait on the database outlasts the claim's lease: each step outside a window has that
 //! deadline ([`within`]), and a window stops as soon as the claim's [`Keeper`] cannot confirm
 //! the lease, or finds the job taken over.
 
-mod keeper;
+mod lease_keeper;
 mod pipeline;
 mod progress;
+mod tally;
 mod window;
 mod writer;
 
@@ -31,16 +32,17 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tracing::Instrument;
 
 pub use self::progress::Progress;
+pub use self::tally::Tally;
 
-use self::keeper::Keeper;
+use self::lease_keeper::Keeper;
 use self::window::{Scope, run_window};
 use crate::claim::{Claim, ClaimOutcome, HeldHere, Lost};
-use crate::db::{Backend, Replace, within};
+use crate::db::{Backend, Replace, ledger, within};
 use crate::error::{ConfigError, Contention, Interrupted};
 use crate::job::PreparedJob;
-use crate::ledger::{RunRecord, Tally};
+use crate::ledger::RunRecord;
 use crate::plan::{Plan, Window, WindowRequest, plan_windows};
-use crate::shard::Shard;
+use crate::shard::{Shard, job_label};
 use crate::shutdown::Stop;
 
 /// What a committed window did.
@@ -94,105 +96,284 @@ enum Advance {
 /// and the next one cleans up what these leave (abandoned rows, a lapsed lease).
 const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Run the chosen shards of `job`: for each, claim it, plan its windows from its watermark and
-/// score them in order, each in its own transaction. Shards are independent: one failing does
-/// not stop the others, and the first failure is returned after they ran.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_job<B: Backend>(
-    db: &B,
-    job: &Arc<PreparedJob>,
-    request: WindowRequest,
-    choice: ShardChoice,
+/// A run of a job, from its first shard to its last: what each of its steps works with, and what
+/// it counted ([`Tally`], returned by [`Run::run_job`] whatever became of the run).
+pub struct Run<'a, B: Backend> {
+    db: &'a B,
+    job: &'a Arc<PreparedJob>,
+    /// How long the run's claims outlive their last renewal; no wait on the database outlasts it.
     lease: TimeDelta,
-    stop: &Stop,
-    progress: &Progress,
-    tally: &mut Tally,
-) -> anyhow::Result<JobSummary> {
-    let name = &job.spec.name;
-    let count = job.spec.source.shards;
-    let deadline = lease.to_std().unwrap_or_default();
-    check_shards(db, job, deadline).await?;
-    let shards: Vec<Shard> = match choice {
+    stop: &'a Stop,
+    progress: &'a Progress,
+    tally: Tally,
+}
+
+impl<'a, B: Backend> Run<'a, B> {
+    pub fn new(
+        db: &'a B,
+        job: &'a Arc<PreparedJob>,
+        lease: TimeDelta,
+        stop: &'a Stop,
+        progress: &'a Progress,
+    ) -> Self {
+        Run {
+            db,
+            job,
+            lease,
+            stop,
+            progress,
+            tally: Tally::default(),
+        }
+    }
+
+    /// Run the chosen shards of the job: for each, claim it, plan its windows from its
+    /// watermark and score them in order, each in its own transaction. Shards are independent:
+    /// one failing does not stop the others, and the first failure is returned after they ran.
+    /// With it, what the run counted, whether it succeeded or not.
+    pub async fn run_job(
+        mut self,
+        request: WindowRequest,
+        choice: ShardChoice,
+    ) -> (anyhow::Result<JobSummary>, Tally) {
+        let outcome = self.run_shards(request, choice).await;
+        (outcome, self.tally)
+    }
+
+    async fn run_shards(
+        &mut self,
+        request: WindowRequest,
+        choice: ShardChoice,
+    ) -> anyhow::Result<JobSummary> {
+        let deadline = self.lease.to_std().unwrap_or_default();
+        check_shards(self.db, self.job, deadline).await?;
+        let shards = choose_shards(&self.job.spec.name, self.job.spec.source.shards, choice)?;
+        // One shard asked for (or the only one): busy is the run's outcome, recorded as today.
+        let lenient = shards.len() > 1;
+        let mut summary = JobSummary::default();
+        let mut first_error: Option<anyhow::Error> = None;
+        let mut busy: Option<anyhow::Error> = None;
+        for shard in shards {
+            if let Some(signal) = self.stop.drain.signal() {
+                let what = format!(
+                    "stopped before shard {shard}; {} earlier shard(s) of this run finished",
+                    summary.runs.len()
+                );
+                return Err(Interrupted {
+                    signal,
+                    what,
+                    rolled_back: false,
+                }
+                .into());
+            }
+            let span = tracing::info_span!("run", shard = %shard);
+            let outcome = self
+                .run_shard(shard, request, lenient)
+                .instrument(span)
+                .await;
+            match outcome {
+                Ok(run) => summary.runs.push(run),
+                Err(err)
+                    if lenient
+                        && err
+                            .downcast_ref::<Contention>()
+                            .is_some_and(Contention::is_busy) =>
+                {
+                    tracing::info!(shard = %shard, "{err:#}; leaving the shard to its holder");
+                    summary.passed_over.push(shard);
+                    busy.get_or_insert(err);
+                }
+                // Nothing another shard does can go better: stop here.
+                Err(err) if err.is::<Interrupted>() || err.is::<ConfigError>() => return Err(err),
+                Err(err) => {
+                    // With other shards to go, say so now; the run's own failure is reported at
+                    // the end.
+                    if lenient {
+                        tracing::error!(shard = %shard, error = %format!("{err:#}"), "the shard's run failed");
+                    }
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
+        match busy {
+            // A backfill reports the shards it left, whether or not it ran others.
+            Some(err)
+                if summary.runs.is_empty()
+                    && !matches!(request, WindowRequest::Backfill { .. }) =>
+            {
+                Err(err)
+            }
+            _ => Ok(summary),
+        }
+    }
+
+    /// Claim one shard and run its windows. `lenient`: the run takes every shard it can, so a
+    /// busy shard is not recorded as skipped (its holder is running it).
+    async fn run_shard(
+        &mut self,
+        shard: Shard,
+        request: WindowRequest,
+        lenient: bool,
+    ) -> anyhow::Result<RunSummary> {
+        let outcome = self.claim_and_run(shard, request, lenient).await;
+        // SQLite: another writer held the database's write lock past the busy timeout.
+        outcome.map_err(|err| match self.db.lock_wait(&err) {
+            Some(waited) => anyhow::Error::from(Contention::DatabaseLocked {
+                job: self.job.spec.name.clone(),
+                waited,
+            })
+            .context(format!("{err:#}")),
+            None => err,
+        })
+    }
+
+    async fn claim_and_run(
+        &mut self,
+        shard: Shard,
+        request: WindowRequest,
+        lenient: bool,
+    ) -> anyhow::Result<RunSummary> {
+        let (db, job) = (self.db, self.job);
+        let name = &job.spec.name;
+        let claim = Claim::new(name, shard, self.lease);
+        // Until the claim is released (or its release failed), its row is this run's.
+        let _held = HeldHere::register(&claim);
+        let claimed = within(claim.lease(), "the claim", db.claim(&claim)).await?;
+        let lock = match claimed {
+            ClaimOutcome::Acquired(lock) => lock,
+            ClaimOutcome::Busy(holder) => {
+                let busy = Contention::Busy {
+                    job: job_label(name, shard),
+                    holder: holder.map(|h| h.to_string()),
+                };
+                if !lenient && record_busy(db, job, shard, request, &busy).await {
+                    self.tally.skipped += 1;
+                }
+                return Err(busy.into());
+            }
+        };
+        let mut keeper = Keeper::start(db, claim, lock);
+        let mut outcome = self.run_claimed(request, &mut keeper).await;
+        // A run cut short by its successor fails with whatever broke first: a connection the
+        // server ended, or a deadline that passed while the process was paused. Say what
+        // happened instead.
+        if let Err(err) = &outcome
+            && !err.is::<Interrupted>()
+            && !err.is::<Contention>()
+            && db.lock_wait(err).is_none()
+            && keeper.superseded().await
+        {
+            let what = format!("it stopped ({err:#}) and wrote nothing more");
+            outcome = Err(Lost::Superseded.into_error(&job_label(name, shard), &what));
+        }
+        let (claim, lock) = keeper.finish().await;
+        let released = within(
+            CLEANUP_DEADLINE,
+            "the claim's release",
+            db.release_claim(lock, &claim),
+        )
+        .await;
+        if let Err(err) = released {
+            // The lease (and on PostgreSQL the closed connection) frees the job anyway.
+            tracing::warn!(error = %format!("{err:#}"), "could not release the claim");
+        }
+        outcome
+    }
+
+    async fn run_claimed(
+        &mut self,
+        request: WindowRequest,
+        keeper: &mut Keeper<B>,
+    ) -> anyhow::Result<RunSummary> {
+        let (db, job) = (self.db, self.job);
+        let name = &job.spec.name;
+        let (deadline, shard) = (keeper.claim().lease(), keeper.claim().shard);
+        let abandoned = within(
+            deadline,
+            "marking abandoned runs",
+            ledger::abandon_runs(db.pool(), name, shard),
+        )
+        .await?;
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "marked runs left `running` by a process that is gone as abandoned"
+            );
+        }
+        let reading = ledger::watermark(db.pool(), name, shard);
+        let watermark = within(deadline, "reading the watermark", reading).await?;
+        let plan = plan(job, watermark, request)?;
+        if plan.left_behind > 0 {
+            tracing::warn!(
+                left_behind = plan.left_behind,
+                "more windows are due than window.max_catch_up; the next run continues"
+            );
+        }
+        if plan.windows.is_empty() {
+            tracing::info!(watermark = ?watermark, "up to date: no window is due");
+        }
+
+        let mut windows = Vec::with_capacity(plan.windows.len());
+        let mut advance = match plan.moves_watermark {
+            true => Advance::From(watermark),
+            false => Advance::Never,
+        };
+        let overall = self.progress.run(plan.windows.len());
+        for (i, window) in plan.windows.iter().enumerate() {
+            if let Some(signal) = self.stop.drain.signal() {
+                return Err(Interrupted {
+                    signal,
+                    what: format!("stopped before window {window}; {i} earlier window(s) of this run were committed"),
+                    rolled_back: false,
+                }
+                .into());
+            }
+            keeper.renew(&format!("window {window}")).await?;
+            let gap = if i == 0 { plan.skipped } else { None };
+            let scope = Scope {
+                window: *window,
+                advance,
+                gap,
+            };
+            windows.push(run_window(self, scope, keeper).await?);
+            if let Some(bar) = &overall {
+                bar.inc(1);
+            }
+            if let Advance::From(_) = advance {
+                advance = Advance::From(Some(window.end));
+            }
+        }
+        if let Some(bar) = overall {
+            bar.finish_and_clear();
+        }
+        Ok(RunSummary {
+            shard,
+            windows,
+            skipped: plan.skipped,
+            left_behind: plan.left_behind,
+        })
+    }
+}
+
+/// The shards a run takes, in the order it runs them.
+fn choose_shards(job: &str, count: u32, choice: ShardChoice) -> anyhow::Result<Vec<Shard>> {
+    match choice {
         ShardChoice::One(index) => {
-            Shard::select(count, Some(index)).map_err(|p| ConfigError::job(name, p))?
+            Ok(Shard::select(count, Some(index)).map_err(|p| ConfigError::job(job, p))?)
         }
         ShardChoice::Every => {
             // Replicas that tick together each start at a different shard.
             let first = RandomState::new().hash_one(std::process::id()) % u64::from(count);
             let first = u32::try_from(first).expect("less than a u32 count");
-            (0..count)
+            Ok((0..count)
                 .map(|i| Shard {
                     index: (first + i) % count,
                     count,
                 })
-                .collect()
+                .collect())
         }
-    };
-    // One shard asked for (or the only one): busy is the run's outcome, recorded as today.
-    let lenient = shards.len() > 1;
-    let mut summary = JobSummary::default();
-    let mut first_error: Option<anyhow::Error> = None;
-    let mut busy: Option<anyhow::Error> = None;
-    for shard in shards {
-        if let Some(signal) = stop.drain.signal() {
-            let what = format!(
-                "stopped before shard {shard}; {} earlier shard(s) of this run finished",
-                summary.runs.len()
-            );
-            return Err(Interrupted {
-                signal,
-                what,
-                rolled_back: false,
-            }
-            .into());
-        }
-        let span = tracing::info_span!("run", shard = %shard);
-        let outcome = run_shard(
-            db,
-            job,
-            shard,
-            request,
-            lease,
-            lenient,
-            (stop, progress),
-            tally,
-        )
-        .instrument(span)
-        .await;
-        match outcome {
-            Ok(run) => summary.runs.push(run),
-            Err(err)
-                if lenient
-                    && err
-                        .downcast_ref::<Contention>()
-                        .is_some_and(Contention::is_busy) =>
-            {
-                tracing::info!(shard = %shard, "{err:#}; leaving the shard to its holder");
-                summary.passed_over.push(shard);
-                busy.get_or_insert(err);
-            }
-            // Nothing another shard does can go better: stop here.
-            Err(err) if err.is::<Interrupted>() || err.is::<ConfigError>() => return Err(err),
-            Err(err) => {
-                // With other shards to go, say so now; the run's own failure is reported at the end.
-                if lenient {
-                    tracing::error!(shard = %shard, error = %format!("{err:#}"), "the shard's run failed");
-                }
-                first_error.get_or_insert(err);
-            }
-        }
-    }
-    if let Some(err) = first_error {
-        return Err(err);
-    }
-    match busy {
-        // A backfill reports the shards it left, whether or not it ran others.
-        Some(err)
-            if summary.runs.is_empty() && !matches!(request, WindowRequest::Backfill { .. }) =>
-        {
-            Err(err)
-        }
-        _ => Ok(summary),
     }
 }
 
@@ -233,7 +414,7 @@ async fn check_shards<B: Backend>(
     let watermarks = within(
         deadline,
         "reading the watermarks",
-        db.watermarks(Some(name)),
+        ledger::watermarks(db.pool(), Some(name)),
     )
     .await?;
     if let Some(other) = watermarks.iter().find(|w| w.shard.count != count) {
@@ -250,162 +431,6 @@ async fn check_shards<B: Backend>(
         .into());
     }
     Ok(())
-}
-
-/// Claim one shard and run its windows. `lenient`: the run takes every shard it can, so a busy
-/// shard is not recorded as skipped (its holder is running it).
-#[allow(clippy::too_many_arguments)]
-async fn run_shard<B: Backend>(
-    db: &B,
-    job: &Arc<PreparedJob>,
-    shard: Shard,
-    request: WindowRequest,
-    lease: TimeDelta,
-    lenient: bool,
-    controls: (&Stop, &Progress),
-    tally: &mut Tally,
-) -> anyhow::Result<RunSummary> {
-    let outcome = claim_and_run(db, job, shard, request, lease, lenient, controls, tally).await;
-    // SQLite: another writer held the database's write lock past the busy timeout.
-    outcome.map_err(|err| match db.lock_wait(&err) {
-        Some(waited) => anyhow::Error::from(Contention::DatabaseLocked {
-            job: job.spec.name.clone(),
-            waited,
-        })
-        .context(format!("{err:#}")),
-        None => err,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn claim_and_run<B: Backend>(
-    db: &B,
-    job: &Arc<PreparedJob>,
-    shard: Shard,
-    request: WindowRequest,
-    lease: TimeDelta,
-    lenient: bool,
-    (stop, progress): (&Stop, &Progress),
-    tally: &mut Tally,
-) -> anyhow::Result<RunSummary> {
-    let name = &job.spec.name;
-    let claim = Claim::new(name, shard, lease);
-    // Until the claim is released (or its release failed), its row is this run's.
-    let _held = HeldHere::register(&claim);
-    let claimed = within(claim.lease(), "the claim", db.claim(&claim)).await?;
-    let lock = match claimed {
-        ClaimOutcome::Acquired(lock) => lock,
-        ClaimOutcome::Busy(holder) => {
-            let busy = Contention::Busy {
-                job: job_label(name, shard),
-                holder: holder.map(|h| h.to_string()),
-            };
-            if !lenient && record_busy(db, job, shard, request, &busy).await {
-                tally.skipped += 1;
-            }
-            return Err(busy.into());
-        }
-    };
-    let mut keeper = Keeper::start(db, claim, lock);
-    let mut outcome = run_claimed(db, job, request, &mut keeper, (stop, progress), tally).await;
-    // A run cut short by its successor fails with whatever broke first: a connection the server
-    // ended, or a deadline that passed while the process was paused. Say what happened instead.
-    if let Err(err) = &outcome
-        && !err.is::<Interrupted>()
-        && !err.is::<Contention>()
-        && db.lock_wait(err).is_none()
-        && keeper.superseded().await
-    {
-        let what = format!("it stopped ({err:#}) and wrote nothing more");
-        outcome = Err(Lost::Superseded.into_error(&job_label(name, shard), &what));
-    }
-    let (claim, lock) = keeper.finish().await;
-    let released = within(
-        CLEANUP_DEADLINE,
-        "the claim's release",
-        db.release_claim(lock, &claim),
-    )
-    .await;
-    if let Err(err) = released {
-        // The lease (and on PostgreSQL the closed connection) frees the job anyway.
-        tracing::warn!(error = %format!("{err:#}"), "could not release the claim");
-    }
-    outcome
-}
-
-async fn run_claimed<B: Backend>(
-    db: &B,
-    job: &Arc<PreparedJob>,
-    request: WindowRequest,
-    keeper: &mut Keeper<B>,
-    (stop, progress): (&Stop, &Progress),
-    tally: &mut Tally,
-) -> anyhow::Result<RunSummary> {
-    let name = &job.spec.name;
-    let (deadline, shard) = (keeper.claim().lease(), keeper.claim().shard);
-    let abandoned = within(
-        deadline,
-        "marking abandoned runs",
-        db.abandon_runs(name, shard),
-    )
-    .await?;
-    if abandoned > 0 {
-        tracing::warn!(
-            abandoned,
-            "marked runs left `running` by a process that is gone as abandoned"
-        );
-    }
-    let watermark = within(deadline, "reading the watermark", db.watermark(name, shard)).await?;
-    let plan = plan(job, watermark, request)?;
-    if plan.left_behind > 0 {
-        tracing::warn!(
-            left_behind = plan.left_behind,
-            "more windows are due than window.max_catch_up; the next run continues"
-        );
-    }
-    if plan.windows.is_empty() {
-        tracing::info!(watermark = ?watermark, "up to date: no window is due");
-    }
-
-    let mut windows = Vec::with_capacity(plan.windows.len());
-    let mut advance = match plan.moves_watermark {
-        true => Advance::From(watermark),
-        false => Advance::Never,
-    };
-    let overall = progress.run(plan.windows.len());
-    for (i, window) in plan.windows.iter().enumerate() {
-        if let Some(signal) = stop.drain.signal() {
-            return Err(Interrupted {
-                signal,
-                what: format!("stopped before window {window}; {i} earlier window(s) of this run were committed"),
-                rolled_back: false,
-            }
-            .into());
-        }
-        keeper.renew(&format!("window {window}")).await?;
-        let gap = if i == 0 { plan.skipped } else { None };
-        let scope = Scope {
-            window: *window,
-            advance,
-            gap,
-        };
-        windows.push(run_window(db, job, scope, keeper, (stop, progress), tally).await?);
-        if let Some(bar) = &overall {
-            bar.inc(1);
-        }
-        if let Advance::From(_) = advance {
-            advance = Advance::From(Some(window.end));
-        }
-    }
-    if let Some(bar) = overall {
-        bar.finish_and_clear();
-    }
-    Ok(RunSummary {
-        shard,
-        windows,
-        skipped: plan.skipped,
-        left_behind: plan.left_behind,
-    })
 }
 
 fn plan(
@@ -440,7 +465,7 @@ async fn record_busy<B: Backend>(
     busy: &Contention,
 ) -> bool {
     // The range this run would have scored, as far as the (possibly moving) watermark says.
-    let planned = match db.watermark(&job.spec.name, shard).await {
+    let planned = match ledger::watermark(db.pool(), &job.spec.name, shard).await {
         Ok(watermark) => plan_windows(&job.spec.window, watermark, request).ok(),
         Err(_) => None,
     };
@@ -467,19 +492,14 @@ async fn record_busy<B: Backend>(
         &job.model.sha256,
         busy.to_string(),
     );
-    let recorded =
-        tokio::time::timeout(CLEANUP_DEADLINE, db.record_run(&record, Replace::Always)).await;
+    let recorded = tokio::time::timeout(
+        CLEANUP_DEADLINE,
+        ledger::record_run(db.pool(), &record, Replace::Always),
+    )
+    .await;
     let recorded = matches!(recorded, Ok(Ok(())));
     if !recorded {
         tracing::debug!("could not record the busy run in the ledger");
     }
     recorded
-}
-
-/// How messages name a job's shard: the job's name alone when it is not sharded.
-pub fn job_label(job: &str, shard: Shard) -> String {
-    match shard.is_whole() {
-        true => job.to_owned(),
-        false => format!("{job} (shard {shard})"),
-    }
 }

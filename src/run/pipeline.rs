@@ -12,10 +12,11 @@ use tracing::Instrument;
 
 use super::progress::WindowProgress;
 use super::writer::{WRITE_AHEAD, Write, Writer};
+use crate::bad_row::{BadRow, BadRowCounts};
 use crate::claim::Claim;
 use crate::db::Backend;
 use crate::error::BadWindow;
-use crate::features::{BadRow, extract_features};
+use crate::features::extract_features;
 use crate::job::PreparedJob;
 use crate::ledger::RunRecord;
 use crate::monitor::profile::Profile;
@@ -227,37 +228,4 @@ fn score_chunk(job: &PreparedJob, chunk: &SourceChunk) -> anyhow::Result<ModelOu
         .model
         .score(&features.inputs, features.rows.len(), &job.outputs)?;
     Ok((features.rows, features.bad, Some(outputs)))
-}
-
-/// Bad rows by reason, for the ledger and messages.
-#[derive(Default)]
-pub(super) struct BadRowCounts {
-    counts: std::collections::BTreeMap<String, u64>,
-    pub(super) first: Option<BadRow>,
-}
-
-impl BadRowCounts {
-    fn add(&mut self, rows: &[BadRow]) {
-        for row in rows {
-            *self
-                .counts
-                .entry(format!("{} {}", row.column, row.reason))
-                .or_default() += 1;
-        }
-        if self.first.is_none() {
-            self.first = rows.first().cloned();
-        }
-    }
-
-    /// "vibration is NULL: 3; temperature is NaN: 1", most common first.
-    pub(super) fn summary(&self) -> String {
-        let mut counts: Vec<(&String, &u64)> = self.counts.iter().collect();
-        counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let parts: Vec<String> = counts
-            .iter()
-            .take(10)
-            .map(|(reason, n)| format!("{reason}: {n}"))
-            .collect();
-        parts.join("; ")
-    }
 }

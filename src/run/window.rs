@@ -6,20 +6,22 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::keeper::Keeper;
-use super::pipeline::{BadRowCounts, run_pipeline};
-use super::progress::{Progress, WindowProgress};
-use super::{Advance, WindowSummary, job_label};
+use super::lease_keeper::Keeper;
+use super::pipeline::run_pipeline;
+use super::progress::WindowProgress;
+use super::{Advance, Run, WindowSummary};
+use crate::bad_row::BadRowCounts;
 use crate::claim::{Claim, Lost};
-use crate::db::reference::reference_for;
-use crate::db::{Backend, Replace, WindowTx, within};
+use crate::db::profiles::reference_for;
+use crate::db::{Backend, Replace, WindowTx, claim_store, ledger, profiles, within};
 use crate::error::{BadWindow, Contention, Interrupted, Unresponsive};
 use crate::job::PreparedJob;
-use crate::ledger::{RunRecord, RunStatus, Tally};
+use crate::ledger::{RunRecord, RunStatus};
 use crate::monitor::drift;
 use crate::monitor::profile::Profile;
 use crate::plan::Window;
-use crate::shutdown::Stop;
+use crate::run::Tally;
+use crate::shard::job_label;
 use crate::sink::RunStamp;
 use crate::spec::monitor::OnDrift;
 
@@ -34,15 +36,13 @@ pub(super) struct Scope {
 
 /// Score `window` for `job` and commit it whole, or fail and write nothing but the ledger's
 /// record of the failure.
-#[tracing::instrument(skip_all, fields(job = %job.spec.name, window = %scope.window, run_id = tracing::field::Empty))]
+#[tracing::instrument(skip_all, fields(job = %run.job.spec.name, window = %scope.window, run_id = tracing::field::Empty))]
 pub(super) async fn run_window<B: Backend>(
-    db: &B,
-    job: &Arc<PreparedJob>,
+    run: &mut Run<'_, B>,
     scope: Scope,
     keeper: &Keeper<B>,
-    (stop, progress): (&Stop, &Progress),
-    tally: &mut Tally,
 ) -> anyhow::Result<WindowSummary> {
+    let (db, job) = (run.db, run.job);
     let window = scope.window;
     let shard = keeper.claim().shard;
     let mut record = RunRecord::start(&job.spec.name, shard, window, &job.model.sha256);
@@ -50,12 +50,12 @@ pub(super) async fn run_window<B: Backend>(
     within(
         keeper.claim().lease(),
         "recording the window's start",
-        db.record_run(&record, Replace::Always),
+        ledger::record_run(db.pool(), &record, Replace::Always),
     )
     .await?;
     tracing::info!("window started");
     // A bar shows rows scored of rows expected: count them first (through the window's index).
-    let expected = match progress.wants_total() {
+    let expected = match run.progress.wants_total() {
         true => within(
             keeper.claim().lease(),
             "counting the window's rows",
@@ -67,14 +67,14 @@ pub(super) async fn run_window<B: Backend>(
         false => None,
     };
     let label = format!("{} {window}", job_label(&job.spec.name, shard));
-    let shown = progress.window(label, expected);
+    let shown = run.progress.window(label, expected);
 
     let rolled_back = format!("window {window} was rolled back, nothing of it was written");
     let scored = tokio::select! {
         // Dropping the window's future drops its transaction: nothing of it is committed (the
         // server ends it too, if it cannot reach us to say so).
-        outcome = score_window(db, job, scope, keeper.claim(), (&mut record, &mut *tally), &shown) => outcome,
-        signal = stop.abort.requested() => Err(Interrupted {
+        outcome = score_window(db, job, scope, keeper.claim(), (&mut record, &mut run.tally), &shown) => outcome,
+        signal = run.stop.abort.requested() => Err(Interrupted {
             signal,
             what: rolled_back.clone(),
             rolled_back: true,
@@ -83,10 +83,10 @@ pub(super) async fn run_window<B: Backend>(
         lost = keeper.lost() => Err(lost.into_error(&job_label(&job.spec.name, shard), &rolled_back)),
     };
     match scored {
-        Ok(()) => Ok(committed(record, scope, tally)),
+        Ok(()) => Ok(committed(record, scope, &mut run.tally)),
         Err(err) => {
             let deadline = keeper.claim().lease().min(FAILURE_RECORD_DEADLINE);
-            Err(failed(db, job, record, (window, deadline), err, tally).await)
+            Err(failed(db, job, record, (window, deadline), err, &mut run.tally).await)
         }
     }
 }
@@ -144,7 +144,7 @@ async fn failed<B: Backend>(
     record.rows_skipped = 0;
     record.finished_at = Some(Utc::now());
     record.error = Some(format!("{err:#}"));
-    let recording = db.record_run(&record, Replace::IfRunning);
+    let recording = ledger::record_run(db.pool(), &record, Replace::IfRunning);
     if let Err(error) = within(deadline, "recording the failure", recording).await {
         tracing::warn!(
             error = %format!("{error:#}"),
@@ -206,7 +206,7 @@ async fn check_drift<B: Backend>(
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let monitor = &job.spec.monitor;
-    let reference = match reference_for(db, &job.spec, window).await {
+    let reference = match reference_for(db.pool(), &job.spec, window).await {
         Ok(Some(reference)) if reference.windows > 0 => reference,
         Ok(Some(reference)) => {
             tracing::debug!(reference = %reference.described, "no profiled window in the reference yet: drift not checked");
@@ -298,19 +298,19 @@ async fn close<T: WindowTx>(
         let reason = "catch_up = \"latest\": missed windows were not scored".to_owned();
         let skipped =
             RunRecord::skipped(&job.spec.name, claim.shard, gap, &job.model.sha256, reason);
-        tx.record_run(&skipped).await?;
+        ledger::record_run_in::<T::Db>(tx.conn(), &skipped).await?;
         tracing::warn!(skipped = %gap, "catch_up = latest: skipping missed windows");
     }
     if let Advance::From(from) = advance
-        && !tx
-            .advance_watermark(
-                &job.spec.name,
-                claim.shard,
-                from,
-                window.end,
-                &record.run_id,
-            )
-            .await?
+        && !ledger::advance_watermark::<T::Db>(
+            tx.conn(),
+            &job.spec.name,
+            claim.shard,
+            from,
+            window.end,
+            &record.run_id,
+        )
+        .await?
     {
         return Err(Contention::WatermarkMoved {
             job: job_label(&job.spec.name, claim.shard),
@@ -319,18 +319,19 @@ async fn close<T: WindowTx>(
         .into());
     }
     // Last, so the claim's row is locked only for the commit's round trip.
-    if !tx.fence(claim).await? {
+    if !claim_store::fence::<T::Db>(tx.conn(), claim).await? {
         return Err(Lost::Superseded.into_error(
             &job_label(&job.spec.name, claim.shard),
             &format!("window {window} was rolled back, nothing of it was written"),
         ));
     }
     if let Some(profile) = profile {
-        tx.record_profile(&record.run_id, &job.spec.name, claim.shard, window, profile)
+        let (run_id, name) = (&record.run_id, &job.spec.name);
+        profiles::record_profile::<T::Db>(tx.conn(), run_id, name, claim.shard, window, profile)
             .await?;
     }
     record.status = RunStatus::Succeeded;
     record.finished_at = Some(Utc::now());
-    tx.record_run(record).await?;
+    ledger::record_run_in::<T::Db>(tx.conn(), record).await?;
     tx.commit().await
 }

@@ -2,10 +2,10 @@
 
 use tokio::sync::mpsc;
 
+use crate::bad_row::BadRow;
 use crate::claim::Claim;
-use crate::db::{Backend, WindowTx};
+use crate::db::{Backend, WindowTx, ledger};
 use crate::error::ConfigError;
-use crate::features::BadRow;
 use crate::job::PreparedJob;
 use crate::sink::{ResultsTable, RunStamp, ScoredChunk};
 use crate::spec::BadRowPolicy;
@@ -80,7 +80,8 @@ impl<B: Backend> Writer<'_, B> {
             let mut tx = self.db.begin(self.claim).await?;
             let results = pin_results_table(&mut tx, job).await?;
             let has_quarantined = job.spec.bad_rows.policy == BadRowPolicy::Quarantine
-                && tx.has_quarantined(&job.spec.name).await?;
+                && ledger::has_quarantined::<<B::Tx as WindowTx>::Db>(tx.conn(), &job.spec.name)
+                    .await?;
             self.open = Some(Open {
                 tx,
                 results,

@@ -415,48 +415,8 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         })?;
 
     let (source, inputs) = check_source(file.source, file.inputs.as_ref())?;
-    let window = WindowSpec {
-        size: parse_duration("window.size", &file.window.size)?,
-        lateness: match &file.window.lateness {
-            Some(text) => parse_duration("window.lateness", text)?,
-            None => TimeDelta::zero(),
-        },
-        catch_up: file.window.catch_up.unwrap_or(CatchUp::All),
-        max_catch_up: file.window.max_catch_up.unwrap_or(DEFAULT_MAX_CATCH_UP),
-    };
-    if !(1..=MAX_CATCH_UP).contains(&window.max_catch_up) {
-        return Err(format!(
-            "window.max_catch_up must be between 1 and {MAX_CATCH_UP}, not {}",
-            window.max_catch_up
-        ));
-    }
-    if window.size <= TimeDelta::zero() {
-        return Err("window.size must be greater than zero".to_owned());
-    }
-    for (what, length) in [("size", window.size), ("lateness", window.lateness)] {
-        if length > MAX_DURATION {
-            return Err(format!(
-                "window.{what} must be at most 100 years, not {}",
-                humantime::format_duration(length.to_std().unwrap_or_default())
-            ));
-        }
-    }
-
-    if file.model.path.as_os_str().len() > MAX_PATH {
-        return Err(format!(
-            "model.path is {} bytes long, more than a path can be ({MAX_PATH})",
-            file.model.path.as_os_str().len()
-        ));
-    }
-    let model = ModelSpec {
-        path: model_base.join(&file.model.path),
-        sha256: file.model.sha256.map(|s| s.to_ascii_lowercase()),
-    };
-    if let Some(sha) = &model.sha256
-        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err(format!("model.sha256 `{sha}` is not 64 hex digits"));
-    }
+    let window = check_window(&file.window)?;
+    let model = check_model(file.model, model_base)?;
 
     let outputs = check_outputs(&file.outputs, &source.key)?;
     let bad_rows = check_bad_rows(file.bad_rows, &source.features)?;
@@ -481,6 +441,59 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         bad_rows,
         monitor,
     })
+}
+
+/// `[window]`: sizes parsed and bounded.
+fn check_window(window: &WindowFile) -> Result<WindowSpec, String> {
+    let spec = WindowSpec {
+        size: parse_duration("window.size", &window.size)?,
+        lateness: match &window.lateness {
+            Some(text) => parse_duration("window.lateness", text)?,
+            None => TimeDelta::zero(),
+        },
+        catch_up: window.catch_up.unwrap_or(CatchUp::All),
+        max_catch_up: window.max_catch_up.unwrap_or(DEFAULT_MAX_CATCH_UP),
+    };
+    if !(1..=MAX_CATCH_UP).contains(&spec.max_catch_up) {
+        return Err(format!(
+            "window.max_catch_up must be between 1 and {MAX_CATCH_UP}, not {}",
+            spec.max_catch_up
+        ));
+    }
+    if spec.size <= TimeDelta::zero() {
+        return Err("window.size must be greater than zero".to_owned());
+    }
+    for (what, length) in [("size", spec.size), ("lateness", spec.lateness)] {
+        if length > MAX_DURATION {
+            return Err(format!(
+                "window.{what} must be at most 100 years, not {}",
+                humantime::format_duration(length.to_std().unwrap_or_default())
+            ));
+        }
+    }
+
+    Ok(spec)
+}
+
+/// `[model]`: the path resolved against `model_base`, a pinned sha256 checked for form.
+fn check_model(file: ModelFile, model_base: &Path) -> Result<ModelSpec, String> {
+    if file.path.as_os_str().len() > MAX_PATH {
+        return Err(format!(
+            "model.path is {} bytes long, more than a path can be ({MAX_PATH})",
+            file.path.as_os_str().len()
+        ));
+    }
+    let model = ModelSpec {
+        path: model_base.join(&file.path),
+        sha256: file.sha256.map(|s| s.to_ascii_lowercase()),
+    };
+    if let Some(sha) = &model.sha256
+        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(format!("model.sha256 `{sha}` is not 64 hex digits"));
+    }
+
+    Ok(model)
 }
 
 fn check_bad_rows(file: BadRowsFile, features: &[Ident]) -> Result<BadRowsSpec, String> {

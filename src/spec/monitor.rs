@@ -76,7 +76,11 @@ impl ReferenceSpec {
     pub fn describe(self) -> String {
         match self {
             ReferenceSpec::Fixed { from, to } => {
-                format!("windows from {} to {}", time_text(from), time_text(to))
+                format!(
+                    "windows from {} to {}",
+                    crate::time::time_text(from),
+                    crate::time::time_text(to)
+                )
             }
             ReferenceSpec::Rolling { offset, span } => format!(
                 "the {} ending {} before the window",
@@ -88,11 +92,6 @@ impl ReferenceSpec {
             ),
         }
     }
-}
-
-/// A time as batchscore prints it: RFC 3339 in UTC.
-pub fn time_text(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 fn human(delta: TimeDelta) -> String {

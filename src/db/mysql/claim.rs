@@ -9,7 +9,7 @@ use sqlx::mysql::MySqlConnection;
 
 use super::MySqlBackend;
 use crate::claim::{Claim, ClaimOutcome};
-use crate::db::claims::{self, SessionLock};
+use crate::db::claim_store::{self as claims, ClaimStore, SessionLock};
 
 /// The lock's name: the claim id is unique, and the name stays under MySQL's 64 characters.
 fn lock_name(claim_id: &str) -> String {
@@ -26,13 +26,14 @@ pub(super) fn session_tags(claim_id: &str) -> [String; 2] {
     ]
 }
 
-impl MySqlBackend {
+impl ClaimStore for MySqlBackend {
+    /// The claim's own connection, holding its named lock.
+    type Lock = MySqlConnection;
+    const RENEWS_DURING_WINDOW: bool = true;
+
     /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
     /// claim and holds its named lock.
-    pub(super) async fn take_claim(
-        &self,
-        claim: &Claim,
-    ) -> anyhow::Result<ClaimOutcome<MySqlConnection>> {
+    async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<MySqlConnection>> {
         let conn = tokio::time::timeout(self.limits.connect, async {
             let mut conn = MySqlConnection::connect_with(&self.options).await?;
             super::init_session(&mut conn).await?;
@@ -45,7 +46,11 @@ impl MySqlBackend {
         claims::take_locked::<sqlx::MySql>(conn, claim).await
     }
 
-    pub(super) async fn give_up_claim(
+    async fn renew_claim(&self, lock: &mut MySqlConnection, claim: &Claim) -> anyhow::Result<bool> {
+        claims::renew(lock, claim).await
+    }
+
+    async fn release_claim(
         &self,
         lock: Option<MySqlConnection>,
         claim: &Claim,
@@ -61,6 +66,11 @@ impl MySqlBackend {
             .await
             .context("releasing the claim's named lock")?;
         lock.close().await.context("closing the claim's connection")
+    }
+
+    fn lock_wait(&self, _err: &anyhow::Error) -> Option<std::time::Duration> {
+        // Row-lock waits end by innodb_lock_wait_timeout (the lease), reported as failures.
+        None
     }
 }
 

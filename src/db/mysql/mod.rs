@@ -1,11 +1,13 @@
 //! MySQL and MariaDB, where many application servers keep their data: [`Backend`] for a
 //! server many machines share, like PostgreSQL.
 //!
-//! [`read`] streams a window out of the source (an unbuffered result, row by row off the
-//! socket), [`write`](mod@write) is the window's transaction (`INSERT … SELECT … FROM JSON_TABLE(?)
-//! … ON DUPLICATE KEY UPDATE`), [`claim`] holds a job with a named lock (`GET_LOCK`) beside the claim row (and
-//! ends a superseded holder's window sessions, tagged with named locks of their own), and
-//! [`ledger`] is the dialect of the SQL shared with the other databases.
+//! [`read`] is the [`SourceReader`](crate::db::SourceReader), streaming a window out of the
+//! source (an unbuffered result, row by row off the socket); [`write`](mod@write) the window's
+//! transaction (`INSERT … SELECT … FROM JSON_TABLE(?) … ON DUPLICATE KEY UPDATE`); [`claim`] the
+//! [`ClaimStore`](crate::db::ClaimStore), holding a job with a named lock (`GET_LOCK`) beside the
+//! claim row (and ending a superseded holder's window sessions, tagged with named locks of their
+//! own); and [`dialect`] the [`Dialect`](crate::db::dialect::Dialect) of the SQL shared with the
+//! other databases.
 //!
 //! Every session runs with `time_zone = '+00:00'` (so `TIMESTAMP` columns read as UTC and
 //! `DATETIME` columns are taken as UTC), READ COMMITTED (the compare-and-set of watermarks and
@@ -13,28 +15,20 @@
 //! `ANSI_QUOTES` and `IGNORE_SPACE`, whatever the server's defaults.
 
 mod claim;
-mod ledger;
+mod dialect;
 mod read;
 mod write;
 
 use std::str::FromStr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use sqlx::mysql::{
     MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
 };
 use sqlx::{ConnectOptions, Executor};
-use tokio::sync::mpsc;
 
-pub use self::write::MySqlTx;
-use super::{Backend, Limits, claims};
-use crate::claim::{Claim, ClaimOutcome};
-use crate::ident::TableName;
-use crate::plan::Window;
-use crate::shard::Shard;
-use crate::source::{ColumnKind, SourceChunk, SourceShape};
-use crate::spec::JobSpec;
+use super::{Backend, Limits};
+use crate::claim::Claim;
 
 #[derive(Clone)]
 pub struct MySqlBackend {
@@ -119,10 +113,7 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
 }
 
 impl Backend for MySqlBackend {
-    type Tx = MySqlTx;
-    type Lock = MySqlConnection;
     type Db = sqlx::MySql;
-    const RENEWS_DURING_WINDOW: bool = true;
 
     fn pool(&self) -> &sqlx::Pool<sqlx::MySql> {
         &self.pool
@@ -131,91 +122,5 @@ impl Backend for MySqlBackend {
     fn migrator() -> &'static sqlx::migrate::Migrator {
         static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
         &MIGRATOR
-    }
-
-    async fn describe_source(
-        &self,
-        spec: &JobSpec,
-    ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
-        self.describe(spec).await
-    }
-
-    fn timestamp_ok(kind: &ColumnKind) -> bool {
-        matches!(kind, ColumnKind::Timestamp)
-    }
-
-    async fn table_columns(
-        &self,
-        table: &TableName,
-    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
-        let columns = self
-            .declared_columns(table)
-            .await
-            .with_context(|| format!("describing results table {table}"))?;
-        Ok((!columns.is_empty()).then(|| {
-            columns
-                .into_iter()
-                .map(|(name, _, column_type)| (name, column_type))
-                .collect()
-        }))
-    }
-
-    async fn window_notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
-        self.notes(spec).await
-    }
-
-    async fn source_hints(
-        &self,
-        spec: &JobSpec,
-        columns: &[(String, ColumnKind)],
-    ) -> anyhow::Result<super::SourceHints> {
-        self.hints(spec, columns).await
-    }
-
-    async fn count_window(
-        &self,
-        spec: &JobSpec,
-        shape: &SourceShape,
-        window: Window,
-        shard: Shard,
-    ) -> anyhow::Result<i64> {
-        self.count(spec, shape, window, shard).await
-    }
-
-    async fn read_window(
-        &self,
-        spec: &JobSpec,
-        shape: &SourceShape,
-        window: Window,
-        shard: Shard,
-        claim: &Claim,
-        out: mpsc::Sender<SourceChunk>,
-    ) -> anyhow::Result<()> {
-        self.read(spec, shape, window, shard, claim, out).await
-    }
-
-    async fn begin(&self, claim: &Claim) -> anyhow::Result<MySqlTx> {
-        self.open(claim).await
-    }
-
-    async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<MySqlConnection>> {
-        self.take_claim(claim).await
-    }
-
-    async fn renew_claim(&self, lock: &mut MySqlConnection, claim: &Claim) -> anyhow::Result<bool> {
-        claims::renew(lock, claim).await
-    }
-
-    async fn release_claim(
-        &self,
-        lock: Option<MySqlConnection>,
-        claim: &Claim,
-    ) -> anyhow::Result<()> {
-        self.give_up_claim(lock, claim).await
-    }
-
-    fn lock_wait(&self, _err: &anyhow::Error) -> Option<std::time::Duration> {
-        // Row-lock waits end by innodb_lock_wait_timeout (the lease), reported as failures.
-        None
     }
 }

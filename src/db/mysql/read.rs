@@ -15,11 +15,13 @@ use tokio::sync::mpsc;
 
 use super::MySqlBackend;
 use crate::claim::Claim;
-use crate::db::SourceHints;
+use crate::db::source::{self, SourceHints, SourceReader};
 use crate::ident::TableName;
 use crate::plan::Window;
 use crate::shard::{KeySql, Shard};
-use crate::source::{Cell, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
+use crate::source::{
+    Cell, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceColumns, SourceShape,
+};
 use crate::spec::{JobSpec, SourceFrom};
 
 /// A key as MySQL hashes it for a shard: the first 32 bits of `MD5()` of its UTF-8 text, the
@@ -31,50 +33,39 @@ pub(super) const KEY_SQL: KeySql = KeySql {
     },
 };
 
-impl MySqlBackend {
-    /// A table's columns (name, data type, full column type), in order; none if there is no
-    /// such table. A table without a schema is in the connection's database.
-    pub(super) async fn declared_columns(
-        &self,
-        table: &TableName,
-    ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-        declared_columns(&self.pool, table).await
-    }
-
-    pub(super) async fn describe(
-        &self,
-        spec: &JobSpec,
-    ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
+impl SourceReader for MySqlBackend {
+    async fn describe_source(&self, spec: &JobSpec) -> anyhow::Result<SourceColumns> {
         match &spec.source.from {
             SourceFrom::Table(table) => {
-                let declared = self.declared_columns(table).await.map(|rows| {
+                let declared = declared_columns(&self.pool, table).await.map(|rows| {
                     rows.into_iter()
                         .map(|(name, data_type, column_type)| {
                             (name, classify_declared(&data_type, &column_type))
                         })
                         .collect()
                 });
-                crate::db::described_table(table, declared, super::is_transient)
+                source::described_table(spec, table, declared, super::is_transient)
             }
             SourceFrom::Query(_) => {
                 let now = Utc::now();
                 let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec, now, now));
-                Ok(
-                    crate::db::describe_select(&self.pool, sql, classify_name, super::is_transient)
-                        .await?
-                        .map_err(|e| format!("source.query does not run: {e}")),
-                )
+                source::describe_select(&self.pool, sql, classify_name, super::is_transient)
+                    .await?
+                    .map_err(|e| source::unusable(spec, format!("source.query does not run: {e}")))
             }
         }
     }
 
-    pub(super) async fn notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+    fn timestamp_ok(kind: &ColumnKind) -> bool {
+        matches!(kind, ColumnKind::Timestamp)
+    }
+
+    async fn window_notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
         let ts = &spec.source.timestamp;
         let mut notes = Vec::new();
         match &spec.source.from {
             SourceFrom::Table(table) => {
-                if !self
-                    .indexed_first(table)
+                if !indexed_first(&self.pool, table)
                     .await?
                     .contains(&ts.as_str().to_owned())
                 {
@@ -85,7 +76,11 @@ impl MySqlBackend {
                         table.backticked(),
                         ts.backticked()
                     );
-                    notes.push(crate::db::missing_index_note(table, ts.as_str(), &create));
+                    notes.push(crate::db::source::missing_index_note(
+                        table,
+                        ts.as_str(),
+                        &create,
+                    ));
                 }
             }
             SourceFrom::Query(_) => {
@@ -106,30 +101,17 @@ impl MySqlBackend {
                 let mut scanned = Vec::new();
                 full_scans(&plan, &mut scanned);
                 for table in scanned {
-                    notes.push(crate::db::query_scan_note(spec, &table));
+                    notes.push(crate::db::source::query_scan_note(spec, &table));
                 }
             }
         }
         Ok(notes)
     }
 
-    /// The columns that start an index of `table`.
-    async fn indexed_first(&self, table: &TableName) -> anyhow::Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
-             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND SEQ_IN_INDEX = 1",
-        )
-        .bind(table.schema.as_ref().map(|s| s.as_str()))
-        .bind(table.name.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .with_context(|| format!("listing the indexes of {table}"))
-    }
-
-    pub(super) async fn hints(
+    async fn source_hints(
         &self,
         spec: &JobSpec,
-        columns: &[(String, ColumnKind)],
+        columns: &SourceColumns,
     ) -> anyhow::Result<SourceHints> {
         let mut hints = SourceHints::default();
         let mut indexed: Vec<String> = Vec::new();
@@ -144,13 +126,13 @@ impl MySqlBackend {
             .await
             .with_context(|| format!("reading the primary key of {table}"))?;
             hints.primary_key = (keys.len() == 1).then(|| keys[0].clone());
-            indexed = self.indexed_first(table).await?;
+            indexed = indexed_first(&self.pool, table).await?;
         }
-        hints.times = crate::db::indexed_times(columns, &indexed);
+        hints.times = crate::db::source::indexed_times(columns, &indexed);
         Ok(hints)
     }
 
-    pub(super) async fn count(
+    async fn count_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
@@ -164,7 +146,7 @@ impl MySqlBackend {
             .context("counting the window's rows")
     }
 
-    pub(super) async fn read(
+    async fn read_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
@@ -217,6 +199,19 @@ impl MySqlBackend {
         }
         Ok(())
     }
+}
+
+/// The columns that start an index of `table`.
+async fn indexed_first(pool: &sqlx::MySqlPool, table: &TableName) -> anyhow::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND SEQ_IN_INDEX = 1",
+    )
+    .bind(table.schema.as_ref().map(|s| s.as_str()))
+    .bind(table.name.as_str())
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("listing the indexes of {table}"))
 }
 
 /// A column's kind from `information_schema.COLUMNS` (`tinyint(1)` is MySQL's boolean).

@@ -12,9 +12,9 @@ use sqlx::mysql::{MySqlArguments, MySqlPool};
 use sqlx::{Arguments, AssertSqlSafe, MySql, Transaction};
 
 use super::MySqlBackend;
+use crate::bad_row::BadRow;
 use crate::claim::Claim;
-use crate::db::WindowTx;
-use crate::features::BadRow;
+use crate::db::{ResultsSink, WindowTx};
 use crate::ident::TableName;
 use crate::shard::Shard;
 use crate::sink::{
@@ -37,12 +37,14 @@ pub struct MySqlTx {
     pool: MySqlPool,
 }
 
-impl MySqlBackend {
+impl ResultsSink for MySqlBackend {
+    type Tx = MySqlTx;
+
     /// Open the window's transaction on a connection of its own, closed when the window ends
     /// (its session settings die with it). For this session only: no lock wait, and no idle
     /// spell, lasts longer than the lease, so a frozen holder's session is ended by the server
     /// and its locks freed within a lease.
-    pub(super) async fn open(&self, claim: &Claim) -> anyhow::Result<MySqlTx> {
+    async fn begin(&self, claim: &Claim) -> anyhow::Result<MySqlTx> {
         let mut conn = self
             .pool
             .acquire()
@@ -65,6 +67,21 @@ impl MySqlBackend {
             tx,
             pool: self.pool.clone(),
         })
+    }
+
+    async fn table_columns(
+        &self,
+        table: &TableName,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let columns = super::read::declared_columns(&self.pool, table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
+        Ok((!columns.is_empty()).then(|| {
+            columns
+                .into_iter()
+                .map(|(name, _, column_type)| (name, column_type))
+                .collect()
+        }))
     }
 }
 

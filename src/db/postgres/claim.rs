@@ -8,7 +8,7 @@ use sqlx::postgres::PgConnection;
 
 use super::PostgresBackend;
 use crate::claim::{Claim, ClaimOutcome};
-use crate::db::claims::{self, SessionLock};
+use crate::db::claim_store::{self as claims, ClaimStore, SessionLock};
 
 /// A claim's advisory lock, keyed by its claim id (unique, so no schema in the key): held by the
 /// holder's claim connection for as long as the claim, it tells a live holder's session from a
@@ -27,13 +27,14 @@ pub(super) fn session_tag(claim_id: &str) -> String {
     format!("batchscore {claim_id}")
 }
 
-impl PostgresBackend {
+impl ClaimStore for PostgresBackend {
+    /// The claim's own connection, holding its advisory lock.
+    type Lock = PgConnection;
+    const RENEWS_DURING_WINDOW: bool = true;
+
     /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
     /// claim and holds its advisory lock.
-    pub(super) async fn take_claim(
-        &self,
-        claim: &Claim,
-    ) -> anyhow::Result<ClaimOutcome<PgConnection>> {
+    async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<PgConnection>> {
         let conn = tokio::time::timeout(
             self.limits.connect,
             PgConnection::connect_with(&self.options),
@@ -45,11 +46,11 @@ impl PostgresBackend {
         claims::take_locked::<sqlx::Postgres>(conn, claim).await
     }
 
-    pub(super) async fn give_up_claim(
-        &self,
-        lock: Option<PgConnection>,
-        claim: &Claim,
-    ) -> anyhow::Result<()> {
+    async fn renew_claim(&self, lock: &mut PgConnection, claim: &Claim) -> anyhow::Result<bool> {
+        claims::renew(lock, claim).await
+    }
+
+    async fn release_claim(&self, lock: Option<PgConnection>, claim: &Claim) -> anyhow::Result<()> {
         let Some(mut lock) = lock else {
             // The claim's connection is gone, and its lock with it.
             return claims::release(&self.pool, claim).await;
@@ -61,6 +62,11 @@ impl PostgresBackend {
             .await
             .context("releasing the claim's advisory lock")?;
         lock.close().await.context("closing the claim's connection")
+    }
+
+    fn lock_wait(&self, _err: &anyhow::Error) -> Option<std::time::Duration> {
+        // Waits on row locks end by statement_timeout or lock_timeout, reported as failures.
+        None
     }
 }
 

@@ -12,26 +12,32 @@ use super::claim::session_tag;
 use super::copy::{Tuple, TupleReader};
 use super::{PostgresBackend, is_transient, key_type};
 use crate::claim::Claim;
-use crate::db::SourceHints;
+use crate::db::source::{self, SourceHints, SourceReader};
 use crate::plan::Window;
 use crate::shard::{KeySql, Shard};
-use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
+use crate::source::{
+    Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceColumns, SourceShape,
+};
 use crate::spec::{JobSpec, SourceFrom};
 
-impl PostgresBackend {
-    pub(super) async fn describe(
-        &self,
-        spec: &JobSpec,
-    ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
+impl SourceReader for PostgresBackend {
+    async fn describe_source(&self, spec: &JobSpec) -> anyhow::Result<SourceColumns> {
         let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec, "$1", "$2"));
-        let described = crate::db::describe_select(&self.pool, sql, classify, is_transient).await?;
-        Ok(described.map_err(|e| match &spec.source.from {
-            SourceFrom::Table(table) => format!("cannot read source table {table}: {e}"),
-            SourceFrom::Query(_) => format!("source.query does not run: {e}"),
-        }))
+        let described = source::describe_select(&self.pool, sql, classify, is_transient).await?;
+        described.map_err(|e| {
+            let problem = match &spec.source.from {
+                SourceFrom::Table(table) => format!("cannot read source table {table}: {e}"),
+                SourceFrom::Query(_) => format!("source.query does not run: {e}"),
+            };
+            source::unusable(spec, problem)
+        })
     }
 
-    pub(super) async fn notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+    fn timestamp_ok(kind: &ColumnKind) -> bool {
+        matches!(kind, ColumnKind::Timestamp)
+    }
+
+    async fn window_notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
         let ts = &spec.source.timestamp;
         let mut notes = Vec::new();
         if let SourceFrom::Query(_) = &spec.source.from {
@@ -61,7 +67,7 @@ impl PostgresBackend {
             notes.extend(
                 whole
                     .iter()
-                    .map(|table| crate::db::query_scan_note(spec, table)),
+                    .map(|table| crate::db::source::query_scan_note(spec, table)),
             );
         }
         if let SourceFrom::Table(table) = &spec.source.from {
@@ -82,16 +88,20 @@ impl PostgresBackend {
             .flatten();
             if indexed == Some(false) {
                 let create = format!("CREATE INDEX ON {} ({});", table.quoted(), ts.quoted());
-                notes.push(crate::db::missing_index_note(table, ts.as_str(), &create));
+                notes.push(crate::db::source::missing_index_note(
+                    table,
+                    ts.as_str(),
+                    &create,
+                ));
             }
         }
         Ok(notes)
     }
 
-    pub(super) async fn hints(
+    async fn source_hints(
         &self,
         spec: &JobSpec,
-        columns: &[(String, ColumnKind)],
+        columns: &SourceColumns,
     ) -> anyhow::Result<SourceHints> {
         let mut hints = SourceHints::default();
         let mut indexed: Vec<String> = Vec::new();
@@ -116,11 +126,11 @@ impl PostgresBackend {
             .await
             .with_context(|| format!("listing the indexes of {table}"))?;
         }
-        hints.times = crate::db::indexed_times(columns, &indexed);
+        hints.times = crate::db::source::indexed_times(columns, &indexed);
         Ok(hints)
     }
 
-    pub(super) async fn count(
+    async fn count_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
@@ -142,7 +152,7 @@ impl PostgresBackend {
             .context("counting the window's rows")
     }
 
-    pub(super) async fn read(
+    async fn read_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
@@ -151,24 +161,7 @@ impl PostgresBackend {
         claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
-        let key = spec.source.key.quoted();
-        let mut columns = vec![format!("CAST({key} AS {})", key_type(shape.key))];
-        columns.extend(
-            spec.source
-                .features
-                .iter()
-                .zip(&shape.features)
-                .zip(&shape.cells)
-                .map(|((name, kind), cell)| wire(kind, *cell).select(&name.quoted())),
-        );
-        let select = window_select(
-            spec,
-            &columns.join(", "),
-            &timestamptz_literal(window.start),
-            &timestamptz_literal(window.end),
-            shard_condition(spec, shape, shard),
-        );
-        let sql = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+        let sql = copy_window(spec, shape, window, shard);
         let mut conn = self
             .pool
             .acquire()
@@ -229,6 +222,29 @@ impl PostgresBackend {
         }
         Ok(())
     }
+}
+
+/// The binary `COPY` of the shard's rows of the window: the key, then each feature cast by the
+/// server to the type its cell needs.
+fn copy_window(spec: &JobSpec, shape: &SourceShape, window: Window, shard: Shard) -> String {
+    let key = spec.source.key.quoted();
+    let mut columns = vec![format!("CAST({key} AS {})", key_type(shape.key))];
+    columns.extend(
+        spec.source
+            .features
+            .iter()
+            .zip(&shape.features)
+            .zip(&shape.cells)
+            .map(|((name, kind), cell)| wire(kind, *cell).select(&name.quoted())),
+    );
+    let select = window_select(
+        spec,
+        &columns.join(", "),
+        &timestamptz_literal(window.start),
+        &timestamptz_literal(window.end),
+        shard_condition(spec, shape, shard),
+    );
+    format!("COPY ({select}) TO STDOUT (FORMAT binary)")
 }
 
 fn classify(type_name: &str) -> ColumnKind {

@@ -7,10 +7,13 @@ use anyhow::Context;
 use polars::prelude::*;
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
+use super::PostgresBackend;
+use super::claim::session_tag;
 use super::copy::TupleWriter;
 use super::key_type;
-use crate::db::WindowTx;
-use crate::features::BadRow;
+use crate::bad_row::BadRow;
+use crate::claim::Claim;
+use crate::db::{ResultsSink, WindowTx};
 use crate::ident::TableName;
 use crate::shard::Shard;
 use crate::sink::{
@@ -27,6 +30,45 @@ fn pg_type(result: ResultType) -> &'static str {
         ResultType::Integer => "bigint",
         ResultType::Text => "text",
         ResultType::Boolean => "boolean",
+    }
+}
+
+impl ResultsSink for PostgresBackend {
+    type Tx = PgTx;
+
+    async fn begin(&self, claim: &Claim) -> anyhow::Result<PgTx> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("opening the window's transaction")?;
+        // For this transaction only: if the run freezes or is cut off, the server ends it within
+        // a lease and frees the result keys it holds, so the run's successor does not wait on
+        // them. A live run never waits that long: it talks to the server every chunk. (The
+        // server cannot time out a statement waiting for the client's COPY data: for that, the
+        // successor ends the session by its tag, see `claim`.)
+        let millis = claim.lease().as_millis().max(1).to_string();
+        sqlx::query(
+            "SELECT set_config('statement_timeout', $1, true), \
+             set_config('idle_in_transaction_session_timeout', $1, true), \
+             set_config('application_name', $2, true)",
+        )
+        .bind(millis)
+        .bind(session_tag(&claim.claim_id))
+        .execute(&mut *tx)
+        .await
+        .context("opening the window's transaction")?;
+        Ok(PgTx(tx))
+    }
+
+    async fn table_columns(
+        &self,
+        table: &TableName,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let names = declared_columns(&self.pool, table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
+        Ok((!names.is_empty()).then_some(names))
     }
 }
 

@@ -8,10 +8,14 @@ use chrono::Utc;
 
 use super::SqliteBackend;
 use crate::claim::{Claim, ClaimOutcome};
-use crate::db::claims;
+use crate::db::claim_store::{self as claims, ClaimStore};
 
-impl SqliteBackend {
-    pub(super) async fn take_claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<()>> {
+impl ClaimStore for SqliteBackend {
+    // One machine: the claim row, with the holder's pid checked on this host, is enough.
+    type Lock = ();
+    const RENEWS_DURING_WINDOW: bool = false;
+
+    async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<()>> {
         // A holder that is finishing deletes its row between our two statements: look again.
         for _ in 0..25 {
             let replacing = match claims::holder(&self.pool, claim).await? {
@@ -30,13 +34,22 @@ impl SqliteBackend {
         Ok(ClaimOutcome::Busy(None))
     }
 
+    async fn renew_claim(&self, _lock: &mut (), claim: &Claim) -> anyhow::Result<bool> {
+        claims::renew(&self.pool, claim).await
+    }
+
+    async fn release_claim(&self, _lock: Option<()>, claim: &Claim) -> anyhow::Result<()> {
+        claims::release(&self.pool, claim).await
+    }
+
     /// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes, anywhere in `err`:
     /// another writer kept the database locked past the busy timeout.
-    pub(super) fn locked(err: &anyhow::Error) -> bool {
-        err.chain().any(|cause| {
+    fn lock_wait(&self, err: &anyhow::Error) -> Option<Duration> {
+        let locked = err.chain().any(|cause| {
             cause
                 .downcast_ref::<sqlx::Error>()
                 .is_some_and(|e| matches!(super::primary_code(e), Some(5 | 6)))
-        })
+        });
+        locked.then_some(self.limits.busy)
     }
 }

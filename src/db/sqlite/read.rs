@@ -12,47 +12,41 @@ use tokio::sync::mpsc;
 use super::SqliteBackend;
 use super::direct::with_direct;
 use super::window;
-use crate::db::SourceHints;
+use crate::claim::Claim;
+use crate::db::source::{self, SourceHints, SourceReader};
 use crate::ident::TableName;
 use crate::plan::Window;
 use crate::shard::{KeySql, Shard, text_hash};
-use crate::source::{Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceShape};
+use crate::source::{
+    Cell, CellType, ChunkBuilder, ColumnKind, KeyKind, SourceChunk, SourceColumns, SourceShape,
+};
 use crate::spec::{JobSpec, SourceFrom};
 
-impl SqliteBackend {
-    /// A table's columns and declared types, in order; none if there is no such table.
-    pub(super) async fn declared_columns(
-        &self,
-        table: &TableName,
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        declared_columns(&self.pool, table).await
-    }
-
-    pub(super) async fn describe(
-        &self,
-        spec: &JobSpec,
-    ) -> anyhow::Result<Result<Vec<(String, ColumnKind)>, String>> {
+impl SourceReader for SqliteBackend {
+    async fn describe_source(&self, spec: &JobSpec) -> anyhow::Result<SourceColumns> {
         match &spec.source.from {
             SourceFrom::Table(table) => {
-                let declared = self.declared_columns(table).await.map(|rows| {
+                let declared = declared_columns(&self.pool, table).await.map(|rows| {
                     rows.into_iter()
                         .map(|(name, ty)| (name, classify(&ty)))
                         .collect()
                 });
-                crate::db::described_table(table, declared, super::is_transient)
+                source::described_table(spec, table, declared, super::is_transient)
             }
             SourceFrom::Query(_) => {
                 let sql = format!("SELECT * FROM {} LIMIT 0", from_clause(spec));
-                Ok(
-                    crate::db::describe_select(&self.pool, sql, classify, super::is_transient)
-                        .await?
-                        .map_err(|e| format!("source.query does not run: {e}")),
-                )
+                source::describe_select(&self.pool, sql, classify, super::is_transient)
+                    .await?
+                    .map_err(|e| source::unusable(spec, format!("source.query does not run: {e}")))
             }
         }
     }
 
-    pub(super) async fn notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+    fn timestamp_ok(kind: &ColumnKind) -> bool {
+        !matches!(kind, ColumnKind::Boolean | ColumnKind::Other(_))
+    }
+
+    async fn window_notes(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
         let ts = &spec.source.timestamp;
         let mut notes = Vec::new();
         if let SourceFrom::Query(_) = &spec.source.from {
@@ -76,7 +70,7 @@ impl SqliteBackend {
                     && !detail.contains("USING")
                     && !table.starts_with('(')
                 {
-                    notes.push(crate::db::query_scan_note(spec, table));
+                    notes.push(crate::db::source::query_scan_note(spec, table));
                 }
             }
         }
@@ -104,7 +98,11 @@ impl SqliteBackend {
                     table.name.quoted(),
                     ts.quoted()
                 );
-                notes.push(crate::db::missing_index_note(table, ts.as_str(), &create));
+                notes.push(crate::db::source::missing_index_note(
+                    table,
+                    ts.as_str(),
+                    &create,
+                ));
             }
         }
         // Values the window's index ranges cannot find (a form other than ISO-8601 with minutes,
@@ -128,10 +126,10 @@ impl SqliteBackend {
         Ok(notes)
     }
 
-    pub(super) async fn hints(
+    async fn source_hints(
         &self,
         spec: &JobSpec,
-        columns: &[(String, ColumnKind)],
+        columns: &SourceColumns,
     ) -> anyhow::Result<SourceHints> {
         let mut hints = SourceHints::default();
         let mut indexed = Vec::new();
@@ -190,7 +188,7 @@ impl SqliteBackend {
         Ok(hints)
     }
 
-    pub(super) async fn count(
+    async fn count_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
@@ -209,12 +207,15 @@ impl SqliteBackend {
             .context("counting the window's rows")
     }
 
-    pub(super) async fn read(
+    async fn read_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
         shard: Shard,
+        // On one machine, a successor does not end a frozen holder's sessions: the fencing
+        // check keeps it from committing.
+        _claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> anyhow::Result<()> {
         let mut columns = vec![spec.source.key.quoted()];

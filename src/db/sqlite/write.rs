@@ -5,10 +5,12 @@ use anyhow::Context;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{AssertSqlSafe, Sqlite, Transaction};
 
+use super::SqliteBackend;
+use super::dialect::to_text;
 use super::direct::{on_this_thread, with_direct};
-use super::ledger::to_text;
-use crate::db::WindowTx;
-use crate::features::BadRow;
+use crate::bad_row::BadRow;
+use crate::claim::Claim;
+use crate::db::{ResultsSink, WindowTx};
 use crate::ident::TableName;
 use crate::shard::Shard;
 use crate::sink::{
@@ -23,6 +25,34 @@ const ROWS_PER_INSERT: usize = 500;
 
 /// A SQLite window's transaction, holding the database's write lock until it ends.
 pub struct SqliteTx(pub(super) Transaction<'static, Sqlite>);
+
+impl ResultsSink for SqliteBackend {
+    type Tx = SqliteTx;
+
+    async fn begin(&self, _claim: &Claim) -> anyhow::Result<SqliteTx> {
+        // No server to end a frozen run's transaction: the write lock it holds keeps every other
+        // writer out (they give up after the busy timeout), and it commits nothing once
+        // superseded (the fencing check).
+        // IMMEDIATE takes the write lock up front, so the run waits for it (busy_timeout) rather
+        // than failing halfway when upgrading a read transaction.
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("opening the window's transaction")?;
+        Ok(SqliteTx(tx))
+    }
+
+    async fn table_columns(
+        &self,
+        table: &TableName,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let names = super::read::declared_columns(&self.pool, table)
+            .await
+            .with_context(|| format!("describing results table {table}"))?;
+        Ok((!names.is_empty()).then_some(names))
+    }
+}
 
 fn sqlite_type(result: ResultType) -> &'static str {
     match result {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::daemon::{create_readings, feed, insert_now, job, start_daemon, stop_daemon};
 use crate::support::*;
-use crate::windows::{at, ledger, predictions};
+use crate::windows::{at, predictions};
 
 /// SQL that replaces `failure_probability` with a column of a time type, which no probability
 /// fits (SQLite's columns take any value, so there only the drop applies).
@@ -51,12 +51,6 @@ async fn a_results_table_altered_between_runs_fails_the_next_window(kind: Kind) 
         assert_eq!(
             keys, 1000,
             "{change}: the first window intact, nothing of the second"
-        );
-        let statuses: Vec<String> = ledger(&p).await.into_iter().map(|r| r.2).collect();
-        assert!(
-            statuses
-                .iter()
-                .all(|s| s != "succeeded" || statuses.len() >= 1)
         );
         assert_eq!(
             p.count("SELECT count(*) FROM batchscore_runs WHERE status = 'succeeded'")

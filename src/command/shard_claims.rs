@@ -5,15 +5,15 @@
 use crate::claim::{Claim, ClaimOutcome, DEFAULT_LEASE};
 use crate::db::Backend;
 use crate::error::Contention;
-use crate::run::job_label;
 use crate::shard::Shard;
+use crate::shard::job_label;
 
 /// The claims of several shards of one job, held together.
-pub(super) struct ClaimsHeld<L> {
+pub(super) struct ShardClaims<L> {
     held: Vec<(Claim, L)>,
 }
 
-impl<L: Send + Sync + 'static> ClaimsHeld<L> {
+impl<L: Send + Sync + 'static> ShardClaims<L> {
     /// Claim every shard in `shards`, or none: if one is busy, give back those taken and say
     /// who holds it.
     pub(super) async fn take<B: Backend<Lock = L>>(
@@ -21,8 +21,8 @@ impl<L: Send + Sync + 'static> ClaimsHeld<L> {
         job: &str,
         shards: &[Shard],
         lease: chrono::TimeDelta,
-    ) -> anyhow::Result<ClaimsHeld<L>> {
-        let mut held = ClaimsHeld { held: Vec::new() };
+    ) -> anyhow::Result<ShardClaims<L>> {
+        let mut held = ShardClaims { held: Vec::new() };
         for shard in shards {
             let claim = Claim::new(job, *shard, lease);
             let outcome = match db.claim(&claim).await {

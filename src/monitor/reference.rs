@@ -1,13 +1,14 @@
-//! Which windows a window is compared with for drift: the reference `monitor set-reference` stored, or
-//! else the job file's (a fixed range, or a rolling one relative to the window).
+//! Which windows a window is compared with for drift: the reference `monitor set-reference`
+//! stored, or else the job file's (a fixed range, or a rolling one relative to the window).
+//! This is the policy; `db::profiles::reference_for` reads the profiles it names.
 
 use chrono::{DateTime, Utc};
 
-use super::Backend;
 use crate::monitor::profile::Profile;
 use crate::plan::Window;
 use crate::spec::JobSpec;
-use crate::spec::monitor::{ReferenceSpec, time_text};
+use crate::spec::monitor::ReferenceSpec;
+use crate::time::time_text;
 
 /// A reference profile and where it came from.
 pub struct Reference {
@@ -21,14 +22,10 @@ pub struct Reference {
     pub to: DateTime<Utc>,
 }
 
-/// The reference to compare `window` of `job` with; `None` when the job has none.
-pub async fn reference_for<B: Backend>(
-    db: &B,
-    job: &JobSpec,
-    window: Window,
-) -> anyhow::Result<Option<Reference>> {
-    if let Some(stored) = db.stored_reference(&job.name).await? {
-        return Ok(Some(Reference {
+impl Reference {
+    /// The reference `monitor set-reference` stored.
+    pub fn stored(stored: StoredReference) -> Reference {
+        Reference {
             described: format!(
                 "windows from {} to {} (stored by `monitor set-reference` at {})",
                 time_text(stored.window.start),
@@ -39,13 +36,15 @@ pub async fn reference_for<B: Backend>(
             profile: stored.profile,
             from: stored.window.start,
             to: stored.window.end,
-        }));
+        }
     }
-    let Some(spec) = job.monitor.reference else {
-        return Ok(None);
-    };
+}
+
+/// The range of windows the job file's reference takes for `window`, and how it is described;
+/// `None` when the job file names no reference.
+pub fn file_range(job: &JobSpec, window: Window) -> Option<(DateTime<Utc>, DateTime<Utc>, String)> {
+    let spec = job.monitor.reference?;
     let (from, to) = spec.range(window.start, window.end);
-    let (profile, windows) = db.merged_profiles(&job.name, from, to).await?;
     let described = match spec {
         ReferenceSpec::Fixed { .. } => format!("{} (jobs/{}.toml)", spec.describe(), job.name),
         ReferenceSpec::Rolling { .. } => format!(
@@ -56,11 +55,14 @@ pub async fn reference_for<B: Backend>(
             job.name
         ),
     };
-    Ok(Some(Reference {
-        described,
-        windows,
-        profile,
-        from,
-        to,
-    }))
+    Some((from, to, described))
+}
+
+/// A stored reference as `db::profiles` reads it back.
+pub struct StoredReference {
+    /// The range its windows were merged from.
+    pub window: Window,
+    pub windows: u64,
+    pub set_at: DateTime<Utc>,
+    pub profile: Profile,
 }

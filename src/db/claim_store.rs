@@ -1,9 +1,12 @@
-//! The SQL of the claims table (`batchscore_claims`, one row per job and shard), written once for
-//! every backend: times come from the database's clock ([`Dialect::NOW`]), so every holder of a
-//! job judges leases by the same clock. A server shared by many machines (PostgreSQL, MySQL)
-//! also tells a live holder from a gone one by a lock its session holds ([`SessionLock`], taken
-//! by [`take_locked`]); SQLite, on one machine, by the holder's pid.
+//! Claims in the database: the [`ClaimStore`] each database implements in its `claim.rs`, and
+//! the SQL of the claims table (`batchscore_claims`, one row per job and shard), written once
+//! for every backend. Times come from the database's clock ([`Dialect::NOW`]), so every holder
+//! of a job judges leases by the same clock. A server shared by many machines (PostgreSQL,
+//! MySQL) also tells a live holder from a gone one by a lock its session holds
+//! ([`SessionLock`], taken by [`take_locked`]); SQLite, on one machine, by the holder's pid.
+//! What a claim is, and why, is [`crate::claim`]'s.
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +14,41 @@ use sqlx::{Connection, Executor};
 
 use super::dialect::{self, Dialect, Param, required};
 use crate::claim::{Claim, ClaimOutcome, Holder};
+
+/// Holding a job's claim in the database: taking it, renewing its lease, giving it up.
+pub(crate) trait ClaimStore {
+    /// What keeps a claim held besides its row (the servers: the claim's own connection, which
+    /// holds its lock).
+    type Lock: Send + Sync + 'static;
+
+    /// Whether the claim's lease can be renewed while a window's transaction is open (it cannot
+    /// on SQLite, whose one write lock the window holds).
+    const RENEWS_DURING_WINDOW: bool;
+
+    /// Claim the job's shard for one run, or say who holds it.
+    fn claim(
+        &self,
+        claim: &Claim,
+    ) -> impl Future<Output = anyhow::Result<ClaimOutcome<Self::Lock>>> + Send;
+
+    /// Extend the claim's lease by the database's clock; false if this run no longer holds it.
+    fn renew_claim(
+        &self,
+        lock: &mut Self::Lock,
+        claim: &Claim,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
+
+    /// Give the claim up (`lock` is `None` when its connection was lost mid-renewal).
+    fn release_claim(
+        &self,
+        lock: Option<Self::Lock>,
+        claim: &Claim,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// When `err` is this database's "locked by another writer, and the wait ran out" (SQLite's
+    /// busy timeout), how long it waited: a run reports that as contention, not failure.
+    fn lock_wait(&self, err: &anyhow::Error) -> Option<Duration>;
+}
 
 /// What a server shared by many machines adds to the claim row: a lock of the claim id, held by
 /// the claim's own connection for as long as the claim, by which the next run tells a holder
@@ -224,4 +262,17 @@ pub(crate) async fn release<'c, DB: Dialect>(
     .await
     .context("releasing the claim")?;
     Ok(())
+}
+
+/// The fencing check, in a window's transaction just before its commit: renew the claim if this
+/// run still holds it, and say whether it does. A run superseded while paused then commits
+/// nothing, backfills included (which move no watermark to compare-and-set). The renewal locks
+/// the claim's row until the commit, so a takeover waits for it, then sees the lease renewed.
+pub(crate) async fn fence<DB: Dialect>(
+    conn: &mut DB::Connection,
+    claim: &Claim,
+) -> anyhow::Result<bool> {
+    renew(DB::on_conn(conn), claim)
+        .await
+        .context("checking this run still holds the claim")
 }
