@@ -12,6 +12,8 @@
 //! logic.
 
 pub(crate) mod claim_store;
+#[cfg(test)]
+mod conformance;
 pub(crate) mod dialect;
 pub(crate) mod ledger;
 mod migrate;
