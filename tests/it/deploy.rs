@@ -234,7 +234,7 @@ fn systemd_and_cron_examples_call_the_binary_as_documented() {
     let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     assert!(exec.contains(" daemon "), "{exec}");
     assert!(unit.contains("RestartPreventExitStatus=2"));
-    let crontab = std::fs::read_to_string(Path::new(REPO).join("deploy/cron/crontab")).unwrap();
+    let crontab = std::fs::read_to_string(Path::new(REPO).join("crontab.example")).unwrap();
     let lines: Vec<&str> = crontab
         .lines()
         .filter(|l| !l.starts_with('#') && l.contains("run-job"))
