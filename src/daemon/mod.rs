@@ -16,6 +16,7 @@
 //! and scheduling, and restarting it would not bring the database back.
 
 mod http;
+mod memory;
 mod metrics;
 
 use std::collections::HashMap;
@@ -182,6 +183,7 @@ pub async fn run<B: Backend>(
         None => None,
     };
     daemon.schedule_all(loaded).await?;
+    let trimming = memory::trim_periodically();
 
     let signal = loop {
         tokio::select! {
@@ -190,6 +192,7 @@ pub async fn run<B: Backend>(
         }
     };
     daemon.shut_down(signal, abort, &mut runs_done).await;
+    trimming.abort();
     http_stop.notify_one();
     if let Some(http) = http {
         let _ = http.await;
