@@ -60,7 +60,34 @@ impl SqliteBackend {
             .pragma("cache_size", "-1024")
             // Streaming a window is a long statement by design, not a slow one worth a warning.
             .disable_statement_logging();
-        let pool = SqlitePoolOptions::new()
+        // Turning a new file into WAL takes its exclusive lock from inside a read, and SQLite
+        // answers BUSY at once there rather than calling the busy handler (waiting could
+        // deadlock). Several processes opening one new file at once (a first deployment's cron,
+        // daemon and shards) meet exactly that, so the first connection is retried for as long
+        // as any other lock is waited for; once the file is in WAL, the next opens only read.
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match Self::open_pool(options.clone(), limits).await {
+                Err(e) if primary_code(&e) == Some(5) && started.elapsed() < limits.busy => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                opened => {
+                    return Ok(SqliteBackend {
+                        pool: opened?,
+                        limits,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn open_pool(
+        options: SqliteConnectOptions,
+        limits: Limits,
+    ) -> Result<SqlitePool, sqlx::Error> {
+        SqlitePoolOptions::new()
             .max_connections(limits.connections)
             .acquire_timeout(limits.connect)
             // The shard hash of text keys, on every connection (see `read::register_functions`).
@@ -72,8 +99,7 @@ impl SqliteBackend {
                 })
             })
             .connect_with(options)
-            .await?;
-        Ok(SqliteBackend { pool, limits })
+            .await
     }
 }
 
