@@ -338,7 +338,7 @@ impl ChunkBuilder {
     }
 
     /// Push feature `feature`'s value of the current row, converted to its cell type; a value
-    /// that does not fit becomes null, with the reason kept for the row's [`BadRow`](crate::features::BadRow).
+    /// that does not fit becomes null, with the reason kept for the row's [`BadRow`](crate::bad_row::BadRow).
     pub fn push(&mut self, feature: usize, cell: Cell<'_>) {
         let builder = &mut self.features[feature];
         let unfit = match (builder, cell) {

@@ -69,7 +69,7 @@ pub(crate) trait SourceReader {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// What a source's catalog says that a job file needs (see [`Backend::source_hints`]).
+/// What a source's catalog says that a job file needs (see [`SourceReader::source_hints`]).
 #[derive(Debug, Clone, Default)]
 pub struct SourceHints {
     pub primary_key: Option<String>,

@@ -5,7 +5,7 @@
 //! profile is written in the window's transaction: it exists exactly when the window's results
 //! do. The reference is the merged profile of other committed windows: a fixed range, a rolling
 //! one (the same window some time earlier), or one stored by `monitor set-reference`; which one
-//! applies is chosen by [`reference`], which reads it from the database; the rest touches no
+//! applies is chosen by [`mod@reference`], which reads it from the database; the rest touches no
 //! database: profiles and scores are plain computations.
 
 pub(crate) mod drift;

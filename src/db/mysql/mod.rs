@@ -33,7 +33,7 @@ use crate::claim::Claim;
 #[derive(Clone)]
 pub struct MySqlBackend {
     pool: MySqlPool,
-    /// For the claim's own connection, outside the pool (see [`Backend::claim`]).
+    /// For the claim's own connection, outside the pool (see [`ClaimStore::claim`](crate::db::ClaimStore::claim)).
     options: Arc<MySqlConnectOptions>,
     limits: Limits,
 }

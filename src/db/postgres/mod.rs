@@ -25,7 +25,7 @@ use crate::source::KeyKind;
 #[derive(Clone)]
 pub struct PostgresBackend {
     pool: PgPool,
-    /// For the claim's own connection, outside the pool (see [`Backend::claim`]).
+    /// For the claim's own connection, outside the pool (see [`ClaimStore::claim`](crate::db::ClaimStore::claim)).
     options: Arc<PgConnectOptions>,
     limits: Limits,
 }
