@@ -92,6 +92,28 @@ pub enum Command {
     /// first (exit 1 when one is in drift); or set the reference.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true, after_help = MONITOR_HELP)]
     Monitor(MonitorArgs),
+    /// Every model version a job has scored with, newest first: sha256, source, first and last
+    /// window, windows and rows scored (its challengers' too).
+    Models {
+        /// Job name: the stem of a file in the jobs directory.
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The job's model and its challenger side by side on the latest windows both scored: per
+    /// result column, agreement and confusion for labels; mean and max absolute difference,
+    /// correlation and PSI for numbers.
+    Compare {
+        /// Job name: the stem of a file in the jobs directory.
+        name: String,
+        /// How many of the latest windows the challenger scored to compare.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        windows: u32,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move a job to the number of shards its file now says, every shard starting where the
     /// old ones all stopped: no gap, no overlap. Needs every old shard's watermark level.
     #[command(after_help = RESHARD_HELP)]
@@ -133,6 +155,12 @@ pub struct RunJobArgs {
     #[arg(long, default_value = crate::claim::DEFAULT_LEASE, value_parser = parse_duration)]
     pub lease: chrono::TimeDelta,
 
+    /// Re-score, with the job's current model, exactly the committed windows the model with
+    /// this sha256 (or a unique prefix of it) scored last: the repair after a bad release.
+    /// With --from/--to, only the windows inside that range. Leaves the watermark alone.
+    #[arg(long, value_name = "SHA256_PREFIX", conflicts_with = "at")]
+    pub rescore_model: Option<String>,
+
     /// Print the plan (window, row count, model signature) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -159,9 +187,10 @@ pub enum JobsCommand {
     New {
         /// The job's name (the file's stem).
         name: String,
-        /// The ONNX model file.
+        /// The ONNX model file, or a model in the MLflow registry at MLFLOW_TRACKING_URI
+        /// (models:/NAME@ALIAS or models:/NAME/VERSION).
         #[arg(long)]
-        model: PathBuf,
+        model: String,
         /// The source table (`schema.table` allowed).
         #[arg(long, required_unless_present = "query", conflicts_with = "query")]
         table: Option<String>,

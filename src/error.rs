@@ -82,11 +82,12 @@ pub enum Contention {
     /// A backfill of every shard found some held by other runs: it scored the others, and the
     /// range of these is still to do.
     #[error(
-        "job `{job}`: the backfill of {range} left shard(s) {shards} to the runs that hold them, so their part of the range was not re-scored; run the backfill again, or with --shard for each"
+        "job `{job}`: {what} left shard(s) {shards} to the runs that hold them, so their part was not re-scored; run it again, or with --shard for each"
     )]
     ShardsLeft {
         job: String,
-        range: String,
+        /// What was asked for: "the backfill of [from, to)", "the rescore of model …".
+        what: String,
         shards: String,
     },
 }

@@ -1,19 +1,24 @@
-//! A job ready to run: its checked spec, its loaded model, and what the database says about its
-//! source and results table, all matched against each other before any row is read.
+//! A job ready to run: its checked spec, its loaded model (and challenger), and what the
+//! database says about its source and results tables, all matched against each other before any
+//! row is read.
 //!
-//! `jobs validate` runs exactly [`prepare`]; so does every run before it plans its window.
+//! `jobs validate` runs exactly [`prepare`]; so does every run before it plans its window. A
+//! run resolves its models once, here: a registry alias that moves during the run takes effect
+//! at the next one, and no window is scored by two versions.
 
 use anyhow::Context;
 use std::sync::Arc;
 
+use crate::challenger::{Challenger, check_binding};
 use crate::db::{Backend, WindowTx};
 use crate::error::ConfigError;
 use crate::features::{FillValue, InputFeed};
-use crate::model::{BoundOutput, Model};
+use crate::ledger::Lineage;
+use crate::model::{Binding, BoundOutput, Located, Model, Pinned, locate};
 use crate::monitor::profile::Profile;
 use crate::sink::{ResultType, ResultsTable};
 use crate::source::{CellType, FeatureNeed, SourceShape, kind_name};
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, ModelSource};
 
 #[derive(Debug)]
 pub struct PreparedJob {
@@ -26,18 +31,97 @@ pub struct PreparedJob {
     pub fill: Vec<Option<FillValue>>,
     pub shape: SourceShape,
     pub results: ResultsTable,
+    /// `[challenger]`, when the job has one: ready to score, or why it cannot (the model scores
+    /// anyway, and each window's ledger row says why the challenger did not).
+    pub challenger: Option<Result<Challenger, String>>,
+}
+
+/// The models a job names, found (a registry's fetched into the cache), not yet loaded.
+struct Found {
+    model: Located,
+    /// A challenger that cannot be found is no reason not to run: its problem, as text.
+    challenger: Option<Result<Located, String>>,
+}
+
+impl Found {
+    async fn locate(spec: &JobSpec) -> anyhow::Result<Found> {
+        let model = locate(&spec.name, &spec.model).await?;
+        let challenger = match &spec.challenger {
+            Some(c) => Some(
+                locate(&spec.name, &c.model)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            ),
+            None => None,
+        };
+        Ok(Found { model, challenger })
+    }
+
+    /// Why the registry was not asked (it could not be reached), for each model it applies to.
+    fn registry_errors(&self) -> Vec<String> {
+        let challenger = self.challenger.as_ref().and_then(|c| c.as_ref().ok());
+        [Some(&self.model), challenger]
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.registry_error.clone())
+            .collect()
+    }
 }
 
 /// Check everything that can be checked without scoring; every failure is a [`ConfigError`]
 /// naming the job and the thing that is wrong.
 pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<PreparedJob>> {
+    let found = Found::locate(&spec).await?;
+    prepare_found(db, spec, found).await
+}
+
+/// For a daemon's job whose models come from a registry: resolve them again, as every run does
+/// before its first window, and prepare the job again if a version changed; otherwise the job
+/// as it is. With it, why the registry was not asked, if it could not be reached (the job's last
+/// resolution was used from the cache).
+pub async fn refresh<B: Backend>(
+    db: &B,
+    job: &Arc<PreparedJob>,
+) -> anyhow::Result<(Arc<PreparedJob>, Vec<String>)> {
+    let spec = &job.spec;
+    let from_registry = |source: &ModelSource| matches!(source, ModelSource::Registry(_));
+    let challenger_spec = spec.challenger.as_ref().map(|c| &c.model.source);
+    if !from_registry(&spec.model.source) && !challenger_spec.is_some_and(from_registry) {
+        return Ok((Arc::clone(job), Vec::new()));
+    }
+    let found = Found::locate(spec).await?;
+    let errors = found.registry_errors();
+    let same_model = found
+        .model
+        .sha256
+        .as_ref()
+        .is_none_or(|sha| *sha == job.model.sha256);
+    let same_challenger = match (&found.challenger, &job.challenger) {
+        (None, None) => true,
+        (Some(Ok(found)), Some(Ok(loaded))) => found
+            .sha256
+            .as_ref()
+            .is_none_or(|sha| *sha == loaded.model.sha256),
+        _ => false,
+    };
+    if same_model && same_challenger {
+        return Ok((Arc::clone(job), errors));
+    }
+    let prepared = prepare_found(db, spec.clone(), found).await?;
+    tracing::info!(job = %spec.name, model = %prepared.model.origin, sha256 = %prepared.model.sha256, "the job's registry model changed: this run scores with the new version");
+    Ok((prepared, errors))
+}
+
+async fn prepare_found<B: Backend>(
+    db: &B,
+    spec: JobSpec,
+    found: Found,
+) -> anyhow::Result<Arc<PreparedJob>> {
     let job = spec.name.clone();
     let fail = |problem: String| ConfigError::job(&job, problem);
 
-    // The model is loaded off the async threads: ONNX Runtime's session setup is CPU work.
-    let (spec, model) =
-        tokio::task::spawn_blocking(move || Model::load(&spec).map(|model| (spec, model)))
-            .await??;
+    let pinned = Pinned::of("model.sha256", &spec.model.sha256);
+    let model = open(&job, found.model, pinned).await?;
     let binding = model.bind(&spec).map_err(fail)?;
     let needs = feature_needs(&spec, &binding.inputs);
     let fill = spec
@@ -78,6 +162,16 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
             .check_columns(existing, <B::Tx as WindowTx>::holds)
             .map_err(fail)?;
     }
+    let challenger = match found.challenger {
+        None => None,
+        Some(located) => {
+            let prepared = prepare_challenger(db, &spec, located, &binding, &results).await;
+            if let Err(problem) = &prepared {
+                tracing::warn!(job = %job, problem = %problem, "the challenger cannot score: the model's windows are scored without it");
+            }
+            Some(prepared)
+        }
+    };
     Ok(Arc::new(PreparedJob {
         spec,
         model,
@@ -86,12 +180,88 @@ pub async fn prepare<B: Backend>(db: &B, spec: JobSpec) -> anyhow::Result<Arc<Pr
         fill,
         shape,
         results,
+        challenger,
     }))
 }
 
+/// Load a model off the async threads: ONNX Runtime's session setup is CPU work.
+async fn open(job: &str, located: Located, pinned: Option<Pinned>) -> anyhow::Result<Model> {
+    let job = job.to_owned();
+    let model = tokio::task::spawn_blocking(move || Model::open(&job, located, pinned)).await??;
+    Ok(model)
+}
+
+/// The challenger, loaded and bound as the champion is, with its results table checked; or why
+/// it cannot score.
+async fn prepare_challenger<B: Backend>(
+    db: &B,
+    spec: &JobSpec,
+    located: Result<Located, String>,
+    champion: &Binding,
+    results: &ResultsTable,
+) -> Result<Challenger, String> {
+    let challenger_spec = spec.challenger.as_ref().expect("the job has a challenger");
+    let pinned = Pinned::of("challenger.sha256", &challenger_spec.model.sha256);
+    let model = open(&spec.name, located?, pinned)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let binding = model.bind(spec)?;
+    check_binding(champion, &binding)?;
+    let mut table = ResultsTable {
+        table: challenger_spec.table.clone(),
+        existing: None,
+        ..results.clone()
+    };
+    table.existing = db
+        .table_columns(&table.table)
+        .await
+        .map_err(|e| format!("describing the challenger's table: {e:#}"))?;
+    if let Some(existing) = &table.existing {
+        table.check_columns(existing, <B::Tx as WindowTx>::holds)?;
+    }
+    Ok(Challenger {
+        model,
+        outputs: binding.outputs,
+        results: table,
+    })
+}
+
 impl PreparedJob {
+    /// How many of its models were taken from the cache because the registry could not be
+    /// reached when the job was prepared.
+    pub fn registry_errors(&self) -> u64 {
+        let challenger = self.challenger.as_ref().and_then(|c| c.as_ref().ok());
+        let models = std::iter::once(&self.model).chain(challenger.map(|c| &c.model));
+        models.filter(|m| m.registry_error.is_some()).count() as u64
+    }
+
+    /// What scores this job's windows, as each window's ledger row records it.
+    pub fn lineage(&self) -> Lineage {
+        let (challenger_sha256, challenger_source, challenger_error) = match &self.challenger {
+            None => (None, None, None),
+            Some(Ok(c)) => (
+                Some(c.model.sha256.clone()),
+                Some(c.model.origin.to_string()),
+                None,
+            ),
+            Some(Err(problem)) => (
+                None,
+                None,
+                Some(format!("the challenger cannot score: {problem}")),
+            ),
+        };
+        Lineage {
+            model_sha256: self.model.sha256.clone(),
+            model_source: Some(self.model.origin.to_string()),
+            challenger_sha256,
+            challenger_source,
+            challenger_error,
+        }
+    }
+
     /// An empty profile of this job's features (numeric when read as numbers) and result columns
-    /// (numeric when stored as numbers), for drift monitoring to fill as chunks stream.
+    /// (numeric when stored as numbers), and its challenger's, for drift monitoring to fill as
+    /// chunks stream.
     pub fn empty_profile(&self) -> Profile {
         let features =
             self.spec
@@ -107,7 +277,11 @@ impl PreparedJob {
             let numeric = matches!(kind, ResultType::Float | ResultType::Integer);
             (name.as_str().to_owned(), numeric)
         });
-        Profile::new(features, outputs)
+        let profile = Profile::new(features, outputs.clone());
+        match &self.challenger {
+            Some(Ok(_)) => profile.with_challenger(outputs),
+            _ => profile,
+        }
     }
 
     /// One line per model input (its type and the columns that feed it) and per result column

@@ -53,6 +53,30 @@ impl fmt::Display for RunStatus {
     }
 }
 
+/// What scored a window, as its ledger row records it: the model, and the challenger if the job
+/// has one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lineage {
+    pub model_sha256: String,
+    /// The model's path, or the registry version and the alias it was resolved from.
+    pub model_source: Option<String>,
+    pub challenger_sha256: Option<String>,
+    pub challenger_source: Option<String>,
+    /// Why the challenger did not score the window, when it did not.
+    pub challenger_error: Option<String>,
+}
+
+#[cfg(test)]
+impl Lineage {
+    /// A model known by its sha256 alone.
+    pub fn model(sha256: &str) -> Lineage {
+        Lineage {
+            model_sha256: sha256.to_owned(),
+            ..Lineage::default()
+        }
+    }
+}
+
 /// One row of `batchscore_runs`.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -71,7 +95,7 @@ pub struct RunRecord {
     pub rows_skipped: i64,
     /// Why rows were bad: "column reason: count; ...".
     pub bad_rows: Option<String>,
-    pub model_sha256: String,
+    pub lineage: Lineage,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
@@ -81,7 +105,7 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// A new ledger row for `window`, started now by this process, with nothing counted yet.
-    pub fn start(job: &str, shard: Shard, window: Window, model_sha256: &str) -> RunRecord {
+    pub fn start(job: &str, shard: Shard, window: Window, lineage: &Lineage) -> RunRecord {
         RunRecord {
             run_id: uuid::Uuid::now_v7().to_string(),
             job: job.to_owned(),
@@ -95,7 +119,7 @@ impl RunRecord {
             rows_quarantined: 0,
             rows_skipped: 0,
             bad_rows: None,
-            model_sha256: model_sha256.to_owned(),
+            lineage: lineage.clone(),
             started_at: Utc::now(),
             finished_at: None,
             error: None,
@@ -109,10 +133,10 @@ impl RunRecord {
         job: &str,
         shard: Shard,
         window: Window,
-        model_sha256: &str,
+        lineage: &Lineage,
         reason: String,
     ) -> RunRecord {
-        let record = RunRecord::start(job, shard, window, model_sha256);
+        let record = RunRecord::start(job, shard, window, lineage);
         RunRecord {
             status: RunStatus::Skipped,
             finished_at: Some(record.started_at),

@@ -4,7 +4,7 @@
 //! [`spec`] (job file → checked `JobSpec`) → [`plan`] (which window) → [`source`] (rows → polars
 //! chunks) → [`features`] (chunk → one tensor per model input) → [`model`] (ONNX Runtime scoring) → [`sink`]
 //! (predictions → results table) → [`ledger`] (the run's record), tied together by [`run`].
-//! [`db`] is the one seam between SQLite, PostgreSQL and MySQL; [`daemon`] runs jobs on their
+//! [`challenger`] scores a second model on the same windows. [`db`] is the one seam between SQLite, PostgreSQL and MySQL; [`daemon`] runs jobs on their
 //! schedules (with its HTTP endpoints and metrics); [`command`] holds the subcommands.
 
 // The public surface is what `main.rs` needs; everything else is crate-private, and its docs
@@ -12,6 +12,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub(crate) mod bad_row;
+pub(crate) mod challenger;
 pub(crate) mod claim;
 pub mod cli;
 pub(crate) mod command;

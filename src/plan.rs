@@ -4,7 +4,8 @@
 //! committed window, up to `now - lateness`. Missed schedule slots leave a longer gap, which the
 //! job's `catch_up` policy turns into windows: `all` scores every missed window in order,
 //! `latest` scores only the newest and reports the rest as skipped. A backfill (`--from/--to`)
-//! scores an explicit range in window-size steps and leaves the watermark alone.
+//! scores an explicit range in window-size steps and leaves the watermark alone. A rescore
+//! (`--rescore-model`) takes its windows from the ledger: see [`crate::db::lineage::windows_scored_by`].
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
@@ -36,6 +37,25 @@ pub enum WindowRequest {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     },
+    /// Re-score the committed windows whose ledger row says `model` (a sha256) scored them,
+    /// within `range` if given (`--rescore-model`). Like a backfill, it leaves the watermark
+    /// alone; its windows are read from the ledger once the run holds the shard.
+    Rescore {
+        model: [u8; 32],
+        range: Option<Window>,
+    },
+}
+
+impl WindowRequest {
+    /// Whether the run asks for an explicit set of windows of every shard (a backfill or a
+    /// rescore), rather than whatever is due.
+    pub fn is_explicit(&self) -> bool {
+        !matches!(self, WindowRequest::Scheduled { .. })
+    }
+
+    pub fn is_rescore(&self) -> bool {
+        matches!(self, WindowRequest::Rescore { .. })
+    }
 }
 
 /// The windows one run will score, in order.
@@ -51,6 +71,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A rescore's windows, as the ledger lists them: the watermark stays.
+    pub fn rescore(windows: Vec<Window>) -> Plan {
+        Plan {
+            windows,
+            moves_watermark: false,
+            skipped: None,
+            left_behind: 0,
+        }
+    }
+
     fn scheduled(windows: Vec<Window>) -> Plan {
         Plan {
             windows,
@@ -72,6 +102,9 @@ pub fn plan_windows(
     request: WindowRequest,
 ) -> Result<Plan, String> {
     match request {
+        WindowRequest::Rescore { .. } => {
+            Err("a rescore's windows come from the ledger, not from a plan".to_owned())
+        }
         WindowRequest::Backfill { from, to } => {
             // Microseconds: the finest time PostgreSQL stores.
             let (from, to) = (from.trunc_subsecs(6), to.trunc_subsecs(6));

@@ -13,3 +13,11 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-11-24T10:00:00Z: {e}"))
 }
+
+/// Serialize a time as [`time_text`] writes it (`#[serde(serialize_with = ...)]`).
+pub fn serialize_time<S: serde::Serializer>(
+    time: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&time_text(*time))
+}

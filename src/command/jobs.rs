@@ -6,7 +6,7 @@ use comfy_table::{Table, presets::NOTHING};
 
 use crate::cli::GlobalArgs;
 use crate::db::{self, Backend};
-use crate::error::EXIT_CONFIG;
+use crate::error::{ConfigError, EXIT_CONFIG};
 use crate::spec::{self, job_names, load_job};
 use crate::{job, with_backend};
 
@@ -23,7 +23,7 @@ pub fn list(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 spec.schedule.expression,
                 spec.schedule.timezone.to_string(),
                 spec.source.shards.to_string(),
-                shown_path(&spec.model.path),
+                shown_model(&spec.model.source),
                 spec.sink.table.to_string(),
             ]),
             Err(err) => table.add_row([name, format!("invalid: {err}")]),
@@ -64,25 +64,53 @@ pub async fn validate(global: &GlobalArgs, name: Option<String>) -> anyhow::Resu
 /// The summary line of a valid job, then one indented line per model input and output.
 async fn check<B: Backend>(db: &B, spec: spec::JobSpec) -> anyhow::Result<String> {
     let job = job::prepare(db, spec).await?;
+    // A run scores without a challenger that cannot; validation refuses it.
+    if let Some(Err(problem)) = &job.challenger {
+        return Err(ConfigError::job(&job.spec.name, format!("[challenger]: {problem}")).into());
+    }
     let notes = db.window_notes(&job.spec).await?;
     let mut lines = vec![format!(
         "{} features from {} -> {} (model {})",
         job.spec.source.features.len(),
         crate::source::source_description(&job.spec),
         job.results.table,
-        shown_path(&job.model.path)
+        shown_origin(&job.model.origin)
     )];
     lines.extend(
         job.describe_io()
             .iter()
             .map(|line| format!("          {line}")),
     );
+    if let Some(Ok(challenger)) = &job.challenger {
+        lines.push(format!(
+            "          challenger {} -> {} (binds as the model does)",
+            shown_origin(&challenger.model.origin),
+            challenger.results.table
+        ));
+    }
     lines.extend(
         notes
             .iter()
             .map(|note| format!("          warning: {note}")),
     );
     Ok(lines.join("\n"))
+}
+
+/// A model file relative to the working directory, where it lies under it; a registry URI as
+/// it is.
+fn shown_model(source: &crate::spec::ModelSource) -> String {
+    match source {
+        crate::spec::ModelSource::File(path) => shown_path(path),
+        crate::spec::ModelSource::Registry(uri) => uri.to_string(),
+    }
+}
+
+/// A loaded model's origin, as [`shown_model`] shows its source.
+fn shown_origin(origin: &crate::model::ModelOrigin) -> String {
+    match origin {
+        crate::model::ModelOrigin::File(path) => shown_path(path),
+        crate::model::ModelOrigin::Registry(version) => version.to_string(),
+    }
 }
 
 fn shown_path(path: &std::path::Path) -> String {

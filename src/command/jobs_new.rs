@@ -1,5 +1,6 @@
-//! `batchscore jobs new NAME --model PATH --table TABLE` (or `--query SQL`): write a job file
-//! from the model's inputs and outputs and the source's columns, ready for `jobs validate`.
+//! `batchscore jobs new NAME --model PATH --table TABLE` (or `--query SQL`; or `--model
+//! models:/NAME@ALIAS`, a registry's): write a job file from the model's inputs and outputs and
+//! the source's columns, ready for `jobs validate`.
 //!
 //! What it can tell from the model and the catalog it writes as settings: the key (the primary
 //! key), the timestamp (the first time column, an indexed one first), the features (the model's
@@ -8,7 +9,7 @@
 //! cannot tell it writes as a commented choice, and every line a person should check says so.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use ort::value::ValueType;
@@ -20,13 +21,14 @@ use crate::error::ConfigError;
 use crate::ident::Ident;
 use crate::model::{Labels, Model, ModelInput};
 use crate::source::{CellType, ColumnKind, SourceColumns};
-use crate::spec::{self, JobSpec, RESULT_META_COLUMNS};
+use crate::spec::{self, JobSpec, RESULT_META_COLUMNS, RegistryUri};
 use crate::with_backend;
 
 /// What `jobs new` was asked for.
 pub struct NewJob {
     pub name: String,
-    pub model: PathBuf,
+    /// A model file, or a registry URI (`models:/…`).
+    pub model: String,
     pub table: Option<String>,
     pub query: Option<String>,
     pub force: bool,
@@ -44,18 +46,13 @@ pub async fn run(global: &GlobalArgs, new: NewJob) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let model_path = std::fs::canonicalize(&new.model)
-        .map_err(|e| problem(format!("model {}: {e}", new.model.display())))?;
-    // The job file names the model relative to the jobs directory's parent, as it reads it.
+    // The job file names a model file relative to the jobs directory's parent, as it reads it.
     let base = global
         .jobs_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let shown_model = std::fs::canonicalize(base)
-        .ok()
-        .and_then(|base| model_path.strip_prefix(base).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| model_path.clone());
+    let (model_line, model_shown) = model_setting(&new.model, base).map_err(problem)?;
     let source = match (&new.table, &new.query) {
         (Some(table), None) => format!("table = {}", toml_string(table)),
         (None, Some(query)) => format!("query = {}", toml_string(query)),
@@ -64,11 +61,10 @@ pub async fn run(global: &GlobalArgs, new: NewJob) -> anyhow::Result<ExitCode> {
     // A job file of the source alone, to describe it through the same code a run uses.
     let probe = format!(
         "schedule = \"0 * * * *\"\n[source]\n{source}\nkey = \"k\"\ntimestamp = \"t\"\nfeatures = [\"f\"]\n\
-         [window]\nsize = \"1h\"\n[model]\npath = {}\n[outputs]\np = \"p\"\n[sink]\ntable = \"r\"\n",
-        toml_string(&model_path.to_string_lossy())
+         [window]\nsize = \"1h\"\n[model]\n{model_line}\n[outputs]\np = \"p\"\n[sink]\ntable = \"r\"\n"
     );
     let probe = spec::parse_job(name, &probe, base).map_err(problem)?;
-    let model = Model::open(name, &model_path, None)?;
+    let model = Model::load(name, &probe.model).await?;
     let db = db::connect(&global.database_url).await?;
     let (columns, hints) = with_backend!(&db, backend => describe(backend, &probe).await)?;
 
@@ -76,7 +72,8 @@ pub async fn run(global: &GlobalArgs, new: NewJob) -> anyhow::Result<ExitCode> {
         name,
         new: &new,
         source: &source,
-        model_path: &shown_model,
+        model_line: &model_line,
+        model_shown: &model_shown,
         model: &model,
         columns: &columns,
         hints: &hints,
@@ -94,6 +91,27 @@ pub async fn run(global: &GlobalArgs, new: NewJob) -> anyhow::Result<ExitCode> {
     println!("wrote {}:\n\n{text}", path.display());
     println!("check the lines marked `check:`, then run: batchscore jobs validate {name}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `[model]` line for `--model`, and the model as the job's description names it: a
+/// registry URI as it is, a file relative to `base` where it lies under it.
+fn model_setting(model: &str, base: &Path) -> Result<(String, String), String> {
+    if model.starts_with("models:/") {
+        let uri = RegistryUri::parse(model)?;
+        return Ok((
+            format!("uri = {}", toml_string(&uri.to_string())),
+            uri.to_string(),
+        ));
+    }
+    let path = std::fs::canonicalize(model).map_err(|e| format!("model {model}: {e}"))?;
+    let shown = std::fs::canonicalize(base)
+        .ok()
+        .and_then(|base| path.strip_prefix(base).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.clone());
+    Ok((
+        format!("path = {}", toml_string(&shown.to_string_lossy())),
+        shown.display().to_string(),
+    ))
 }
 
 async fn describe<B: Backend>(
@@ -148,7 +166,10 @@ struct Draft<'a> {
     new: &'a NewJob,
     /// The `[source]` line naming the table or the query.
     source: &'a str,
-    model_path: &'a Path,
+    /// The `[model]` line: `path = …` or `uri = …`.
+    model_line: &'a str,
+    /// The model as the description names it.
+    model_shown: &'a str,
     model: &'a Model,
     columns: &'a SourceColumns,
     hints: &'a SourceHints,
@@ -170,11 +191,7 @@ fn job_file(draft: &Draft) -> String {
          lateness = \"2m\"                    # check: how late rows arrive; rows younger than this wait for the next run\n\
          catch_up = \"all\"                   # after missed runs: \"all\" scores each missed window, \"latest\" only the newest\n"
     );
-    let _ = writeln!(
-        out,
-        "[model]\npath = {}\n",
-        toml_string(&draft.model_path.to_string_lossy())
-    );
+    let _ = writeln!(out, "[model]\n{}\n", draft.model_line);
     draft.outputs(&mut out, key.as_deref());
     let _ = writeln!(
         out,
@@ -195,12 +212,12 @@ impl Draft<'_> {
             out,
             "# Written by `batchscore jobs new {name} --model {} {what}`.\n\
              # Check every line marked `check:`, then run `batchscore jobs validate {name}`.",
-            self.new.model.display()
+            self.new.model
         );
         let _ = writeln!(
             out,
             "description = {}",
-            toml_string(&format!("{name}: {}", self.model_path.display()))
+            toml_string(&format!("{name}: {}", self.model_shown))
         );
         let _ = writeln!(
             out,

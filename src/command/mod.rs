@@ -1,9 +1,11 @@
 //! The subcommands, one file each; [`dispatch`] routes a parsed command line to them.
 
+pub mod compare;
 pub mod daemon;
 pub mod jobs;
 pub mod jobs_new;
 pub mod migrate;
+pub mod models;
 pub mod monitor;
 pub mod reshard;
 pub mod run_job;
@@ -45,6 +47,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             watermark::set(global, &name, time, shard).await
         }
         Command::Reshard { name } => reshard::run(global, &name).await,
+        Command::Models { name, json } => models::run(global, &name, json).await,
+        Command::Compare {
+            name,
+            windows,
+            json,
+        } => compare::run(global, &name, windows, json).await,
         Command::Monitor(MonitorArgs {
             command: Some(MonitorCommand::SetReference { name, from, to, .. }),
             ..

@@ -8,7 +8,7 @@ use crate::cli::{GlobalArgs, RunJobArgs};
 use crate::db::{self, Backend};
 use crate::error::ConfigError;
 use crate::job::{self, PreparedJob};
-use crate::plan::{WindowRequest, plan_windows};
+use crate::plan::{Plan, Window, WindowRequest, plan_windows};
 use crate::run::ShardChoice;
 use crate::shard::Shard;
 use crate::shutdown::{Shutdown, Stop};
@@ -27,18 +27,24 @@ async fn run_with<B: Backend>(
     args: RunJobArgs,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitCode> {
-    let request = match (args.from, args.to) {
-        (Some(from), Some(to)) => WindowRequest::Backfill { from, to },
-        _ => WindowRequest::Scheduled {
-            now: args.at.unwrap_or_else(Utc::now),
-        },
-    };
     // Even before the claim, no wait on the database outlasts the lease.
     let deadline = args.lease.to_std().unwrap_or_default();
     if !args.dry_run {
         // A dry run writes nothing, not even batchscore's own tables.
         db::within(deadline, "applying migrations", crate::db::migrate(db)).await?;
     }
+    let request = match (&args.rescore_model, args.from, args.to) {
+        (Some(prefix), from, to) => {
+            let range = from.zip(to).map(|(start, end)| Window { start, end });
+            let finding = rescore_model(db, &spec.name, prefix);
+            let model = db::within(deadline, "finding the model to re-score", finding).await?;
+            WindowRequest::Rescore { model, range }
+        }
+        (None, Some(from), Some(to)) => WindowRequest::Backfill { from, to },
+        _ => WindowRequest::Scheduled {
+            now: args.at.unwrap_or_else(Utc::now),
+        },
+    };
     let job = db::within(deadline, "checking the job", job::prepare(db, spec)).await?;
 
     if args.dry_run {
@@ -61,7 +67,13 @@ async fn run_with<B: Backend>(
     for run in &summary.runs {
         let name = crate::shard::job_label(&job.spec.name, run.shard);
         if run.windows.is_empty() {
-            println!("{name}: up to date, no window is due");
+            match request {
+                WindowRequest::Rescore { model, .. } => println!(
+                    "{name}: no committed window is left that model {} scored last",
+                    hex::encode(model)
+                ),
+                _ => println!("{name}: up to date, no window is due"),
+            }
         }
         for window in &run.windows {
             println!(
@@ -91,6 +103,55 @@ async fn run_with<B: Backend>(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The one model whose sha256 starts with `prefix` among those that scored the job's committed
+/// windows. None, or more than one, is a configuration error listing what there is.
+async fn rescore_model<B: Backend>(db: &B, job: &str, prefix: &str) -> anyhow::Result<[u8; 32]> {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ConfigError::job(
+            job,
+            format!("--rescore-model `{prefix}` is not a sha256 or a prefix of one (hex digits)"),
+        )
+        .into());
+    }
+    let found = match migrated(db).await? {
+        true => crate::db::lineage::models_matching(db.pool(), job, &prefix).await?,
+        false => Vec::new(),
+    };
+    match found.as_slice() {
+        [sha] => {
+            let mut model = [0u8; 32];
+            hex::decode_to_slice(sha, &mut model).map_err(|e| {
+                anyhow::anyhow!("batchscore_runs holds model_sha256 `{sha}`, not a sha256: {e}")
+            })?;
+            Ok(model)
+        }
+        [] => Err(ConfigError::job(
+            job,
+            format!(
+                "no committed window was scored by a model whose sha256 starts with `{prefix}` \
+                 (`batchscore models {job}` lists the models it has used)"
+            ),
+        )
+        .into()),
+        many => Err(ConfigError::job(
+            job,
+            format!(
+                "--rescore-model `{prefix}` is ambiguous: it starts {} sha256s: {}; give more digits",
+                many.len(),
+                many.join(", ")
+            ),
+        )
+        .into()),
+    }
+}
+
+/// Whether batchscore's tables exist: a dry run must not create them.
+async fn migrated<B: Backend>(db: &B) -> anyhow::Result<bool> {
+    let watermarks = crate::ident::TableName::parse("batchscore_watermarks").expect("a valid name");
+    Ok(db.table_columns(&watermarks).await?.is_some())
+}
+
 async fn print_plan<B: Backend>(
     db: &B,
     job: &PreparedJob,
@@ -98,9 +159,14 @@ async fn print_plan<B: Backend>(
     only: Option<u32>,
 ) -> anyhow::Result<()> {
     // Before the first migration there is no watermark table, and a dry run must not create it.
-    let watermarks = crate::ident::TableName::parse("batchscore_watermarks").expect("a valid name");
-    let migrated = db.table_columns(&watermarks).await?.is_some();
+    let migrated = migrated(db).await?;
     println!("job:       {}", job.spec.name);
+    if let WindowRequest::Rescore { model, .. } = request {
+        println!(
+            "rescore:   windows model {} scored last",
+            hex::encode(model)
+        );
+    }
     let shards = Shard::select(job.spec.source.shards, only)
         .map_err(|p| ConfigError::job(&job.spec.name, p))?;
     for shard in shards {
@@ -108,8 +174,21 @@ async fn print_plan<B: Backend>(
             true => crate::db::ledger::watermark(db.pool(), &job.spec.name, shard).await?,
             false => None,
         };
-        let plan = plan_windows(&job.spec.window, watermark, request)
-            .map_err(|p| ConfigError::job(&job.spec.name, p))?;
+        let plan = match request {
+            WindowRequest::Rescore { model, range } => {
+                let model = hex::encode(model);
+                let listing = crate::db::lineage::windows_scored_by(
+                    db.pool(),
+                    &job.spec.name,
+                    shard,
+                    &model,
+                    range,
+                );
+                Plan::rescore(listing.await?)
+            }
+            _ => plan_windows(&job.spec.window, watermark, request)
+                .map_err(|p| ConfigError::job(&job.spec.name, p))?,
+        };
         if !shard.is_whole() {
             println!("shard:     {shard}");
         }
@@ -118,7 +197,10 @@ async fn print_plan<B: Backend>(
             None => println!("watermark: none yet"),
         }
         if plan.windows.is_empty() {
-            println!("windows:   none due (up to date)");
+            match request {
+                WindowRequest::Rescore { .. } => println!("windows:   none left to re-score"),
+                _ => println!("windows:   none due (up to date)"),
+            }
         }
         for window in &plan.windows {
             let rows = db
@@ -136,9 +218,16 @@ async fn print_plan<B: Backend>(
     );
     println!(
         "model:     {} (sha256 {})",
-        job.model.path.display(),
-        job.model.sha256
+        job.model.origin, job.model.sha256
     );
+    match &job.challenger {
+        Some(Ok(c)) => println!(
+            "challenger: {} (sha256 {}) -> {}",
+            c.model.origin, c.model.sha256, c.results.table
+        ),
+        Some(Err(problem)) => println!("challenger: cannot score: {problem}"),
+        None => {}
+    }
     for line in job.describe_io() {
         println!("           {line}");
     }

@@ -34,6 +34,13 @@ pub struct ColumnLabels {
     pub role: String,
 }
 
+/// A result column the challenger is compared on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultColumnLabels {
+    pub job: String,
+    pub column: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -66,6 +73,15 @@ pub struct Metrics {
     pub drift_threshold: Family<ColumnLabels, FloatGauge>,
     /// Windows in which a column was found in drift.
     pub drift_alerts: Family<ColumnLabels, Counter>,
+    /// Runs that could not reach the model registry and scored with the cached version.
+    pub model_registry_errors: Family<JobLabel, Counter>,
+    /// Committed windows whose challenger rows were skipped.
+    pub challenger_skipped: Family<JobLabel, Counter>,
+    /// The latest window's share of rows the challenger gave the model's label, per label column.
+    pub challenger_agreement: Family<ResultColumnLabels, FloatGauge>,
+    /// The latest window's mean absolute difference between challenger and model, per number
+    /// column.
+    pub challenger_mean_abs_diff: Family<ResultColumnLabels, FloatGauge>,
 }
 
 fn run_seconds_histogram() -> Histogram {
@@ -92,6 +108,10 @@ impl Default for Metrics {
             drift_score: Family::default(),
             drift_threshold: Family::default(),
             drift_alerts: Family::default(),
+            model_registry_errors: Family::default(),
+            challenger_skipped: Family::default(),
+            challenger_agreement: Family::default(),
+            challenger_mean_abs_diff: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -170,6 +190,26 @@ impl Default for Metrics {
             "Windows in which a feature or output was found in drift",
             metrics.drift_alerts.clone(),
         );
+        registry.register(
+            "model_registry_errors",
+            "Runs that could not reach the model registry and scored with the version the job resolved last, from the cache",
+            metrics.model_registry_errors.clone(),
+        );
+        registry.register(
+            "challenger_skipped_windows",
+            "Committed windows whose challenger rows were skipped (it failed to load or score)",
+            metrics.challenger_skipped.clone(),
+        );
+        registry.register(
+            "challenger_agreement",
+            "Share of the latest window's rows the challenger gave the model's label, per label column",
+            metrics.challenger_agreement.clone(),
+        );
+        registry.register(
+            "challenger_mean_abs_diff",
+            "Mean absolute difference between challenger and model on the latest window, per number column",
+            metrics.challenger_mean_abs_diff.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -212,10 +252,19 @@ impl Metrics {
             &self.rows_written,
             &self.rows_rejected,
             &self.rows_bad,
+            &self.model_registry_errors,
+            &self.challenger_skipped,
         ] {
             counter.get_or_create(&label).inc_by(0);
         }
         drop(self.run_seconds.get_or_create(&label));
+    }
+
+    pub fn result_column(job: &str, column: &str) -> ResultColumnLabels {
+        ResultColumnLabels {
+            job: job.to_owned(),
+            column: column.to_owned(),
+        }
     }
 
     pub fn column(job: &str, role: &str, column: &str) -> ColumnLabels {

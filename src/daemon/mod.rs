@@ -2,10 +2,10 @@
 //!
 //! Jobs are validated at start (an invalid one is reported and not scheduled) and on SIGHUP,
 //! which re-reads the jobs directory and model files; a job whose new definition is invalid keeps
-//! running on its old one. Fire times come from [`schedule`] (right across DST) and are
+//! running on its old one. Fire times come from [`crate::schedule`] (right across DST) and are
 //! handed to tokio-cron-scheduler as one-shot jobs, one at a time per job. A tick that finds its
 //! job still running is skipped: the next run catches up through the watermark. Every run goes
-//! through [`crate::run::run_job`], so it takes the same claim as `run-job` and system cron.
+//! through [`crate::run::Run::run_job`], so it takes the same claim as `run-job` and system cron.
 //!
 //! Shutdown (SIGTERM/SIGINT): `/healthz` turns 503, nothing new starts, running windows get
 //! `--shutdown-grace` to finish, then whatever is still open is rolled back.
@@ -39,7 +39,7 @@ use crate::db::Backend;
 use crate::error::{ConfigError, Contention, EXIT_RUN_FAILED, Interrupted};
 use crate::job::{self, PreparedJob};
 use crate::plan::WindowRequest;
-use crate::run::{Run, ShardChoice};
+use crate::run::{Run, ShardChoice, Tally};
 use crate::schedule::next_fire;
 use crate::shutdown::{Shutdown, Signal, Stop, Trigger};
 use crate::spec::{self, job_names};
@@ -325,6 +325,10 @@ impl<B: Backend> Daemon<B> {
         // tolerance for bad rows, for the bad-row alert.
         self.metrics.init_job(&name);
         self.metrics
+            .model_registry_errors
+            .get_or_create(&Metrics::label(&name))
+            .inc_by(job.registry_errors());
+        self.metrics
             .bad_rows_max_fraction
             .get_or_create(&Metrics::label(&name))
             .set(job.spec.bad_rows.max_fraction);
@@ -506,46 +510,31 @@ impl<B: Backend> Daemon<B> {
         });
     }
 
-    /// Run the job once, and count what it did.
+    /// Run the job once, and count what it did. A job whose models come from a registry
+    /// resolves them first ([`job::refresh`]): a moved alias takes effect at this run.
     async fn run_once(&self, job: &Arc<PreparedJob>) -> RunOutcome {
         let name = job.spec.name.as_str();
         let started = Instant::now();
+        let job = match self.refresh(job).await {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(job = %name, error = %format!("{err:#}"), "run failed: its model could not be resolved");
+                self.metrics
+                    .runs
+                    .get_or_create(&Metrics::outcome(name, RunOutcome::Failed.label()))
+                    .inc();
+                return RunOutcome::Failed;
+            }
+        };
         let request = WindowRequest::Scheduled { now: Utc::now() };
         let progress = crate::run::Progress::log();
-        let (outcome, tally) = Run::new(&self.db, job, self.options.lease, &self.stop, &progress)
+        let (outcome, tally) = Run::new(&self.db, &job, self.options.lease, &self.stop, &progress)
             .run_job(request, ShardChoice::Every)
             .await;
-        let label = Metrics::label(name);
+        self.count(name, &tally);
         let m = &self.metrics;
-        m.windows
-            .get_or_create(&Metrics::outcome(name, "succeeded"))
-            .inc_by(tally.succeeded);
-        m.windows
-            .get_or_create(&Metrics::outcome(name, "failed"))
-            .inc_by(tally.failed);
-        m.windows
-            .get_or_create(&Metrics::outcome(name, "skipped"))
-            .inc_by(tally.skipped);
-        m.rows_read.get_or_create(&label).inc_by(tally.rows_read);
-        m.rows_written
-            .get_or_create(&label)
-            .inc_by(tally.rows_written);
-        m.rows_rejected
-            .get_or_create(&label)
-            .inc_by(tally.rows_rejected);
-        m.rows_bad.get_or_create(&label).inc_by(tally.rows_bad);
-        for ((role, column), score) in &tally.drift_scores {
-            m.drift_score
-                .get_or_create(&Metrics::column(name, role, column))
-                .set(*score);
-        }
-        for ((role, column), alerts) in &tally.drift_alerts {
-            m.drift_alerts
-                .get_or_create(&Metrics::column(name, role, column))
-                .inc_by(*alerts);
-        }
         m.run_seconds
-            .get_or_create(&label)
+            .get_or_create(&Metrics::label(name))
             .observe(started.elapsed().as_secs_f64());
         if tally.succeeded > 0 {
             Metrics::set_time(&m.last_success, name, Utc::now());
@@ -582,6 +571,76 @@ impl<B: Backend> Daemon<B> {
                 .insert(name.to_owned(), watermark);
         }
         outcome
+    }
+
+    /// The job as this run scores it: its registry models resolved again, and the job prepared
+    /// again (and kept for the next runs) if a version changed. A registry that cannot be reached
+    /// is counted; the version the job resolved last is used from the cache.
+    async fn refresh(&self, job: &Arc<PreparedJob>) -> anyhow::Result<Arc<PreparedJob>> {
+        let name = job.spec.name.as_str();
+        let deadline = self.options.lease.to_std().unwrap_or_default();
+        let refreshing = job::refresh(&self.db, job);
+        let (fresh, errors) =
+            crate::db::within(deadline, "resolving the job's models", refreshing).await?;
+        self.metrics
+            .model_registry_errors
+            .get_or_create(&Metrics::label(name))
+            .inc_by(errors.len() as u64);
+        if !Arc::ptr_eq(job, &fresh) {
+            let mut jobs = self.jobs.lock().expect("not poisoned");
+            // Unless a reload replaced the job meanwhile: then its own definition stands.
+            if let Some(entry) = jobs.get_mut(name).filter(|e| Arc::ptr_eq(&e.job, job)) {
+                entry.fingerprint.1 = fresh.model.sha256.clone();
+                entry.job = Arc::clone(&fresh);
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Add what a run counted to the job's metrics.
+    fn count(&self, name: &str, tally: &Tally) {
+        let label = Metrics::label(name);
+        let m = &self.metrics;
+        m.windows
+            .get_or_create(&Metrics::outcome(name, "succeeded"))
+            .inc_by(tally.succeeded);
+        m.windows
+            .get_or_create(&Metrics::outcome(name, "failed"))
+            .inc_by(tally.failed);
+        m.windows
+            .get_or_create(&Metrics::outcome(name, "skipped"))
+            .inc_by(tally.skipped);
+        m.rows_read.get_or_create(&label).inc_by(tally.rows_read);
+        m.rows_written
+            .get_or_create(&label)
+            .inc_by(tally.rows_written);
+        m.rows_rejected
+            .get_or_create(&label)
+            .inc_by(tally.rows_rejected);
+        m.rows_bad.get_or_create(&label).inc_by(tally.rows_bad);
+        for ((role, column), score) in &tally.drift_scores {
+            m.drift_score
+                .get_or_create(&Metrics::column(name, role, column))
+                .set(*score);
+        }
+        for ((role, column), alerts) in &tally.drift_alerts {
+            m.drift_alerts
+                .get_or_create(&Metrics::column(name, role, column))
+                .inc_by(*alerts);
+        }
+        m.challenger_skipped
+            .get_or_create(&label)
+            .inc_by(tally.challenger_failures);
+        for (column, agreement) in &tally.challenger_agreement {
+            m.challenger_agreement
+                .get_or_create(&Metrics::result_column(name, column))
+                .set(*agreement);
+        }
+        for (column, diff) in &tally.challenger_mean_abs_diff {
+            m.challenger_mean_abs_diff
+                .get_or_create(&Metrics::result_column(name, column))
+                .set(*diff);
+        }
     }
 
     /// The job's watermark, within the lease (the database may be down): for a sharded job,

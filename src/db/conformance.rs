@@ -18,7 +18,7 @@ use crate::bad_row::BadRow;
 use crate::claim::{Claim, ClaimOutcome, HeldHere};
 use crate::db::dialect::Dialect;
 use crate::ident::Ident;
-use crate::ledger::{RunRecord, RunStatus};
+use crate::ledger::{Lineage, RunRecord, RunStatus};
 use crate::monitor::profile::Profile;
 use crate::plan::Window;
 use crate::shard::Shard;
@@ -291,7 +291,7 @@ async fn the_ledger_records_statuses_and_abandons_what_was_left_running<B: Backe
             .find(|r| r.run_id == run_id)
             .map(|r| r.status)
     };
-    let run = RunRecord::start(JOB, WHOLE, window(0, 10), "sha");
+    let run = RunRecord::start(JOB, WHOLE, window(0, 10), &Lineage::model("sha"));
     ledger::record_run(pool, &run, Replace::Always)
         .await
         .unwrap();
@@ -319,7 +319,7 @@ async fn the_ledger_records_statuses_and_abandons_what_was_left_running<B: Backe
         .unwrap();
     assert_eq!(status_of(run.run_id.clone()).await, Some(RunStatus::Failed));
 
-    let left = RunRecord::start(JOB, WHOLE, window(10, 20), "sha");
+    let left = RunRecord::start(JOB, WHOLE, window(10, 20), &Lineage::model("sha"));
     ledger::record_run(pool, &left, Replace::Always)
         .await
         .unwrap();
@@ -330,7 +330,13 @@ async fn the_ledger_records_statuses_and_abandons_what_was_left_running<B: Backe
     );
 
     // In a window's transaction: there when it commits, gone when it rolls back.
-    let skipped = RunRecord::skipped(JOB, WHOLE, window(20, 30), "sha", "missed".to_owned());
+    let skipped = RunRecord::skipped(
+        JOB,
+        WHOLE,
+        window(20, 30),
+        &Lineage::model("sha"),
+        "missed".to_owned(),
+    );
     let mut tx = db.begin(&claim).await.unwrap();
     ledger::record_run_in::<B::Db>(tx.conn(), &skipped)
         .await

@@ -1,5 +1,5 @@
 //! What batchscore's own tables need from a SQL dialect, so their SQL is written once
-//! ([`super::ledger`], [`super::claim_store`], [`super::profiles`], [`super::migrate`]) for every backend.
+//! ([`super::ledger`], [`super::claim_store`], [`super::profiles`], [`mod@super::migrate`]) for every backend.
 //!
 //! The statements use `$1`, `$2`… placeholders (PostgreSQL's, which SQLite reads as the same
 //! numbered parameters), bind [`Param`]s that each dialect encodes as it stores that type, and
@@ -13,6 +13,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Executor, IntoArguments};
 
 use super::migrate::SchemaSession;
+use crate::ident::{Ident, TableName};
 
 /// A statement parameter, encoded by each dialect in its own types.
 #[derive(Debug, Clone)]
@@ -106,6 +107,20 @@ pub(crate) trait Dialect:
 
     /// The type a `CAST` to a 64-bit integer names.
     const BIGINT: &'static str = "BIGINT";
+    /// The type a `CAST` to a double-precision float names.
+    const DOUBLE: &'static str = "DOUBLE PRECISION";
+    /// The type a `CAST` to text names.
+    const TEXT: &'static str = "TEXT";
+
+    /// A job's table (the results, the challenger's) as it goes into SQL text: `"…"` quoting.
+    fn table(name: &TableName) -> String {
+        name.quoted()
+    }
+
+    /// A job's column as it goes into SQL text.
+    fn column(name: &Ident) -> String {
+        name.quoted()
+    }
 
     /// `INSERT INTO table (columns) VALUES (values)`; where a row with the same `key` (its
     /// columns, comma-separated) exists, `set` its columns instead, only where `only_if` holds
@@ -170,7 +185,7 @@ pub(crate) trait Dialect:
     fn on_conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c;
 
     /// Take the lock under which batchscore's schema is checked and migrated, one process at a
-    /// time (see [`super::migrate`]); waits while another process holds it.
+    /// time (see [`mod@super::migrate`]); waits while another process holds it.
     fn lock_schema(
         pool: &sqlx::Pool<Self>,
     ) -> impl Future<Output = Result<SchemaSession<Self>, sqlx::Error>> + Send;

@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use sqlx::Executor;
 
 use super::dialect::{self, Dialect, Param, Set, required};
-use crate::ledger::{RunRecord, RunStatus};
+use crate::ledger::{Lineage, RunRecord, RunStatus};
 use crate::shard::Shard;
 
 /// `batchscore_runs`' columns, in the order [`record_run`] binds them.
-const RUN_COLUMNS: [&str; 18] = [
+const RUN_COLUMNS: [&str; 22] = [
     "run_id",
     "job",
     "shard",
@@ -30,10 +30,14 @@ const RUN_COLUMNS: [&str; 18] = [
     "rows_quarantined",
     "rows_skipped",
     "bad_rows",
+    "model_source",
+    "challenger_sha256",
+    "challenger_source",
+    "challenger_error",
 ];
 
 /// The columns a later record of the same run updates (how it ended).
-const OUTCOME_COLUMNS: [&str; 9] = [
+const OUTCOME_COLUMNS: [&str; 10] = [
     "status",
     "rows_read",
     "rows_written",
@@ -43,6 +47,7 @@ const OUTCOME_COLUMNS: [&str; 9] = [
     "rows_quarantined",
     "rows_skipped",
     "bad_rows",
+    "challenger_error",
 ];
 
 /// Which existing row of the same run a record replaces.
@@ -84,7 +89,7 @@ async fn write_run<'c, DB: Dialect>(
         Param::from(run.status.as_str()),
         Param::from(run.rows_read),
         Param::from(run.rows_written),
-        Param::from(&run.model_sha256),
+        Param::from(&run.lineage.model_sha256),
         Param::from(run.started_at),
         Param::from(run.finished_at),
         Param::from(&run.error),
@@ -94,6 +99,10 @@ async fn write_run<'c, DB: Dialect>(
         Param::from(run.rows_quarantined),
         Param::from(run.rows_skipped),
         Param::from(&run.bad_rows),
+        Param::from(&run.lineage.model_source),
+        Param::from(&run.lineage.challenger_sha256),
+        Param::from(&run.lineage.challenger_source),
+        Param::from(&run.lineage.challenger_error),
     ];
     dialect::execute(executor, sql, params)
         .await
@@ -190,7 +199,13 @@ fn run_from_row<DB: Dialect>(row: &DB::Row) -> anyhow::Result<RunRecord> {
         rows_quarantined: int("rows_quarantined")?,
         rows_skipped: int("rows_skipped")?,
         bad_rows: DB::text(row, "bad_rows")?,
-        model_sha256: text("model_sha256")?,
+        lineage: Lineage {
+            model_sha256: text("model_sha256")?,
+            model_source: DB::text(row, "model_source")?,
+            challenger_sha256: DB::text(row, "challenger_sha256")?,
+            challenger_source: DB::text(row, "challenger_source")?,
+            challenger_error: DB::text(row, "challenger_error")?,
+        },
         started_at: time("started_at")?,
         finished_at: DB::time(row, "finished_at")?,
         error: DB::text(row, "error")?,

@@ -6,7 +6,7 @@
 //! the file of that concern (`read.rs`, `claim.rs`, `write.rs`; `dialect.rs` is the database's
 //! [`Dialect`]). SQL that is the same in every dialect is written once, as plain functions over
 //! the dialect: the ledger and watermarks ([`ledger`]), the claims table ([`claim_store`]), the
-//! profiles ([`profiles`]) and the migration checks ([`migrate`]). The backend is picked once
+//! profiles ([`profiles`]) and the migration checks ([`mod@migrate`]). The backend is picked once
 //! from the URL scheme ([`connect`]), and everything above is generic over it (see
 //! [`with_backend!`](crate::with_backend)), so no `if postgres` is scattered through the run
 //! logic.
@@ -16,8 +16,10 @@ pub(crate) mod claim_store;
 mod conformance;
 pub(crate) mod dialect;
 pub(crate) mod ledger;
+pub(crate) mod lineage;
 mod migrate;
 pub mod mysql;
+pub(crate) mod paired;
 pub mod postgres;
 pub(crate) mod profiles;
 pub(crate) mod source;
@@ -27,7 +29,7 @@ pub(crate) mod window_tx;
 pub(crate) use claim_store::ClaimStore;
 pub use ledger::{JobHealth, Replace, ShardWatermark};
 pub(crate) use source::{SourceHints, SourceReader};
-pub(crate) use window_tx::{ResultsSink, WindowTx};
+pub(crate) use window_tx::{ResultsSink, WindowTx, discard_run};
 
 use std::future::Future;
 use std::time::Duration;
@@ -113,7 +115,7 @@ pub async fn within<T>(
 /// concern, each implemented in the backend's file of that concern: reading the source
 /// (`read.rs`), holding claims (`claim.rs`), and the window's transaction (`write.rs`). What
 /// every dialect shares is plain SQL over [`Dialect`]: the ledger and watermarks ([`ledger`]),
-/// profiles ([`profiles`]), the claims table ([`claim_store`]) and migrations ([`migrate`]).
+/// profiles ([`profiles`]), the claims table ([`claim_store`]) and migrations ([`mod@migrate`]).
 /// Futures are `Send` so runs can be spawned on the runtime.
 pub(crate) trait Backend:
     SourceReader + ClaimStore + ResultsSink<Tx: WindowTx<Db = Self::Db>> + Clone + Send + Sync + 'static
@@ -129,7 +131,7 @@ pub(crate) trait Backend:
 }
 
 /// Apply batchscore's own migrations, after checking those already applied are the ones
-/// shipped (see [`migrate`]). With nothing pending it writes nothing, so a role without CREATE
+/// shipped (see [`mod@migrate`]). With nothing pending it writes nothing, so a role without CREATE
 /// can run jobs.
 pub(crate) async fn migrate<B: Backend>(db: &B) -> anyhow::Result<()> {
     migrate::migrate(db.pool(), B::migrator()).await

@@ -127,3 +127,17 @@ pub(crate) trait WindowTx: Send + Sized {
         }
     }
 }
+
+/// Delete the rows a run wrote to `table` in this transaction (a challenger that failed part of
+/// the way through a window).
+pub(crate) async fn discard_run<DB: Dialect>(
+    conn: &mut DB::Connection,
+    table: &TableName,
+    run_id: &str,
+) -> anyhow::Result<()> {
+    let sql = format!("DELETE FROM {} WHERE run_id = $1", DB::table(table));
+    dialect::execute(DB::on_conn(conn), sql, vec![run_id.into()])
+        .await
+        .with_context(|| format!("discarding the challenger's rows from {table}"))?;
+    Ok(())
+}

@@ -62,7 +62,7 @@ impl Model {
             Ok(Binding { inputs, outputs })
         };
         bound().map_err(|problem| {
-            let path = self.path.display().to_string();
+            let path = self.origin.to_string();
             match problem.contains(&path) {
                 true => problem,
                 false => format!("model {path}: {problem}"),
@@ -90,7 +90,7 @@ impl Model {
             {
                 return Err(format!(
                     "source.features lists `{unused}`, but model {} has no input of that name (its inputs: {})",
-                    self.path.display(),
+                    self.origin,
                     names()
                 ));
             }
@@ -113,7 +113,7 @@ impl Model {
                 Err(format!(
                     "model {} has {} inputs ({}), and source.features has no column named {}: \
                      name the features after the inputs, or map each input to its columns in [inputs]",
-                    self.path.display(),
+                    self.origin,
                     self.inputs.len(),
                     names(),
                     unmatched
@@ -139,7 +139,7 @@ impl Model {
             return Err(format!(
                 "inputs.{0}: model {1} has no input `{0}` (its inputs: {2})",
                 unknown.name,
-                self.path.display(),
+                self.origin,
                 names()
             ));
         }
@@ -154,7 +154,7 @@ impl Model {
                         format!(
                             "model input `{}` is fed by nothing: add it to [inputs] (model {} has inputs: {})",
                             input.name,
-                            self.path.display(),
+                            self.origin,
                             names()
                         )
                     })?;
@@ -208,7 +208,7 @@ impl Model {
                 Err(match spec.inputs.is_none() && self.inputs.len() == 1 {
                     true => format!(
                         "model {} expects {} features, but source.features lists {}",
-                        self.path.display(),
+                        self.origin,
                         shape[1],
                         columns.len()
                     ),
@@ -243,7 +243,7 @@ impl Model {
                     "outputs.{} refers to `{}`, but model {} has outputs: {}",
                     output.column,
                     output.output,
-                    self.path.display(),
+                    self.origin,
                     names.join(", ")
                 )
             })?;
@@ -399,7 +399,11 @@ mod tests {
 
     fn bind(model: &str, features: &str, rest: &str) -> Result<Binding, String> {
         let spec = spec(model, features, rest);
-        Model::load(&spec).unwrap().bind(&spec)
+        let crate::spec::ModelSource::File(path) = &spec.model.source else {
+            unreachable!("a path")
+        };
+        let located = crate::model::Located::file(path.clone());
+        Model::open("job", located, None).unwrap().bind(&spec)
     }
 
     const SENSORS: &str = r#"features = ["temperature", "vibration", "pressure", "rpm"]"#;

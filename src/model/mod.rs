@@ -1,28 +1,89 @@
-//! The ONNX model: loaded once per run from the bytes it hashed, checked against the job, and
-//! scored in bulk by ONNX Runtime.
+//! The ONNX model: found ([`locate`]: a file, or a registry version in the local cache), loaded
+//! once per run from the bytes it hashed, checked against the job, and scored in bulk by ONNX
+//! Runtime.
 //!
-//! A run reads the model file once: the bytes it hashes are the bytes it scores with, so
+//! A run reads the model's files once: the bytes it hashes are the bytes it scores with, so
 //! `model_version` on every result row names exactly the model that produced it, even if the
-//! file is replaced while the run is going.
+//! file is replaced or the registry's alias moves while the run is going.
 
 mod binding;
+mod files;
 mod onnxruntime;
+pub mod registry;
 mod score;
 mod zipmap;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
-use sha2::{Digest, Sha256};
 
-pub use self::binding::BoundOutput;
+pub use self::binding::{Binding, BoundOutput};
+use self::files::ModelFiles;
+use self::registry::RegistryVersionRef;
 pub use self::zipmap::Labels;
 use crate::element::Element;
 use crate::error::ConfigError;
-use crate::spec::JobSpec;
+use crate::spec::{ModelSource, ModelSpec};
+
+/// Where a loaded model came from: what the ledger records as its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelOrigin {
+    File(PathBuf),
+    /// A registry version, with the alias it was resolved from.
+    Registry(RegistryVersionRef),
+}
+
+impl std::fmt::Display for ModelOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelOrigin::File(path) => write!(f, "{}", path.display()),
+            ModelOrigin::Registry(version) => write!(f, "{version}"),
+        }
+    }
+}
+
+/// A model found, not yet read: its ONNX file on disk, where it came from, and for a registry
+/// version the sha256 the cache keeps it under.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub path: PathBuf,
+    pub origin: ModelOrigin,
+    pub sha256: Option<String>,
+    /// Set when the registry could not be reached and the job's last resolution was used.
+    pub registry_error: Option<String>,
+}
+
+impl Located {
+    /// A model file, as it is.
+    pub fn file(path: PathBuf) -> Located {
+        Located {
+            origin: ModelOrigin::File(path.clone()),
+            path,
+            sha256: None,
+            registry_error: None,
+        }
+    }
+}
+
+/// Find the model `spec` names for `job`: a file as it is, a registry URI resolved and its
+/// version fetched into the local cache (see [`registry`]).
+pub async fn locate(job: &str, spec: &ModelSpec) -> anyhow::Result<Located> {
+    match &spec.source {
+        ModelSource::File(path) => Ok(Located::file(path.clone())),
+        ModelSource::Registry(uri) => {
+            let fetched = registry::fetch(job, uri).await?;
+            Ok(Located {
+                path: fetched.path,
+                origin: ModelOrigin::Registry(fetched.version),
+                sha256: Some(fetched.sha256),
+                registry_error: fetched.registry_error,
+            })
+        }
+    }
+}
 
 /// A model input as the model declares it.
 #[derive(Debug, Clone)]
@@ -32,9 +93,12 @@ pub struct ModelInput {
 }
 
 pub struct Model {
-    pub path: PathBuf,
-    /// sha256 of the file's bytes, hex: the `model_version` written with every result.
+    pub origin: ModelOrigin,
+    /// sha256 of the model's bytes, hex (see [`files`]): the `model_version` written with
+    /// every result.
     pub sha256: String,
+    /// Set when the registry could not be reached and the job's last resolution was used.
+    pub registry_error: Option<String>,
     /// Inputs and outputs as declared, copied out of the session (its handles are not `Send`).
     pub inputs: Vec<ModelInput>,
     outputs: Vec<(String, ValueType)>,
@@ -48,44 +112,83 @@ pub struct Model {
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model")
-            .field("path", &self.path)
+            .field("origin", &self.origin)
             .field("sha256", &self.sha256)
             .finish_non_exhaustive()
     }
 }
 
+/// The sha256 a job file pins a model to, and the setting that says so (`model.sha256`,
+/// `challenger.sha256`), for the error that names it.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    pub setting: &'static str,
+    pub sha256: String,
+}
+
+impl Pinned {
+    pub fn of(setting: &'static str, sha256: &Option<String>) -> Option<Pinned> {
+        sha256.clone().map(|sha256| Pinned { setting, sha256 })
+    }
+}
+
 impl Model {
-    /// Read, hash and load the model the job names; check its pinned sha256 if it has one.
-    pub fn load(spec: &JobSpec) -> Result<Model, ConfigError> {
-        Model::open(&spec.name, &spec.model.path, spec.model.sha256.as_deref())
+    /// Find, read, hash and load the model `spec` names for `job`; check its pinned sha256.
+    pub async fn load(job: &str, spec: &ModelSpec) -> anyhow::Result<Model> {
+        let located = locate(job, spec).await?;
+        let (job, pinned) = (job.to_owned(), Pinned::of("model.sha256", &spec.sha256));
+        // ONNX Runtime's session setup is CPU work: off the async threads.
+        let model =
+            tokio::task::spawn_blocking(move || Model::open(&job, located, pinned)).await??;
+        Ok(model)
     }
 
-    /// Read, hash and load the model file at `path` for `job`, checking the `pinned` sha256.
-    pub fn open(job: &str, path: &Path, pinned: Option<&str>) -> Result<Model, ConfigError> {
+    /// Read, hash and load the model at `located` for `job`, checking the `pinned` sha256.
+    pub fn open(job: &str, located: Located, pinned: Option<Pinned>) -> Result<Model, ConfigError> {
         let problem = |p: String| ConfigError::job(job, p);
-        let bytes = read_model(path).map_err(problem)?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        if let Some(expected) = pinned
-            && expected != sha256
+        let shown = match &located.origin {
+            ModelOrigin::File(path) => format!("model file {}", path.display()),
+            ModelOrigin::Registry(version) => {
+                format!("model {version} (cached at {})", located.path.display())
+            }
+        };
+        let files = ModelFiles::read(&located.path).map_err(problem)?;
+        let sha256 = files.sha256();
+        if let Some(expected) = &located.sha256
+            && *expected != sha256
         {
             return Err(problem(format!(
-                "model file {} has sha256 {sha256}, but model.sha256 in the job file pins {expected}",
-                path.display()
+                "{shown} has sha256 {sha256}, not the {expected} it was stored under: the model \
+                 cache is damaged, remove that folder"
+            )));
+        }
+        if let Some(Pinned {
+            setting,
+            sha256: expected,
+        }) = &pinned
+            && *expected != sha256
+        {
+            return Err(problem(format!(
+                "{shown} has sha256 {sha256}, but {setting} in the job file pins {expected}"
             )));
         }
         let environment = onnxruntime::environment()?;
-        // Its threads are the environment's one pool (see `onnxruntime::environment`).
-        let session = Session::builder(environment)
-            .and_then(|mut builder| builder.commit_from_memory(&bytes))
-            .map_err(|e| {
-                problem(format!(
-                    "model file {} is not a model ONNX Runtime can load: {e}",
-                    path.display()
-                ))
-            })?;
+        let zipmaps = zipmap::zipmap_labels(&files.model);
+        // Its threads are the environment's one pool (see `onnxruntime::environment`). The
+        // external data goes in from memory too: the bytes hashed are the bytes loaded.
+        let cannot =
+            |e: ort::Error| problem(format!("{shown} is not a model ONNX Runtime can load: {e}"));
+        let mut builder = Session::builder(environment).map_err(cannot)?;
+        for (name, bytes) in files.external {
+            builder = builder
+                .with_external_initializer_file_in_memory(name, Arc::from(bytes))
+                .map_err(|e| cannot(e.into()))?;
+        }
+        let session = builder.commit_from_memory(&files.model).map_err(cannot)?;
         Ok(Model {
-            path: path.to_owned(),
+            origin: located.origin,
             sha256,
+            registry_error: located.registry_error,
             inputs: session
                 .inputs()
                 .iter()
@@ -99,7 +202,7 @@ impl Model {
                 .iter()
                 .map(|o| (o.name().to_owned(), o.dtype().clone()))
                 .collect(),
-            zipmaps: zipmap::zipmap_labels(&bytes),
+            zipmaps,
             session: Mutex::new(session),
         })
     }
@@ -123,54 +226,6 @@ impl Model {
             .find(|(n, _)| *n == name)
             .map_or_else(|| "?".to_owned(), |(_, t)| describe_type(t))
     }
-}
-
-/// The largest ONNX file: protobuf's limit (larger models keep their weights in external data
-/// files, which a model loaded from memory cannot reach).
-const MAX_MODEL_BYTES: u64 = 2 << 30;
-
-/// The model file's bytes, after the checks that need none of them: not empty, not larger than
-/// an ONNX file can be, and starting like one (a ModelProto field). So a file that is not a model
-/// at all, a gigabyte of zeros say, is refused at once, not read into memory and parsed first.
-fn read_model(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let shown = path.display();
-    let cannot = |e: std::io::Error| format!("cannot read model file {shown}: {e}");
-    let mut file = std::fs::File::open(path).map_err(cannot)?;
-    let size = file.metadata().map_err(cannot)?.len();
-    if size == 0 {
-        return Err(format!("model file {shown} is empty"));
-    }
-    if size > MAX_MODEL_BYTES {
-        return Err(format!(
-            "model file {shown} is {size} bytes, more than an ONNX file can hold (2 GiB)"
-        ));
-    }
-    let mut head = [0u8; 10];
-    let read = file.read(&mut head).map_err(cannot)?;
-    if !starts_like_a_model(&head[..read]) {
-        return Err(format!(
-            "model file {shown} is not an ONNX model: it does not start like one (an ONNX \
-             ModelProto's first field)"
-        ));
-    }
-    let mut bytes = head[..read].to_vec();
-    file.read_to_end(&mut bytes).map_err(cannot)?;
-    Ok(bytes)
-}
-
-/// Whether `head` begins with the tag of a field an ONNX ModelProto has (numbers 1 to 26, as a
-/// varint or a length-delimited field: ir_version, opset_import, graph, …).
-fn starts_like_a_model(head: &[u8]) -> bool {
-    let mut tag: u64 = 0;
-    for (i, byte) in head.iter().take(5).enumerate() {
-        tag |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let (field, wire) = (tag >> 3, tag & 7);
-            return (1..=26).contains(&field) && matches!(wire, 0 | 2);
-        }
-    }
-    false
 }
 
 /// `float32[N,3]`, `seq(map(int64,float32))`: a declared type, dynamic dimensions as N.

@@ -31,7 +31,7 @@ impl Model {
         let results = session.run(values).with_context(|| {
             format!(
                 "ONNX Runtime failed to score {rows} rows with {}",
-                self.path.display()
+                self.origin
             )
         })?;
         outputs

@@ -26,6 +26,9 @@ pub const TOP_CATEGORIES: usize = 20;
 /// The quantiles a profile's readable summary lists.
 const SUMMARY_RANKS: [f64; 9] = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99];
 
+/// How a challenger's outputs are named in profiles: result columns cannot hold a `:`.
+pub const CHALLENGER_PREFIX: &str = "challenger:";
+
 /// Whether a column is a feature (as read) or an output (as scored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -430,6 +433,29 @@ impl Profile {
             profile.add(column, |_| false)?;
         }
         Ok(())
+    }
+
+    /// Add the challenger's output columns, empty, after the model's: each profiled as an output
+    /// named `challenger:<column>`.
+    pub fn with_challenger(mut self, outputs: impl IntoIterator<Item = (String, bool)>) -> Profile {
+        self.columns
+            .extend(outputs.into_iter().map(|(name, numeric)| {
+                ColumnProfile::new(format!("{CHALLENGER_PREFIX}{name}"), Role::Output, numeric)
+            }));
+        self
+    }
+
+    /// Add a chunk's challenger outputs (in the order of its output columns).
+    pub fn add_challenger(&mut self, outputs: &[Column]) {
+        let columns = self
+            .columns
+            .iter_mut()
+            .filter(|c| c.column.starts_with(CHALLENGER_PREFIX));
+        for (profile, column) in columns.zip(outputs) {
+            // A column the challenger fills with another type than the profile expects is left
+            // unprofiled: the challenger's outputs bind as the model's, so it is not expected.
+            let _ = profile.add(column, |_| false);
+        }
     }
 
     /// Fold another profile of the same columns into this one; columns only `other` has are

@@ -199,12 +199,7 @@ impl<'a, B: Backend> Run<'a, B> {
         }
         match busy {
             // A backfill reports the shards it left, whether or not it ran others.
-            Some(err)
-                if summary.runs.is_empty()
-                    && !matches!(request, WindowRequest::Backfill { .. }) =>
-            {
-                Err(err)
-            }
+            Some(err) if summary.runs.is_empty() && !request.is_explicit() => Err(err),
             _ => Ok(summary),
         }
     }
@@ -304,14 +299,24 @@ impl<'a, B: Backend> Run<'a, B> {
         }
         let reading = ledger::watermark(db.pool(), name, shard);
         let watermark = within(deadline, "reading the watermark", reading).await?;
-        let plan = plan(job, watermark, request)?;
+        let plan = match request {
+            // Read under the claim: a rescore that ran meanwhile has rewritten these windows,
+            // and the ledger now says so.
+            WindowRequest::Rescore { model, range } => {
+                let model = hex::encode(model);
+                let listing =
+                    crate::db::lineage::windows_scored_by(db.pool(), name, shard, &model, range);
+                Plan::rescore(within(deadline, "listing the windows to re-score", listing).await?)
+            }
+            _ => plan(job, watermark, request)?,
+        };
         if plan.left_behind > 0 {
             tracing::warn!(
                 left_behind = plan.left_behind,
                 "more windows are due than window.max_catch_up; the next run continues"
             );
         }
-        if plan.windows.is_empty() {
+        if plan.windows.is_empty() && !request.is_rescore() {
             tracing::info!(watermark = ?watermark, "up to date: no window is due");
         }
 
@@ -378,12 +383,26 @@ fn choose_shards(job: &str, count: u32, choice: ShardChoice) -> anyhow::Result<V
 }
 
 impl JobSummary {
-    /// A backfill is asked for a range, so for every shard of it: the error naming the shards
-    /// it left to other runs (exit 75), if any. A scheduled run leaves them to their holders,
-    /// which score the same windows.
+    /// A backfill (or rescore) is asked for a range, so for every shard of it: the error naming
+    /// the shards it left to other runs (exit 75), if any. A scheduled run leaves them to their
+    /// holders, which score the same windows.
     pub fn left_shards(&self, job: &str, request: WindowRequest) -> Option<Contention> {
-        let WindowRequest::Backfill { from, to } = request else {
-            return None;
+        let what = match request {
+            WindowRequest::Scheduled { .. } => return None,
+            WindowRequest::Backfill { from, to } => {
+                let range = Window {
+                    start: from,
+                    end: to,
+                };
+                format!("the backfill of {range}")
+            }
+            WindowRequest::Rescore { model, range } => {
+                let range = range.map_or_else(|| "every window".to_owned(), |r| r.to_string());
+                format!(
+                    "the rescore of model {}… ({range})",
+                    &hex::encode(model)[..12]
+                )
+            }
         };
         if self.passed_over.is_empty() {
             return None;
@@ -391,11 +410,7 @@ impl JobSummary {
         let shards: Vec<String> = self.passed_over.iter().map(Shard::to_string).collect();
         Some(Contention::ShardsLeft {
             job: job.to_owned(),
-            range: Window {
-                start: from,
-                end: to,
-            }
-            .to_string(),
+            what,
             shards: shards.join(", "),
         })
     }
@@ -489,7 +504,7 @@ async fn record_busy<B: Backend>(
         &job.spec.name,
         shard,
         window,
-        &job.model.sha256,
+        &job.lineage(),
         busy.to_string(),
     );
     let recorded = tokio::time::timeout(

@@ -45,7 +45,7 @@ pub(super) async fn run_window<B: Backend>(
     let (db, job) = (run.db, run.job);
     let window = scope.window;
     let shard = keeper.claim().shard;
-    let mut record = RunRecord::start(&job.spec.name, shard, window, &job.model.sha256);
+    let mut record = RunRecord::start(&job.spec.name, shard, window, &job.lineage());
     tracing::Span::current().record("run_id", record.run_id.as_str());
     within(
         keeper.claim().lease(),
@@ -186,13 +186,14 @@ async fn score_window<B: Backend>(
         model_version: job.model.sha256.clone(),
         scored_at: Utc::now(),
     };
-    let (tx, found, profile) =
-        run_pipeline(db, job, scope.window, &stamp, claim, record, shown).await?;
-    check_bad_rows(job, record, &found)?;
-    if let Some(profile) = &profile {
+    let (tx, findings) = run_pipeline(db, job, scope.window, &stamp, claim, record, shown).await?;
+    check_bad_rows(job, record, &findings.bad)?;
+    if let Some(profile) = &findings.profile {
         check_drift(db, job, scope.window, profile, tally).await?;
     }
-    close(tx, job, scope, claim, record, profile.as_ref()).await
+    close(tx, job, scope, claim, record, findings.profile.as_ref()).await?;
+    tally.challenger(record, findings.agreement.as_ref());
+    Ok(())
 }
 
 /// Compare the window's profile with the job's reference (if it has one): a window in drift
@@ -296,8 +297,7 @@ async fn close<T: WindowTx>(
     } = scope;
     if let Some(gap) = gap {
         let reason = "catch_up = \"latest\": missed windows were not scored".to_owned();
-        let skipped =
-            RunRecord::skipped(&job.spec.name, claim.shard, gap, &job.model.sha256, reason);
+        let skipped = RunRecord::skipped(&job.spec.name, claim.shard, gap, &job.lineage(), reason);
         ledger::record_run_in::<T::Db>(tx.conn(), &skipped).await?;
         tracing::warn!(skipped = %gap, "catch_up = latest: skipping missed windows");
     }

@@ -5,6 +5,7 @@
 //! stages only ever see a well-formed job. Checks that need the model or the database live in
 //! [`crate::job`].
 
+pub mod model;
 pub mod monitor;
 
 use chrono::TimeDelta;
@@ -12,8 +13,10 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use self::model::{ChallengerFile, ModelFile, check_challenger, check_model};
+pub use self::model::{ChallengerSpec, ModelSource, ModelSpec, RegistryUri, RegistryVersion};
 use self::monitor::{MonitorFile, MonitorSpec};
 use crate::error::ConfigError;
 use crate::ident::{Ident, TableName};
@@ -43,8 +46,6 @@ pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
 pub const MAX_CHUNK_ROWS: usize = 1_000_000;
 /// The largest `window.max_catch_up`: a run plans its windows up front.
 pub const MAX_CATCH_UP: usize = 100_000;
-/// The longest model path a system takes (Linux's PATH_MAX).
-const MAX_PATH: usize = 4096;
 /// The longest `window.size` and `window.lateness`, 100 years: longer ones are mistakes, and
 /// windows must stay inside the times every database stores.
 const MAX_DURATION: TimeDelta = TimeDelta::days(36_525);
@@ -57,6 +58,8 @@ pub struct JobSpec {
     pub source: SourceSpec,
     pub window: WindowSpec,
     pub model: ModelSpec,
+    /// `[challenger]`: a second model scored on the same windows, into a table of its own.
+    pub challenger: Option<ChallengerSpec>,
     /// `[inputs]`: which columns feed which model input, when the job says so; otherwise the
     /// model's inputs are matched to `source.features` when the model is loaded.
     pub inputs: Option<Vec<InputSpec>>,
@@ -180,14 +183,6 @@ pub enum CatchUp {
 /// Default `window.max_catch_up`: two days of 30-minute windows.
 pub const DEFAULT_MAX_CATCH_UP: usize = 96;
 
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    /// Resolved: absolute, or relative to the working directory.
-    pub path: PathBuf,
-    /// Expected sha256 of the model file (hex), when the job pins one.
-    pub sha256: Option<String>,
-}
-
 /// One result column, filled from one ONNX output: a 1-D tensor, one column of a 2-D tensor,
 /// or one class of a ZipMap (a sequence of maps from class label to probability).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +231,7 @@ struct JobFile {
     source: SourceFile,
     window: WindowFile,
     model: ModelFile,
+    challenger: Option<ChallengerFile>,
     inputs: Option<toml::Table>,
     outputs: toml::Table,
     sink: SinkFile,
@@ -277,13 +273,6 @@ struct WindowFile {
     lateness: Option<String>,
     catch_up: Option<CatchUp>,
     max_catch_up: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelFile {
-    path: PathBuf,
-    sha256: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -345,7 +334,7 @@ pub fn load_job(jobs_dir: &Path, name: &str) -> Result<JobSpec, ConfigError> {
 /// A problem as it is shown: every value it quotes (between backticks) cut to its start, and
 /// every line (toml's messages quote the file's line) to 300 characters, so a value of a
 /// megabyte makes an error of a few lines, not of a megabyte.
-fn shortened(problem: &str) -> String {
+pub fn shortened(problem: &str) -> String {
     fn cut(text: &str, keep: usize) -> String {
         match text.char_indices().nth(keep) {
             Some((at, _)) => format!("{}… ({} characters)", &text[..at], text.chars().count()),
@@ -424,6 +413,10 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
     let sink = SinkSpec {
         table: TableName::parse(&file.sink.table).map_err(|e| format!("sink.table: {e}"))?,
     };
+    let challenger = file
+        .challenger
+        .map(|c| check_challenger(c, model_base, &sink.table))
+        .transpose()?;
 
     Ok(JobSpec {
         name: name.to_owned(),
@@ -435,6 +428,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         source,
         window,
         model,
+        challenger,
         inputs,
         outputs,
         sink,
@@ -473,27 +467,6 @@ fn check_window(window: &WindowFile) -> Result<WindowSpec, String> {
     }
 
     Ok(spec)
-}
-
-/// `[model]`: the path resolved against `model_base`, a pinned sha256 checked for form.
-fn check_model(file: ModelFile, model_base: &Path) -> Result<ModelSpec, String> {
-    if file.path.as_os_str().len() > MAX_PATH {
-        return Err(format!(
-            "model.path is {} bytes long, more than a path can be ({MAX_PATH})",
-            file.path.as_os_str().len()
-        ));
-    }
-    let model = ModelSpec {
-        path: model_base.join(&file.path),
-        sha256: file.sha256.map(|s| s.to_ascii_lowercase()),
-    };
-    if let Some(sha) = &model.sha256
-        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err(format!("model.sha256 `{sha}` is not 64 hex digits"));
-    }
-
-    Ok(model)
 }
 
 fn check_bad_rows(file: BadRowsFile, features: &[Ident]) -> Result<BadRowsSpec, String> {
@@ -801,8 +774,8 @@ table = "machine_failure_predictions"
         assert_eq!(spec.window.size, TimeDelta::minutes(30));
         assert_eq!(spec.window.lateness, TimeDelta::minutes(2));
         assert_eq!(
-            spec.model.path,
-            Path::new("/srv/batchscore/models/machine_failure.onnx")
+            spec.model.source,
+            ModelSource::File("/srv/batchscore/models/machine_failure.onnx".into())
         );
         assert_eq!(spec.source.features.len(), 4);
         assert_eq!(spec.outputs[0].reference(), "label");

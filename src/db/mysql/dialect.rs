@@ -9,10 +9,22 @@ use sqlx::query::Query;
 use sqlx::{MySql, Row};
 
 use crate::db::dialect::{Dialect, Param, Set};
+use crate::ident::{Ident, TableName};
 
 impl Dialect for MySql {
     const NOW: &'static str = "UTC_TIMESTAMP(6)";
     const BIGINT: &'static str = "SIGNED";
+    const DOUBLE: &'static str = "DOUBLE";
+    const TEXT: &'static str = "CHAR";
+
+    /// Backticks: sessions run without `ANSI_QUOTES`, so `"` quotes strings.
+    fn table(name: &TableName) -> String {
+        name.backticked()
+    }
+
+    fn column(name: &Ident) -> String {
+        name.backticked()
+    }
 
     fn later(param: &str) -> String {
         format!("(UTC_TIMESTAMP(6) + INTERVAL CAST({param} * 1000000 AS SIGNED) MICROSECOND)")

@@ -26,6 +26,7 @@ const NOW_FORMAT: &str = "'%Y-%m-%dT%H:%M:%f000Z'";
 
 impl Dialect for Sqlite {
     const NOW: &'static str = "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')";
+    const DOUBLE: &'static str = "REAL";
 
     fn later(param: &str) -> String {
         format!("strftime({NOW_FORMAT}, 'now', printf('%+.3f seconds', {param}))")

@@ -1,0 +1,155 @@
+//! Lineage: which model scored which window, read from the ledger (`batchscore_runs`) for
+//! `batchscore models`, `run-job --rescore-model` and `batchscore compare`. Written once for
+//! every backend (see [`super::dialect`]).
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::dialect::{self, Dialect, Param, required};
+use crate::plan::Window;
+use crate::shard::Shard;
+
+/// A committed window's ledger row, as lineage reads it.
+#[derive(Debug, Clone)]
+pub struct ScoredWindow {
+    pub run_id: String,
+    pub shard: u32,
+    pub window: Window,
+    pub rows_written: i64,
+    pub finished_at: DateTime<Utc>,
+    pub model_sha256: String,
+    pub model_source: Option<String>,
+    pub challenger_sha256: Option<String>,
+    pub challenger_source: Option<String>,
+    pub challenger_error: Option<String>,
+}
+
+/// Among the committed windows of `shard`, those whose latest commit was scored by `model` (a
+/// full sha256), oldest first; within `range` if given (windows inside it). A window re-scored
+/// since by another model is not listed: its rows are that model's now.
+pub(crate) async fn windows_scored_by<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    shard: Shard,
+    model: &str,
+    range: Option<Window>,
+) -> anyhow::Result<Vec<Window>> {
+    let mut params: Vec<Param> = vec![job.into(), shard.index.into(), model.into()];
+    let within = match range {
+        Some(range) => {
+            params.push(range.start.into());
+            params.push(range.end.into());
+            " AND r.window_start >= $4 AND r.window_end <= $5"
+        }
+        None => "",
+    };
+    let sql = format!(
+        "SELECT DISTINCT r.window_start, r.window_end FROM batchscore_runs r \
+         WHERE r.job = $1 AND r.shard = $2 AND r.status = 'succeeded' AND r.model_sha256 = $3{within} \
+         AND NOT EXISTS (SELECT 1 FROM batchscore_runs later WHERE later.job = r.job \
+           AND later.shard = r.shard AND later.status = 'succeeded' \
+           AND later.window_start = r.window_start AND later.window_end = r.window_end \
+           AND later.finished_at > r.finished_at) \
+         ORDER BY r.window_start"
+    );
+    let rows = dialect::fetch_all(DB::on_pool(pool), sql, params)
+        .await
+        .context("listing the windows a model scored, from batchscore_runs")?;
+    rows.iter()
+        .map(|row| {
+            Ok(Window {
+                start: required(DB::time(row, "window_start")?, "window_start")?,
+                end: required(DB::time(row, "window_end")?, "window_end")?,
+            })
+        })
+        .collect()
+}
+
+/// The sha256s of the models that scored committed windows of `job`, starting with `prefix`
+/// (lowercase hex digits, checked by the caller).
+pub(crate) async fn models_matching<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let sql = "SELECT DISTINCT model_sha256 FROM batchscore_runs \
+               WHERE job = $1 AND status = 'succeeded' AND model_sha256 LIKE $2 \
+               ORDER BY model_sha256"
+        .to_owned();
+    let rows = dialect::fetch_all(
+        DB::on_pool(pool),
+        sql,
+        vec![job.into(), (&format!("{prefix}%")).into()],
+    )
+    .await
+    .context("looking up models in batchscore_runs")?;
+    rows.iter()
+        .map(|row| required(DB::text(row, "model_sha256")?, "model_sha256"))
+        .collect()
+}
+
+/// Every committed window of `job`, oldest first: what `batchscore models` groups by model.
+pub(crate) async fn scored_windows<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+) -> anyhow::Result<Vec<ScoredWindow>> {
+    read_scored(pool, job, "", None).await
+}
+
+/// The latest `limit` committed windows of `job` its challenger scored, newest first: what
+/// `batchscore compare` compares.
+pub(crate) async fn challenged_windows<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    limit: u32,
+) -> anyhow::Result<Vec<ScoredWindow>> {
+    let only = " AND challenger_sha256 IS NOT NULL AND challenger_error IS NULL";
+    read_scored(pool, job, only, Some(limit)).await
+}
+
+async fn read_scored<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    only: &str,
+    limit: Option<u32>,
+) -> anyhow::Result<Vec<ScoredWindow>> {
+    let mut params: Vec<Param> = vec![job.into()];
+    let (order, limit) = match limit {
+        Some(limit) => {
+            params.push(i64::from(limit).into());
+            ("finished_at DESC", " LIMIT $2")
+        }
+        None => ("window_start, finished_at", ""),
+    };
+    let sql = format!(
+        "SELECT run_id, shard, window_start, window_end, rows_written, finished_at, model_sha256, \
+         model_source, challenger_sha256, challenger_source, challenger_error \
+         FROM batchscore_runs WHERE job = $1 AND status = 'succeeded'{only} ORDER BY {order}{limit}"
+    );
+    let rows = dialect::fetch_all(DB::on_pool(pool), sql, params)
+        .await
+        .context("reading committed windows from batchscore_runs")?;
+    rows.iter()
+        .map(|row| {
+            let text = |c| -> anyhow::Result<String> { required(DB::text(row, c)?, c) };
+            let time = |c| -> anyhow::Result<DateTime<Utc>> { required(DB::time(row, c)?, c) };
+            Ok(ScoredWindow {
+                run_id: text("run_id")?,
+                shard: u32::try_from(required(DB::int(row, "shard")?, "shard")?)
+                    .context("shard")?,
+                window: Window {
+                    start: time("window_start")?,
+                    end: time("window_end")?,
+                },
+                rows_written: required(DB::int(row, "rows_written")?, "rows_written")?,
+                finished_at: time("finished_at")?,
+                model_sha256: text("model_sha256")?,
+                model_source: DB::text(row, "model_source")?,
+                challenger_sha256: DB::text(row, "challenger_sha256")?,
+                challenger_source: DB::text(row, "challenger_source")?,
+                challenger_error: DB::text(row, "challenger_error")?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()
+        .context("reading committed windows from batchscore_runs")
+}
