@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, and integration tests that drive the real binary against a
 # real SQLite file, the PostgreSQL server (TEST_DATABASE_URL, default
-# postgres://postgres@127.0.0.1:5432/test) and the real ONNX Runtime, installed here if missing.
-# PostgreSQL tests skip when the server is unreachable, except when CI=true, where they fail.
+# postgres://postgres@127.0.0.1:5432/test), MariaDB/MySQL (TEST_MYSQL_URL), the real ONNX Runtime
+# and a real MLflow server (for models:/ URIs), the last two installed here if missing.
+# Database and MLflow tests skip when theirs is unavailable, except when CI=true, where they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-onnxruntime.sh
+scripts/install-mlflow.sh
 # The binary also looks next to itself and in the working directory; naming the library keeps the
 # tests independent of where CARGO_TARGET_DIR puts the binary.
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.onnxruntime/lib/libonnxruntime.so}"

@@ -15,6 +15,7 @@ mod failures;
 mod hardening;
 mod hostile;
 mod layout;
+mod lifecycle;
 mod logs;
 mod migrations;
 mod models;

@@ -43,7 +43,7 @@ table = "delivery_eta_predictions"
 
 /// How a seeded table stores its timestamps.
 #[derive(Clone, Copy, Debug)]
-enum TimeForm {
+pub(crate) enum TimeForm {
     /// SQLite text `2026-01-10T00:30:00Z`
     IsoZ,
     /// SQLite text `2026-01-10 00:30:00`
@@ -64,7 +64,7 @@ enum TimeForm {
 
 impl TimeForm {
     /// The form a database's tests store times in unless they say otherwise.
-    fn usual(kind: Kind) -> TimeForm {
+    pub(crate) fn usual(kind: Kind) -> TimeForm {
         match kind {
             Kind::Sqlite => TimeForm::IsoZ,
             Kind::Postgres => TimeForm::TimestampTz,
@@ -93,7 +93,7 @@ fn time_literal(form: TimeForm, i: usize) -> String {
 }
 
 /// Seed `sensor_readings` with every fixture row; row `i` gets key `1000 + i` and time `row_time(i)`.
-async fn seed_sensor_readings(p: &Project, form: TimeForm) -> Fixture {
+pub(crate) async fn seed_sensor_readings(p: &Project, form: TimeForm) -> Fixture {
     let fixture = Fixture::load("machine_failure");
     let ddl = match p.kind {
         Kind::Sqlite => {

@@ -1,5 +1,6 @@
 //! Test fixtures: a temporary project (jobs directory, database), seeding, and the binary.
 
+pub mod mlflow;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
