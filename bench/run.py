@@ -24,12 +24,19 @@ dropped; SQLite: a temporary file).
 `--rss-check` runs batchscore alone at 1,000,000 and 5,000,000 rows (`--rss-rows`) and prints its
 peak RSS at each size: memory should follow chunk_rows, not the window.
 
+`--challenger` runs batchscore alone on light and heavy, each as the job's model, without a
+challenger and with the other as its challenger (rows into a second table), alternating,
+--repeat times (at least 3); it prints the medians, what the challenger added, and that against
+the challenger's own ORT floor plus its write floor (batchscore's row) and against the sum of the
+two models' ORT floors. Target: the challenger adds at most its ORT floor + write floor, +15%.
+
 `--profile-overhead` runs batchscore alone, with drift monitoring's per-window profile (the
 default) and without it (`[monitor] profile = false`), alternating, --repeat times (at least 3),
 and prints the medians, the overhead and both peak RSS figures.
 
 Usage: bench/run.py [--rows N] [--only sqlite|postgres] [--models light,heavy,pipeline] [--chunk-rows N]
                     [--repeat K] [--rss-check [--rss-rows 1000000,5000000]] [--profile-overhead]
+                    [--challenger]
 Env:   BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)
 Needs: numpy onnxruntime pandas psycopg[binary]; the release binary (cargo build --release);
        the models (python3 bench/train_models.py, committed).
@@ -73,6 +80,7 @@ PROVENANCE = ["model_version", "run_id", "window_start", "window_end", "scored_a
 PROVENANCE_VALUES = ("0" * 64, "01a20e00-ef31-7018-90a8-a18bf3528db9", "2026-01-10T00:00:00.000000Z",
                      "2026-01-10T01:00:00.000000Z", "2026-01-10T01:02:03.456789Z")
 PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+CHALLENGER_TABLE = "bench_scores_bs_challenger"
 
 
 
@@ -390,6 +398,11 @@ def write_jobs(jobs_dir, models, chunk_rows):
         (jobs_dir / f"bench_{model}.toml").write_text(job)
         # The same job without drift monitoring's profile, for --profile-overhead.
         (jobs_dir / f"bench_{model}_noprofile.toml").write_text(job + "[monitor]\nprofile = false\n")
+        # With each other model of the same source as its challenger, for --challenger.
+        for other in models:
+            if other != model and WORKLOADS[other] is workload:
+                (jobs_dir / f"bench_{model}_vs_{other}.toml").write_text(
+                    job + f'[challenger]\npath = "{MODELS / f"{other}.onnx"}"\ntable = "{CHALLENGER_TABLE}"\n')
 
 
 def run_batchscore(db, jobs_dir, model, job=None):
@@ -526,6 +539,70 @@ def profile_overhead(args, work, jobs_dir):
     return results
 
 
+def challenger_overhead(args, work, jobs_dir):
+    """batchscore with and without a challenger, alternating; returns table rows."""
+    results = []
+    ids = np.arange(1, args.rows + 1, dtype=np.int64)
+    pairs = [(m, o) for m in args.models for o in args.models if m != o and WORKLOADS[m] is WORKLOADS[o]]
+    if not pairs:
+        sys.exit("--challenger needs two models of one source: --models light,heavy")
+    floors = {}
+    for model in dict.fromkeys(m for pair in pairs for m in pair):
+        feeds = WORKLOADS[model].feeds(args.rows)
+        seconds, _, scores = ort_floor(MODELS / f"{model}.onnx", feeds, args.chunk_rows)
+        floors[model] = (seconds, scores)
+        del feeds
+    tables = ["bench_scores_bs", CHALLENGER_TABLE, "bench_write_floor"]
+    for db in databases(args, work):
+        seed(db, args.rows, args.models)
+        try:
+            migrate(db, jobs_dir)
+            for model, other in pairs:
+                runs = {"alone": [], "with": [], "alone_rss": [], "with_rss": [], "write": []}
+                for i in range(max(args.repeat, 3)):
+                    order = ["alone", "with"] if i % 2 == 0 else ["with", "alone"]
+                    for which in order:
+                        db.reset(tables)
+                        job = f"bench_{model}" if which == "alone" else f"bench_{model}_vs_{other}"
+                        log(f"{db.name} {model}: batchscore, challenger {other if which == 'with' else 'none'}, run {i + 1}")
+                        seconds, rss = run_batchscore(db, jobs_dir, model, job)
+                        for table in ["bench_scores_bs"] + ([CHALLENGER_TABLE] if which == "with" else []):
+                            written = db.count(table)
+                            if written != args.rows:
+                                sys.exit(f"{db.name} {job}: {written:,} rows in {table}, expected {args.rows:,}")
+                        runs[which].append(seconds)
+                        runs[f"{which}_rss"].append(rss)
+                    db.reset(tables)
+                    runs["write"].append(db.write_floor(ids, floors[other][1], provenance=True))
+                results.append({
+                    "database": db.name, "model": model, "challenger": other, "runs": len(runs["alone"]),
+                    "alone": statistics.median(runs["alone"]), "with": statistics.median(runs["with"]),
+                    "alone_rss": max(runs["alone_rss"]), "with_rss": max(runs["with_rss"]),
+                    "ort": floors[other][0], "ort_model": floors[model][0],
+                    "write": statistics.median(runs["write"]),
+                })
+        finally:
+            db.drop()
+    return results
+
+
+def print_challenger_overhead(args, results, started_on):
+    print(f"\nbatchscore alone, {args.rows:,} rows in one 1h window, chunk_rows = {args.chunk_rows:,}, "
+          f"without and with a challenger (medians of {max(args.repeat, 3)} alternating runs)")
+    print(f"Before: {started_on}")
+    print(f"After:  load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("| database | model | challenger | alone | with challenger | added | challenger's ORT floor + write floor "
+          "| added / that | with / both ORT floors | peak RSS alone | peak RSS with |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        added = r["with"] - r["alone"]
+        floor = r["ort"] + r["write"]
+        print(f"| {r['database']} | {r['model']} | {r['challenger']} | {rate(args.rows, r['alone'])} | "
+              f"{rate(args.rows, r['with'])} | {added:.2f} s | {r['ort']:.2f} + {r['write']:.2f} = {floor:.2f} s | "
+              f"{added / floor:.2f} | {r['with'] / (r['ort'] + r['ort_model']):.1f}x | "
+              f"{r['alone_rss']:.0f} MiB | {r['with_rss']:.0f} MiB |")
+
+
 def print_profile_overhead(args, results, started_on):
     print(f"\nbatchscore alone, {args.rows:,} rows in one 1h window, chunk_rows = {args.chunk_rows:,}, "
           f"with and without the per-window profile (medians of {max(args.repeat, 3)} alternating runs)")
@@ -623,6 +700,8 @@ def parse_args(argv=None):
     parser.add_argument("--rss-rows", default="1000000,5000000", help="row counts for --rss-check")
     parser.add_argument("--profile-overhead", action="store_true",
                         help="batchscore with and without the per-window drift profile, alternating")
+    parser.add_argument("--challenger", action="store_true",
+                        help="batchscore with and without a challenger (light and heavy as each other's)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL),
                         help=f"PostgreSQL server (default $BENCH_DATABASE_URL or {DEFAULT_URL})")
     args = parser.parse_args(argv)
@@ -661,6 +740,9 @@ def main(argv=None):
             return 0
         if args.profile_overhead:
             print_profile_overhead(args, profile_overhead(args, work, jobs_dir), started_on)
+            return 0
+        if args.challenger:
+            print_challenger_overhead(args, challenger_overhead(args, work, jobs_dir), started_on)
             return 0
         results, disagreements = side_by_side(args, work, jobs_dir)
         print_side_by_side(args, results, started_on)
