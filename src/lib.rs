@@ -44,6 +44,10 @@ pub use logging::init as init_logging;
 
 /// Run the parsed command line to completion and say how the process should exit.
 pub fn run_cli(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    if matches!(cli.command, cli::Command::Daemon(_)) {
+        // Before the runtime's threads exist: see `daemon::memory`.
+        daemon::memory::limit_arenas();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

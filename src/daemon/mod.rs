@@ -16,7 +16,7 @@
 //! and scheduling, and restarting it would not bring the database back.
 
 mod http;
-mod memory;
+pub(crate) mod memory;
 mod metrics;
 
 use std::collections::HashMap;
