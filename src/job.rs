@@ -121,7 +121,7 @@ async fn prepare_found<B: Backend>(
     let fail = |problem: String| ConfigError::job(&job, problem);
 
     let pinned = Pinned::of("model.sha256", &spec.model.sha256);
-    let model = open(&job, found.model, pinned).await?;
+    let model = Model::open_blocking(&job, found.model, pinned).await?;
     let binding = model.bind(&spec).map_err(fail)?;
     let needs = feature_needs(&spec, &binding.inputs);
     let fill = spec
@@ -184,13 +184,6 @@ async fn prepare_found<B: Backend>(
     }))
 }
 
-/// Load a model off the async threads: ONNX Runtime's session setup is CPU work.
-async fn open(job: &str, located: Located, pinned: Option<Pinned>) -> anyhow::Result<Model> {
-    let job = job.to_owned();
-    let model = tokio::task::spawn_blocking(move || Model::open(&job, located, pinned)).await??;
-    Ok(model)
-}
-
 /// The challenger, loaded and bound as the champion is, with its results table checked; or why
 /// it cannot score.
 async fn prepare_challenger<B: Backend>(
@@ -202,7 +195,7 @@ async fn prepare_challenger<B: Backend>(
 ) -> Result<Challenger, String> {
     let challenger_spec = spec.challenger.as_ref().expect("the job has a challenger");
     let pinned = Pinned::of("challenger.sha256", &challenger_spec.model.sha256);
-    let model = open(&spec.name, located?, pinned)
+    let model = Model::open_blocking(&spec.name, located?, pinned)
         .await
         .map_err(|e| format!("{e:#}"))?;
     let binding = model.bind(spec)?;

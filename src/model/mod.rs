@@ -136,11 +136,17 @@ impl Model {
     /// Find, read, hash and load the model `spec` names for `job`; check its pinned sha256.
     pub async fn load(job: &str, spec: &ModelSpec) -> anyhow::Result<Model> {
         let located = locate(job, spec).await?;
-        let (job, pinned) = (job.to_owned(), Pinned::of("model.sha256", &spec.sha256));
-        // ONNX Runtime's session setup is CPU work: off the async threads.
-        let model =
-            tokio::task::spawn_blocking(move || Model::open(&job, located, pinned)).await??;
-        Ok(model)
+        Model::open_blocking(job, located, Pinned::of("model.sha256", &spec.sha256)).await
+    }
+
+    /// [`Model::open`] off the async threads: ONNX Runtime's session setup is CPU work.
+    pub async fn open_blocking(
+        job: &str,
+        located: Located,
+        pinned: Option<Pinned>,
+    ) -> anyhow::Result<Model> {
+        let job = job.to_owned();
+        Ok(tokio::task::spawn_blocking(move || Model::open(&job, located, pinned)).await??)
     }
 
     /// Read, hash and load the model at `located` for `job`, checking the `pinned` sha256.

@@ -19,18 +19,25 @@ fn deploy(p: &Project, model: &str) -> String {
     file_sha256(&onnx(model))
 }
 
-async fn rescoring_a_model_rewrites_exactly_the_windows_it_scored(kind: Kind) {
-    let Some(p) = Project::new(kind).await else {
-        return;
-    };
+/// A project whose job's "bad" release (the challenger fixture, at the job's path) scored
+/// windows 0–2; the project and that model's sha256.
+async fn bad_release_scored(kind: Kind) -> Option<(Project, String)> {
+    let p = Project::new(kind).await?;
     seed_sensor_readings(&p, TimeForm::usual(kind)).await;
-    // The "bad" release scores windows 0–2; the good one, deployed after it, windows 3–4.
     let bad = deploy(&p, CHALLENGER);
     start_at_t0(&p, "job");
     assert_exit(
         &p.batchscore(&["run-job", "job", "--at", &after_window(2)]),
         0,
     );
+    Some((p, bad))
+}
+
+async fn rescoring_a_model_rewrites_exactly_the_windows_it_scored(kind: Kind) {
+    // The "bad" release scores windows 0–2; the good one, deployed after it, windows 3–4.
+    let Some((p, bad)) = bad_release_scored(kind).await else {
+        return;
+    };
     let good = deploy(&p, CHAMPION);
     assert_exit(
         &p.batchscore(&["run-job", "job", "--at", &after_window(4)]),
@@ -102,16 +109,9 @@ async fn rescoring_a_model_rewrites_exactly_the_windows_it_scored(kind: Kind) {
 on_all_databases!(rescoring_a_model_rewrites_exactly_the_windows_it_scored);
 
 async fn a_rescore_beside_a_scheduled_run_commits_each_window_once(kind: Kind) {
-    let Some(p) = Project::new(kind).await else {
+    let Some((p, bad)) = bad_release_scored(kind).await else {
         return;
     };
-    seed_sensor_readings(&p, TimeForm::usual(kind)).await;
-    let bad = deploy(&p, CHALLENGER);
-    start_at_t0(&p, "job");
-    assert_exit(
-        &p.batchscore(&["run-job", "job", "--at", &after_window(2)]),
-        0,
-    );
     deploy(&p, CHAMPION);
 
     // A rescore and the next scheduled run, started together: each exits 0, or 75 when the
