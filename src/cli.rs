@@ -114,6 +114,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Realized performance: the job's committed windows joined with its `[labels]`, judged per
+    /// model (AUC, log loss, … or MAE, RMSE, …) and stored in batchscore_performance;
+    /// provisional until the labels' maturity has passed, then final.
+    Evaluate {
+        /// Job name: the stem of a file in the jobs directory.
+        name: String,
+        /// Only windows starting at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+        /// Only windows ending at or before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<DateTime<Utc>>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move a job to the number of shards its file now says, every shard starting where the
     /// old ones all stopped: no gap, no overlap. Needs every old shard's watermark level.
     #[command(after_help = RESHARD_HELP)]

@@ -27,6 +27,7 @@ pub(crate) mod ledger;
 pub(crate) mod logging;
 pub(crate) mod model;
 pub(crate) mod monitor;
+pub(crate) mod performance;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod schedule;

@@ -15,7 +15,7 @@ use std::fmt;
 use crate::spec::{CatchUp, WindowSpec};
 
 /// A half-open time range of source rows: `start <= timestamp < end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Window {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,

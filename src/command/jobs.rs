@@ -68,7 +68,7 @@ async fn check<B: Backend>(db: &B, spec: spec::JobSpec) -> anyhow::Result<String
     if let Some(Err(problem)) = &job.challenger {
         return Err(ConfigError::job(&job.spec.name, format!("[challenger]: {problem}")).into());
     }
-    let notes = db.window_notes(&job.spec).await?;
+    let mut notes = db.window_notes(&job.spec).await?;
     let mut lines = vec![format!(
         "{} features from {} -> {} (model {})",
         job.spec.source.features.len(),
@@ -86,6 +86,13 @@ async fn check<B: Backend>(db: &B, spec: spec::JobSpec) -> anyhow::Result<String
             "          challenger {} -> {} (binds as the model does)",
             shown_origin(&challenger.model.origin),
             challenger.results.table
+        ));
+    }
+    if let Some(labels) = &job.spec.labels {
+        notes.extend(crate::performance::check(db, &job).await?);
+        lines.push(format!(
+            "          {}",
+            crate::performance::describe(labels)
         ));
     }
     lines.extend(

@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod daemon;
+pub mod evaluate;
 pub mod jobs;
 pub mod jobs_new;
 pub mod migrate;
@@ -53,6 +54,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             windows,
             json,
         } => compare::run(global, &name, windows, json).await,
+        Command::Evaluate {
+            name,
+            from,
+            to,
+            json,
+        } => evaluate::run(global, &name, from, to, json).await,
         Command::Monitor(MonitorArgs {
             command: Some(MonitorCommand::SetReference { name, from, to, .. }),
             ..

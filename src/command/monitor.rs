@@ -55,20 +55,34 @@ pub async fn latest<B: Backend>(db: &B, spec: &JobSpec) -> anyhow::Result<Option
 pub async fn show(global: &GlobalArgs, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let spec = load_job(&global.jobs_dir, name)?;
     let db = db::connect(&global.database_url).await?;
-    let latest = with_backend!(&db, backend => async {
+    let (latest, performance) = with_backend!(&db, backend => async {
         crate::db::migrate(backend).await?;
-        latest(backend, &spec).await
+        let performance = match &spec.labels {
+            Some(_) => Some(crate::performance::summary(backend, &spec.name).await?),
+            None => None,
+        };
+        anyhow::Ok((latest(backend, &spec).await?, performance))
     }.await)?;
     let drifted = latest
         .as_ref()
         .is_some_and(|l| l.report.drifted().next().is_some());
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&as_json(&spec, latest.as_ref()))?
-        );
+        let mut out = as_json(&spec, latest.as_ref());
+        if let Some(performance) = &performance {
+            out["performance"] = json!({
+                "window": performance.window.map(|w| json!({
+                    "start": time_text(w.start),
+                    "end": time_text(w.end),
+                })),
+                "figures": performance.figures,
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_latest(&spec, latest.as_ref());
+        if let Some(performance) = &performance {
+            print_performance(&spec, performance);
+        }
     }
     Ok(match drifted {
         true => ExitCode::FAILURE,
@@ -93,6 +107,39 @@ fn as_json(spec: &JobSpec, latest: Option<&Latest>) -> serde_json::Value {
         "drift": latest.report.drifted().next().is_some(),
         "columns": latest.report.columns,
     })
+}
+
+/// Realized performance: the latest final window's figures and the 7 days' beside them.
+fn print_performance(spec: &JobSpec, performance: &crate::performance::Summary) {
+    let Some(window) = performance.window else {
+        println!(
+            "\nrealized performance: no final window yet (labels are final {} after a window ends)",
+            spec.labels
+                .as_ref()
+                .map_or(String::new(), |l| humantime::format_duration(
+                    l.maturity.to_std().unwrap_or_default()
+                )
+                .to_string())
+        );
+        return;
+    };
+    println!("\nrealized performance, latest final window {window}:");
+    let mut table = Table::new();
+    table.load_preset(NOTHING);
+    table.set_header(["MODEL", "METRIC", "LATEST", "7 DAYS"]);
+    let shown = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    for f in &performance.figures {
+        if f.metric == "scored" || f.metric == "duplicate_labels" {
+            continue;
+        }
+        table.add_row([
+            f.model.clone(),
+            f.metric.clone(),
+            shown(f.latest),
+            shown(f.rolling_7d),
+        ]);
+    }
+    println!("{table}");
 }
 
 fn print_latest(spec: &JobSpec, latest: Option<&Latest>) {

@@ -93,6 +93,7 @@ async fn run_with<B: Backend>(
             );
         }
     }
+    evaluate_due(db, &job, deadline).await;
     for shard in &summary.passed_over {
         let name = crate::shard::job_label(&job.spec.name, *shard);
         println!("{name}: left to the run that holds it");
@@ -101,6 +102,36 @@ async fn run_with<B: Backend>(
         return Err(left.into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// After the run's windows are committed (its claims released), evaluate the job's windows whose
+/// labels are due, as the daemon does after a tick, so cron users get realized performance too.
+/// A failure here is reported and leaves the run's exit code alone: its windows are committed.
+async fn evaluate_due<B: Backend>(
+    db: &B,
+    job: &crate::job::PreparedJob,
+    deadline: std::time::Duration,
+) {
+    if job.spec.labels.is_none() {
+        return;
+    }
+    let evaluating = crate::performance::evaluate_due(db, job, Utc::now());
+    match db::within(deadline, "evaluating realized performance", evaluating).await {
+        Ok(done) if !done.windows.is_empty() => println!(
+            "{}: evaluated {} window(s) against its labels ({} figure(s) changed)",
+            job.spec.name,
+            done.windows
+                .iter()
+                .filter(|w| w.model == "champion")
+                .count(),
+            done.changed
+        ),
+        Ok(_) => {}
+        Err(err) => eprintln!(
+            "warning: job `{}`: evaluating realized performance failed ({err:#}); its windows are committed",
+            job.spec.name
+        ),
+    }
 }
 
 /// The one model whose sha256 starts with `prefix` among those that scored the job's committed

@@ -77,6 +77,10 @@ struct JobStatus {
     /// The latest window against the job's reference: `ok`, `drift: COLUMNS`, `no reference`,
     /// `off` (profiles turned off) or `-` (nothing profiled yet).
     drift: String,
+    /// The headline realized metric of the latest final window (`auc 0.91`, `mae 3.2`), `-`
+    /// without labels or a final window yet.
+    metric: String,
+    metric_value: Option<(String, f64)>,
 }
 
 /// What `monitor` says of the job's latest window, in a few words.
@@ -99,6 +103,22 @@ async fn drift_state<B: Backend>(db: &B, spec: &JobSpec) -> String {
         Err(err) => {
             tracing::warn!(job = %spec.name, error = %format!("{err:#}"), "could not judge drift");
             "unknown".to_owned()
+        }
+    }
+}
+
+/// The job's headline realized metric (AUC or MAE) of its latest final window, if it has
+/// `[labels]` and one.
+async fn headline<B: Backend>(db: &B, spec: &JobSpec) -> Option<(String, f64)> {
+    let labels = spec.labels.as_ref()?;
+    let metric = labels.task.headline();
+    match crate::performance::summary(db, &spec.name).await {
+        Ok(summary) => summary
+            .latest("champion", metric)
+            .map(|v| (metric.to_owned(), v)),
+        Err(err) => {
+            tracing::warn!(job = %spec.name, error = %format!("{err:#}"), "could not read realized performance");
+            None
         }
     }
 }
@@ -193,9 +213,13 @@ async fn gather(
     }.await)?;
     let specs = known_jobs(&global.jobs_dir, name, &health)?;
     let mut drift: BTreeMap<String, String> = BTreeMap::new();
+    let mut metrics: BTreeMap<String, (String, f64)> = BTreeMap::new();
     with_backend!(&db, backend => async {
         for spec in specs.values().flatten() {
             drift.insert(spec.name.clone(), drift_state(backend, spec).await);
+            if let Some(headline) = headline(backend, spec).await {
+                metrics.insert(spec.name.clone(), headline);
+            }
         }
     }.await);
     let running: BTreeSet<String> = running.into_iter().collect();
@@ -218,8 +242,13 @@ async fn gather(
             let is_running = running.contains(&job);
             let state = state(spec.as_ref(), &health, watermark, is_running, now);
             let next_due = spec.as_ref().and_then(|s| next_fire(&s.schedule, now));
+            let metric_value = metrics.remove(&job);
             JobStatus {
                 drift: drift.remove(&job).unwrap_or_else(|| "-".to_owned()),
+                metric: metric_value.as_ref().map_or("-".to_owned(), |(m, v)| {
+                    format!("{} {v:.3}", m.to_uppercase())
+                }),
+                metric_value,
                 job,
                 state,
                 last_success: health.last_success,
@@ -299,6 +328,7 @@ fn summary_table(statuses: &[JobStatus], now: DateTime<Utc>) -> Table {
         "FAILED 24H",
         "BAD ROWS 24H",
         "DRIFT",
+        "METRIC",
     ]);
     for s in statuses {
         let last = s.last_success.map_or("-".to_owned(), |t| {
@@ -325,6 +355,7 @@ fn summary_table(statuses: &[JobStatus], now: DateTime<Utc>) -> Table {
                 true => Cell::new(&s.drift).fg(Color::Yellow),
                 false => Cell::new(&s.drift),
             },
+            Cell::new(&s.metric),
         ]);
     }
     table
@@ -345,6 +376,7 @@ fn to_json(s: &JobStatus, now: DateTime<Utc>) -> Value {
         "failures_24h": s.health.failures,
         "bad_rows_24h": s.health.rows_bad,
         "drift": s.drift,
+        "metric": s.metric_value.as_ref().map(|(metric, value)| json!({ "name": metric, "value": value })),
     })
 }
 

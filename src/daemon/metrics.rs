@@ -41,6 +41,22 @@ pub struct ResultColumnLabels {
     pub column: String,
 }
 
+/// A realized metric of one of the job's models.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelMetricLabels {
+    pub job: String,
+    pub metric: String,
+    /// `champion` or `challenger`.
+    pub model: String,
+}
+
+/// A bound on a realized metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    pub job: String,
+    pub metric: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -82,6 +98,13 @@ pub struct Metrics {
     /// The latest window's mean absolute difference between challenger and model, per number
     /// column.
     pub challenger_mean_abs_diff: Family<ResultColumnLabels, FloatGauge>,
+    /// The latest final window's realized metrics, per model (`[labels]`).
+    pub model_metric: Family<ModelMetricLabels, FloatGauge>,
+    /// The latest final window's labelled share of scored rows.
+    pub label_coverage: Family<JobLabel, FloatGauge>,
+    /// `labels.alert_below` and `labels.alert_above`, on the headline metric.
+    pub model_metric_alert_below: Family<MetricLabels, FloatGauge>,
+    pub model_metric_alert_above: Family<MetricLabels, FloatGauge>,
 }
 
 fn run_seconds_histogram() -> Histogram {
@@ -112,6 +135,10 @@ impl Default for Metrics {
             challenger_skipped: Family::default(),
             challenger_agreement: Family::default(),
             challenger_mean_abs_diff: Family::default(),
+            model_metric: Family::default(),
+            label_coverage: Family::default(),
+            model_metric_alert_below: Family::default(),
+            model_metric_alert_above: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -210,6 +237,26 @@ impl Default for Metrics {
             "Mean absolute difference between challenger and model on the latest window, per number column",
             metrics.challenger_mean_abs_diff.clone(),
         );
+        registry.register(
+            "model_metric",
+            "Realized performance of the latest final window against the job's labels, per model (AUC, log loss, ... or MAE, RMSE, ...)",
+            metrics.model_metric.clone(),
+        );
+        registry.register(
+            "label_coverage",
+            "Share of the latest final window's scored rows that have a label",
+            metrics.label_coverage.clone(),
+        );
+        registry.register(
+            "model_metric_alert_below",
+            "labels.alert_below: the headline metric (AUC) should stay above this",
+            metrics.model_metric_alert_below.clone(),
+        );
+        registry.register(
+            "model_metric_alert_above",
+            "labels.alert_above: the headline metric (MAE) should stay below this",
+            metrics.model_metric_alert_above.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -287,6 +334,54 @@ impl Metrics {
             if self.drift_score.get(&label).is_none() {
                 self.drift_score.get_or_create(&label).set(f64::NAN);
             }
+        }
+    }
+
+    /// A job's realized performance, from its stored final figures.
+    pub fn set_performance(&self, job: &str, summary: &crate::performance::Summary) {
+        for figure in &summary.figures {
+            let Some(value) = figure.latest else { continue };
+            if figure.metric == "coverage" && figure.model == "champion" {
+                self.label_coverage
+                    .get_or_create(&Self::label(job))
+                    .set(value);
+            }
+            let label = ModelMetricLabels {
+                job: job.to_owned(),
+                metric: figure.metric.clone(),
+                model: figure.model.clone(),
+            };
+            self.model_metric.get_or_create(&label).set(value);
+        }
+    }
+
+    /// A job's realized-performance series, from `[labels]`: its bounds on the headline metric
+    /// (NaN where unset: no comparison with NaN holds, so no alert fires), and the headline
+    /// metric and label coverage at NaN, "not evaluated yet", until a window is final.
+    pub fn init_labels(&self, job: &str, labels: &crate::spec::labels::LabelsSpec) {
+        let headline = labels.task.headline();
+        let label = MetricLabels {
+            job: job.to_owned(),
+            metric: headline.to_owned(),
+        };
+        self.model_metric_alert_below
+            .get_or_create(&label)
+            .set(labels.alert_below.unwrap_or(f64::NAN));
+        self.model_metric_alert_above
+            .get_or_create(&label)
+            .set(labels.alert_above.unwrap_or(f64::NAN));
+        let champion = ModelMetricLabels {
+            job: job.to_owned(),
+            metric: headline.to_owned(),
+            model: "champion".to_owned(),
+        };
+        if self.model_metric.get(&champion).is_none() {
+            self.model_metric.get_or_create(&champion).set(f64::NAN);
+        }
+        if self.label_coverage.get(&Self::label(job)).is_none() {
+            self.label_coverage
+                .get_or_create(&Self::label(job))
+                .set(f64::NAN);
         }
     }
 

@@ -109,6 +109,8 @@ struct Daemon<B: Backend> {
     stop: Stop,
     /// Each run holds a clone; shutdown takes the original and waits for the channel to close.
     runs: Mutex<Option<mpsc::Sender<()>>>,
+    /// Jobs whose realized performance is being evaluated (one evaluation of a job at a time).
+    evaluating: Mutex<std::collections::HashSet<String>>,
     rolled_back: AtomicBool,
 }
 
@@ -242,6 +244,7 @@ async fn start<B: Backend>(
         health: Health::default(),
         stop: Stop { drain, abort },
         runs: Mutex::new(Some(runs)),
+        evaluating: Mutex::default(),
         rolled_back: AtomicBool::new(false),
     });
 
@@ -332,6 +335,9 @@ impl<B: Backend> Daemon<B> {
             .bad_rows_max_fraction
             .get_or_create(&Metrics::label(&name))
             .set(job.spec.bad_rows.max_fraction);
+        if let Some(labels) = &job.spec.labels {
+            self.metrics.init_labels(&name, labels);
+        }
         if job.spec.monitor.profile {
             self.metrics.init_drift(
                 &name,
@@ -480,12 +486,54 @@ impl<B: Backend> Daemon<B> {
             running.store(false, Ordering::SeqCst);
             drop(permit);
             drop(done);
+            daemon.evaluate_beside(&job);
             if let Some(failures) = daemon.failures(&name, generation) {
                 match failed {
                     true => daemon.retry_later(name, generation, &failures),
                     false => failures.store(0, Ordering::SeqCst),
                 }
             }
+        });
+    }
+
+    /// After a run of a job with `[labels]`: evaluate its windows whose labels are due, on a task
+    /// of its own, beside scoring (it takes no claim and no run permit), a bounded number per
+    /// tick; then publish its latest final figures. A job already being evaluated is left to it.
+    fn evaluate_beside(self: &Arc<Self>, job: &Arc<PreparedJob>) {
+        let name = job.spec.name.clone();
+        if job.spec.labels.is_none()
+            || !self
+                .evaluating
+                .lock()
+                .expect("not poisoned")
+                .insert(name.clone())
+        {
+            return;
+        }
+        let (daemon, job) = (Arc::clone(self), Arc::clone(job));
+        tokio::spawn(async move {
+            let deadline = daemon.options.lease.to_std().unwrap_or_default();
+            let work = async {
+                let done = crate::performance::evaluate_due(&daemon.db, &job, Utc::now()).await?;
+                let summary = crate::performance::summary(&daemon.db, &name).await?;
+                anyhow::Ok((done, summary))
+            };
+            match crate::db::within(deadline, "evaluating realized performance", work).await {
+                Ok((done, summary)) => {
+                    if !done.windows.is_empty() {
+                        tracing::info!(job = %name, windows = done.windows.len(), changed = done.changed, "realized performance evaluated");
+                    }
+                    daemon.metrics.set_performance(&name, &summary);
+                }
+                Err(err) => {
+                    tracing::warn!(job = %name, error = %format!("{err:#}"), "evaluating realized performance failed; scoring goes on")
+                }
+            }
+            daemon
+                .evaluating
+                .lock()
+                .expect("not poisoned")
+                .remove(&name);
         });
     }
 

@@ -105,6 +105,10 @@ pub(crate) trait Dialect:
     /// [`Dialect::NOW`] plus the seconds in `param` (a [`Param::Seconds`]).
     fn later(param: &str) -> String;
 
+    /// A time column of an application's table (`expr`) as seconds since the epoch, a double:
+    /// what orders its values as times, whatever form they are kept in.
+    fn epoch(expr: &str) -> String;
+
     /// The type a `CAST` to a 64-bit integer names.
     const BIGINT: &'static str = "BIGINT";
     /// The type a `CAST` to a double-precision float names.
@@ -215,6 +219,48 @@ pub(crate) async fn fetch_optional<'c, DB: Dialect>(
     params: Vec<Param>,
 ) -> Result<Option<DB::Row>, sqlx::Error> {
     prepare::<DB>(sql, params).fetch_optional(executor).await
+}
+
+/// The rows of a statement as they arrive, without holding them all.
+pub(crate) fn stream<'e, 'c: 'e, DB: Dialect>(
+    executor: impl Executor<'c, Database = DB> + 'e,
+    sql: String,
+    params: Vec<Param>,
+) -> futures_util::stream::BoxStream<'e, Result<DB::Row, sqlx::Error>> {
+    prepare::<DB>(sql, params).fetch(executor)
+}
+
+/// [`super::Backend::stream_fields`] through sqlx: each row's columns `c0`, `c1`, … read as
+/// `kinds` say, by the dialect's accessors.
+pub(crate) async fn stream_fields<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    sql: String,
+    params: Vec<Param>,
+    kinds: &[super::FieldKind],
+    each: &mut (dyn FnMut(&[super::Field<'_>]) -> anyhow::Result<()> + Send),
+) -> anyhow::Result<()> {
+    use super::{Field, FieldKind};
+    use futures_util::TryStreamExt;
+    let names: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
+    let mut rows = stream(DB::on_pool(pool), sql, params);
+    let mut texts: Vec<Option<String>> = vec![None; kinds.len()];
+    while let Some(row) = rows.try_next().await? {
+        for (i, kind) in kinds.iter().enumerate() {
+            if *kind == FieldKind::Text {
+                texts[i] = DB::text(&row, &names[i])?;
+            }
+        }
+        let mut cells = [Field::Null; super::MAX_FIELDS];
+        for (i, kind) in kinds.iter().enumerate() {
+            cells[i] = match kind {
+                FieldKind::Int => DB::int(&row, &names[i])?.map_or(Field::Null, Field::Int),
+                FieldKind::Float => DB::float(&row, &names[i])?.map_or(Field::Null, Field::Float),
+                FieldKind::Text => texts[i].as_deref().map_or(Field::Null, Field::Text),
+            };
+        }
+        each(&cells[..kinds.len()])?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn fetch_all<'c, DB: Dialect>(

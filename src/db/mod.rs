@@ -20,6 +20,7 @@ pub(crate) mod lineage;
 mod migrate;
 pub mod mysql;
 pub(crate) mod paired;
+pub(crate) mod performance;
 pub mod postgres;
 pub(crate) mod profiles;
 pub(crate) mod source;
@@ -128,6 +129,41 @@ pub(crate) trait Backend:
 
     /// batchscore's own migrations for this database, embedded in the binary.
     fn migrator() -> &'static sqlx::migrate::Migrator;
+
+    /// Stream the rows of a `SELECT` written for every dialect (`$N` placeholders bound to
+    /// `params`), whose columns are named `c0`, `c1`, … and read as `kinds` say, to `each`, one
+    /// row of borrowed [`Field`]s at a time: for reads too long to hold (realized performance's
+    /// join). sqlx's rows by default; a backend whose driver copies each value (SQLite) steps
+    /// the statement itself.
+    fn stream_fields(
+        &self,
+        sql: String,
+        params: Vec<dialect::Param>,
+        kinds: &[FieldKind],
+        each: &mut (dyn FnMut(&[Field<'_>]) -> anyhow::Result<()> + Send),
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        dialect::stream_fields::<Self::Db>(self.pool(), sql, params, kinds, each)
+    }
+}
+
+/// The most columns [`Backend::stream_fields`] reads.
+pub(crate) const MAX_FIELDS: usize = 8;
+
+/// How [`Backend::stream_fields`] reads a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldKind {
+    Int,
+    Float,
+    Text,
+}
+
+/// One value of a streamed row, borrowed from the driver where it can be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Field<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
 }
 
 /// Apply batchscore's own migrations, after checking those already applied are the ones

@@ -5,6 +5,7 @@
 //! stages only ever see a well-formed job. Checks that need the model or the database live in
 //! [`crate::job`].
 
+pub mod labels;
 pub mod model;
 pub mod monitor;
 
@@ -15,6 +16,7 @@ use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
 use std::path::Path;
 
+use self::labels::{LabelsFile, LabelsSpec};
 use self::model::{ChallengerFile, ModelFile, check_challenger, check_model};
 pub use self::model::{ChallengerSpec, ModelSource, ModelSpec, RegistryUri, RegistryVersion};
 use self::monitor::{MonitorFile, MonitorSpec};
@@ -68,6 +70,8 @@ pub struct JobSpec {
     pub bad_rows: BadRowsSpec,
     /// `[monitor]`: profiles and drift checks (see [`monitor`]).
     pub monitor: MonitorSpec,
+    /// `[labels]`: where the truth arrives, for realized performance (see [`labels`]).
+    pub labels: Option<LabelsSpec>,
 }
 
 /// One model input and the feature columns that feed it, as indexes into `source.features`, in
@@ -239,6 +243,7 @@ struct JobFile {
     bad_rows: BadRowsFile,
     #[serde(default)]
     monitor: MonitorFile,
+    labels: Option<LabelsFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -417,6 +422,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         .challenger
         .map(|c| check_challenger(c, model_base, &sink.table))
         .transpose()?;
+    let labels = file.labels.map(|l| l.check(&outputs)).transpose()?;
 
     Ok(JobSpec {
         name: name.to_owned(),
@@ -434,6 +440,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         sink,
         bad_rows,
         monitor,
+        labels,
     })
 }
 
@@ -638,7 +645,7 @@ fn check_inputs(table: &toml::Table, features: &[Ident]) -> Result<Vec<InputSpec
 /// `source.query` must be one SELECT (or WITH … SELECT) statement: batchscore wraps it as a
 /// subquery, so a second statement could never be meant, and refusing `;` keeps a job file
 /// from smuggling one in.
-fn check_query(query: &str) -> Result<String, String> {
+pub(super) fn check_query(query: &str) -> Result<String, String> {
     let trimmed = query.trim().trim_end_matches(';').trim_end();
     let first_word = trimmed
         .split(|c: char| !c.is_ascii_alphabetic())
@@ -713,7 +720,7 @@ fn parse_output_reference(text: &str) -> Option<(String, Option<Pick>)> {
     Some((name.to_owned(), Some(pick)))
 }
 
-fn parse_duration(what: &str, text: &str) -> Result<TimeDelta, String> {
+pub(super) fn parse_duration(what: &str, text: &str) -> Result<TimeDelta, String> {
     let std = humantime::parse_duration(text)
         .map_err(|e| format!("{what} `{text}` is not a duration like 30m, 2h or 90s: {e}"))?;
     TimeDelta::from_std(std).map_err(|_| format!("{what} `{text}` is too long"))

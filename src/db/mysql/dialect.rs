@@ -26,6 +26,11 @@ impl Dialect for MySql {
         name.backticked()
     }
 
+    fn epoch(expr: &str) -> String {
+        // A DATETIME is read in the session's zone: the same for every value, so the order holds.
+        format!("CAST(UNIX_TIMESTAMP({expr}) AS DOUBLE)")
+    }
+
     fn later(param: &str) -> String {
         format!("(UTC_TIMESTAMP(6) + INTERVAL CAST({param} * 1000000 AS SIGNED) MICROSECOND)")
     }

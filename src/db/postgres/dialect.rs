@@ -16,6 +16,10 @@ impl Dialect for Postgres {
         format!("clock_timestamp() + make_interval(secs => {param})")
     }
 
+    fn epoch(expr: &str) -> String {
+        format!("CAST(EXTRACT(EPOCH FROM {expr}) AS double precision)")
+    }
+
     fn bind(
         query: Query<'static, Postgres, PgArguments>,
         param: Param,

@@ -401,6 +401,67 @@ fn decode_tuple(
     Ok(())
 }
 
+/// [`crate::db::Backend::stream_fields`] on PostgreSQL: the statement as a binary `COPY`, its
+/// parameters written in as literals (COPY takes none), each field borrowed from the received
+/// bytes. The connection is closed, not pooled, if the stream stops early.
+pub(super) async fn stream_fields(
+    pool: &sqlx::PgPool,
+    sql: String,
+    params: Vec<crate::db::dialect::Param>,
+    kinds: &[crate::db::FieldKind],
+    each: &mut (dyn FnMut(&[crate::db::Field<'_>]) -> anyhow::Result<()> + Send),
+) -> anyhow::Result<()> {
+    use crate::db::dialect::Param;
+    use crate::db::{Field, FieldKind};
+    // The parameters are the trailing `IN (…)` list's (what `stream_fields` is used for): only
+    // there are placeholders replaced, never inside a job's own labels query before it.
+    let at = match params.is_empty() {
+        true => sql.len(),
+        false => sql
+            .rfind(" IN (")
+            .context("a COPY's parameters must be its trailing IN list")?,
+    };
+    let (head, mut tail) = (&sql[..at], sql[at..].to_owned());
+    // From the last, so `$1` is not replaced inside `$10`.
+    for (i, param) in params.iter().enumerate().rev() {
+        let literal = match param {
+            Param::Text(Some(text)) => format!("'{}'", text.replace('\'', "''")),
+            Param::Int(Some(value)) => value.to_string(),
+            Param::Float(Some(value)) if value.is_finite() => format!("{value:?}"),
+            other => anyhow::bail!("no literal for {other:?} in a COPY"),
+        };
+        tail = tail.replace(&format!("${}", i + 1), &literal);
+    }
+    let sql = format!("{head}{tail}");
+    let mut conn = pool.acquire().await?;
+    let copied = async {
+        let mut pieces = conn
+            .copy_out_raw(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
+            .await?;
+        let mut tuples = TupleReader::default();
+        while let Some(piece) = pieces.try_next().await? {
+            tuples.feed(&piece, |tuple| {
+                let mut fields = [Field::Null; crate::db::MAX_FIELDS];
+                for (i, kind) in kinds.iter().enumerate() {
+                    fields[i] = match kind {
+                        FieldKind::Int => tuple.int8(i)?.map_or(Field::Null, Field::Int),
+                        FieldKind::Float => tuple.float8(i)?.map_or(Field::Null, Field::Float),
+                        FieldKind::Text => tuple.text(i)?.map_or(Field::Null, Field::Text),
+                    };
+                }
+                each(&fields[..kinds.len()])
+            })?;
+        }
+        tuples.finish()
+    }
+    .await;
+    if copied.is_err() {
+        // A COPY cut short leaves the connection mid-protocol: never hand it back.
+        drop(conn.detach());
+    }
+    copied
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

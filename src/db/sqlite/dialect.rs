@@ -28,6 +28,13 @@ impl Dialect for Sqlite {
     const NOW: &'static str = "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')";
     const DOUBLE: &'static str = "REAL";
 
+    fn epoch(expr: &str) -> String {
+        // Numbers are unix seconds already; text in any ISO-8601 form SQLite reads (see window.rs).
+        format!(
+            "(CASE WHEN typeof({expr}) IN ('integer', 'real') THEN {expr} ELSE unixepoch({expr}, 'subsec') END)"
+        )
+    }
+
     fn later(param: &str) -> String {
         format!("strftime({NOW_FORMAT}, 'now', printf('%+.3f seconds', {param}))")
     }

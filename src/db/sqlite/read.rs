@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::mpsc;
 
 use super::SqliteBackend;
-use super::direct::with_direct;
+use super::direct::{on_this_thread, with_direct};
 use super::window;
 use crate::claim::Claim;
 use crate::db::source::{self, SourceHints, SourceReader};
@@ -402,6 +402,62 @@ pub(super) async fn declared_columns<'c>(
         .bind(schema)
         .fetch_all(executor)
         .await
+}
+
+/// [`crate::db::Backend::stream_fields`] on SQLite: the statement stepped on this thread (the
+/// runtime's other tasks move elsewhere), each value borrowed from SQLite, never copied.
+pub(super) async fn stream_fields(
+    pool: &sqlx::SqlitePool,
+    sql: String,
+    params: Vec<crate::db::dialect::Param>,
+    kinds: &[crate::db::FieldKind],
+    each: &mut (dyn FnMut(&[crate::db::Field<'_>]) -> anyhow::Result<()> + Send),
+) -> anyhow::Result<()> {
+    use crate::db::dialect::Param;
+    use crate::db::{Field, FieldKind};
+    let mut conn = pool.acquire().await?;
+    let mut locked = conn.lock_handle().await?;
+    on_this_thread(|| {
+        with_direct(&mut locked, |db| {
+            let mut select = db.prepare(&sql)?;
+            for (i, param) in params.into_iter().enumerate() {
+                let at = select
+                    .parameter_index(&format!("${}", i + 1))?
+                    .with_context(|| format!("no parameter ${} in the statement", i + 1))?;
+                match param {
+                    Param::Text(text) => select.raw_bind_parameter(at, text)?,
+                    Param::Int(value) => select.raw_bind_parameter(at, value)?,
+                    Param::Float(value) => select.raw_bind_parameter(at, value)?,
+                    Param::Time(time) => {
+                        select.raw_bind_parameter(at, time.map(super::dialect::to_text))?
+                    }
+                    Param::Seconds(seconds) => select.raw_bind_parameter(at, seconds)?,
+                    Param::Bytes(bytes) => select.raw_bind_parameter(at, bytes)?,
+                }
+            }
+            let mut rows = select.raw_query();
+            while let Some(row) = rows.next()? {
+                let mut fields = [Field::Null; crate::db::MAX_FIELDS];
+                for (i, kind) in kinds.iter().enumerate() {
+                    let value = row.get_ref(i)?;
+                    fields[i] = match (kind, value) {
+                        (_, ValueRef::Null) => Field::Null,
+                        (FieldKind::Int, ValueRef::Integer(v)) => Field::Int(v),
+                        (FieldKind::Float, ValueRef::Integer(v)) => Field::Float(v as f64),
+                        (FieldKind::Float, ValueRef::Real(v)) => Field::Float(v),
+                        (FieldKind::Text, ValueRef::Text(text)) => {
+                            Field::Text(std::str::from_utf8(text)?)
+                        }
+                        (kind, value) => {
+                            anyhow::bail!("column {i} holds {:?}, not {kind:?}", value.data_type())
+                        }
+                    };
+                }
+                each(&fields[..kinds.len()])?;
+            }
+            Ok(())
+        })
+    })
 }
 
 #[cfg(test)]

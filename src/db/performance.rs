@@ -1,0 +1,617 @@
+//! Realized performance in the database: which committed windows to evaluate, their result
+//! rows joined with the application's labels (streamed, never held whole), and the figures in
+//! `batchscore_performance`. Written once for every backend (see [`super::dialect`]); the
+//! arithmetic is [`crate::performance`]'s.
+
+use anyhow::Context;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::dialect::{self, Dialect, Param, Set, required};
+use super::{Backend, Field, FieldKind};
+use crate::ident::TableName;
+use crate::plan::Window;
+use crate::source::KeyKind;
+use crate::spec::SourceFrom;
+use crate::spec::labels::{LabelsSpec, Task};
+
+/// A committed window: the latest run that committed it, what scored it, and how many rows.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    pub run_id: String,
+    pub shard: u32,
+    pub window: Window,
+    pub model_sha256: String,
+    /// The challenger that scored the window beside the model, if one did (its rows are in the
+    /// challenger's table under the same run id).
+    pub challenger_sha256: Option<String>,
+    pub rows_written: i64,
+}
+
+/// Which committed windows to evaluate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Select {
+    /// Every window inside `[from, to)`, either bound open.
+    Range {
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    },
+    /// Windows that ended by `ready_before` (their labels are due) and have no final figures
+    /// from their latest run yet, oldest first, at most `limit`.
+    Due {
+        ready_before: DateTime<Utc>,
+        limit: usize,
+    },
+}
+
+/// The job's committed windows that `select` picks, oldest first: for each window (and shard),
+/// its latest succeeded run, if that run wrote rows.
+pub(crate) async fn committed_windows<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    select: Select,
+) -> anyhow::Result<Vec<Committed>> {
+    let mut params: Vec<Param> = vec![job.into()];
+    let mut filter = String::new();
+    let mut limit = String::new();
+    match select {
+        Select::Range { from, to } => {
+            if let Some(from) = from {
+                params.push(from.into());
+                filter += &format!(" AND r.window_start >= ${}", params.len());
+            }
+            if let Some(to) = to {
+                params.push(to.into());
+                filter += &format!(" AND r.window_end <= ${}", params.len());
+            }
+        }
+        Select::Due {
+            ready_before,
+            limit: most,
+        } => {
+            params.push(ready_before.into());
+            filter += &format!(
+                " AND r.window_end <= ${} AND NOT EXISTS (SELECT 1 FROM batchscore_performance p \
+                 WHERE p.job = r.job AND p.shard = r.shard AND p.window_start = r.window_start \
+                 AND p.window_end = r.window_end AND p.model = 'champion' \
+                 AND p.metric = 'labelled' AND p.status = 'final' AND p.run_id = r.run_id)",
+                params.len()
+            );
+            limit = format!(" LIMIT {most}");
+        }
+    }
+    let sql = format!(
+        "SELECT r.run_id, r.shard, r.window_start, r.window_end, r.model_sha256, \
+         r.challenger_sha256, r.challenger_error, r.rows_written \
+         FROM batchscore_runs r \
+         WHERE r.job = $1 AND r.status = 'succeeded' AND r.rows_written > 0 \
+         AND NOT EXISTS (SELECT 1 FROM batchscore_runs n WHERE n.job = r.job \
+         AND n.shard = r.shard AND n.window_start = r.window_start \
+         AND n.window_end = r.window_end AND n.status = 'succeeded' \
+         AND n.finished_at > r.finished_at){filter} \
+         ORDER BY r.window_end, r.shard{limit}"
+    );
+    let rows = dialect::fetch_all(DB::on_pool(pool), sql, params)
+        .await
+        .with_context(|| format!("finding job {job}'s committed windows to evaluate"))?;
+    rows.iter()
+        .map(|row| {
+            let challenger: Option<String> = DB::text(row, "challenger_sha256")?;
+            let failed = DB::text(row, "challenger_error")?.is_some();
+            Ok(Committed {
+                run_id: required(DB::text(row, "run_id")?, "run_id")?,
+                shard: u32::try_from(required(DB::int(row, "shard")?, "shard")?)?,
+                window: Window {
+                    start: required(DB::time(row, "window_start")?, "window_start")?,
+                    end: required(DB::time(row, "window_end")?, "window_end")?,
+                },
+                model_sha256: required(DB::text(row, "model_sha256")?, "model_sha256")?,
+                challenger_sha256: challenger.filter(|_| !failed),
+                rows_written: DB::int(row, "rows_written")?.unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// What the join reads: the job's results (and its challenger's), and its labels.
+pub(crate) struct JoinSpec<'a> {
+    pub results: &'a TableName,
+    pub key: &'a crate::ident::Ident,
+    pub key_kind: KeyKind,
+    pub challenger: Option<&'a TableName>,
+    pub labels: &'a LabelsSpec,
+}
+
+/// A result row's key: what tells two labels for the same row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    Integer(i64),
+    Text(String),
+}
+
+/// A result row's key as read, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyRef<'a> {
+    Integer(i64),
+    Text(&'a str),
+}
+
+impl KeyRef<'_> {
+    pub fn to_owned(self) -> Key {
+        match self {
+            KeyRef::Integer(i) => Key::Integer(i),
+            KeyRef::Text(text) => Key::Text(text.to_owned()),
+        }
+    }
+}
+
+/// One row of the join, borrowed from the driver: a result row of the window, and one label for
+/// its key (or none).
+#[derive(Debug)]
+pub(crate) struct Joined<'a> {
+    pub run_id: &'a str,
+    pub key: KeyRef<'a>,
+    pub score: Option<f64>,
+    /// The predicted label, as text (classification with `predicted`).
+    pub predicted: Option<&'a str>,
+    pub challenger_score: Option<f64>,
+    pub challenger_predicted: Option<&'a str>,
+    pub label: Option<Truth<'a>>,
+}
+
+/// A label as read: text for a classifier (compared with `positive`), a number for a regressor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Truth<'a> {
+    Text(&'a str),
+    Number(f64),
+}
+
+/// `FROM …` of the labels, aliased `l`.
+fn labels_from<DB: Dialect>(labels: &LabelsSpec) -> String {
+    match &labels.from {
+        SourceFrom::Table(table) => format!("{} l", DB::table(table)),
+        SourceFrom::Query(query) => format!("({query}) l"),
+    }
+}
+
+/// Stream the result rows the runs `run_ids` wrote, each with its labels (a key with two labels
+/// comes twice; one without, once with none), to `each`. Which of two labels counts is
+/// [`latest_labels`]'s to say: the join reads no time, so the scan costs what reading the rows
+/// does.
+pub(crate) async fn joined_rows<B: Backend>(
+    db: &B,
+    join: &JoinSpec<'_>,
+    run_ids: &[String],
+    mut each: impl FnMut(Joined<'_>) -> anyhow::Result<()> + Send,
+) -> anyhow::Result<()> {
+    let labels = join.labels;
+    let key = B::Db::column(join.key);
+    let cast = |side: &str, column: &crate::ident::Ident, to: &str| {
+        format!("CAST({side}.{} AS {to})", B::Db::column(column))
+    };
+    let (double, text) = (B::Db::DOUBLE, B::Db::TEXT);
+    // Each column read, as `c0`, `c1`, …: (expression, how it is read).
+    let mut columns: Vec<(String, FieldKind)> = vec![("m.run_id".to_owned(), FieldKind::Text)];
+    columns.push(match join.key_kind {
+        KeyKind::Integer => (
+            format!("CAST(m.{key} AS {})", B::Db::BIGINT),
+            FieldKind::Int,
+        ),
+        KeyKind::Text => (format!("CAST(m.{key} AS {text})"), FieldKind::Text),
+    });
+    let (score, predicted, label) = match &labels.task {
+        Task::Classification {
+            score, predicted, ..
+        } => (
+            score,
+            predicted.as_ref(),
+            (cast("l", &labels.label, text), FieldKind::Text),
+        ),
+        Task::Regression { prediction } => (
+            prediction,
+            None,
+            (cast("l", &labels.label, double), FieldKind::Float),
+        ),
+    };
+    columns.push((cast("m", score, double), FieldKind::Float));
+    let at_predicted = predicted.map(|p| {
+        columns.push((cast("m", p, text), FieldKind::Text));
+        columns.len() - 1
+    });
+    let mut from = format!("{} m", B::Db::table(join.results));
+    let mut at_challenger = None;
+    if let Some(challenger) = join.challenger {
+        columns.push((cast("c", score, double), FieldKind::Float));
+        at_challenger = Some(columns.len() - 1);
+        if let Some(p) = predicted {
+            columns.push((cast("c", p, text), FieldKind::Text));
+        }
+        from += &format!(
+            " LEFT JOIN {} c ON c.{key} = m.{key} AND c.run_id = m.run_id",
+            B::Db::table(challenger)
+        );
+    }
+    columns.push(label);
+    let at_label = columns.len() - 1;
+    from += &format!(
+        " LEFT JOIN {} ON l.{} = m.{key} AND l.{} IS NOT NULL",
+        labels_from::<B::Db>(labels),
+        B::Db::column(&labels.key),
+        B::Db::column(&labels.label),
+    );
+    debug_assert!(columns.len() <= crate::db::MAX_FIELDS);
+    let ids = dialect::placeholders(1, run_ids.len());
+    let selected: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (expression, _))| format!("{expression} AS c{i}"))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {from} WHERE m.run_id IN ({})",
+        selected.join(", "),
+        ids.join(", ")
+    );
+    let kinds: Vec<FieldKind> = columns.iter().map(|(_, kind)| *kind).collect();
+    let params: Vec<Param> = run_ids.iter().map(Param::from).collect();
+    fn text_at<'a>(fields: &[Field<'a>], i: usize) -> Option<&'a str> {
+        match fields[i] {
+            Field::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+    fn float_at(fields: &[Field<'_>], i: usize) -> Option<f64> {
+        match fields[i] {
+            Field::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+    let mut row = |fields: &[Field<'_>]| -> anyhow::Result<()> {
+        let key = match fields[1] {
+            Field::Int(i) => KeyRef::Integer(i),
+            Field::Text(text) => KeyRef::Text(text),
+            _ => anyhow::bail!("a result row without a key"),
+        };
+        let label = match fields[at_label] {
+            Field::Text(text) => Some(Truth::Text(text)),
+            Field::Float(v) => Some(Truth::Number(v)),
+            _ => None,
+        };
+        each(Joined {
+            run_id: text_at(fields, 0).context("a result row without a run id")?,
+            key,
+            score: float_at(fields, 2),
+            predicted: at_predicted.and_then(|i| text_at(fields, i)),
+            challenger_score: at_challenger.and_then(|i| float_at(fields, i)),
+            challenger_predicted: at_challenger
+                .filter(|_| at_predicted.is_some())
+                .and_then(|i| text_at(fields, i + 1)),
+            label,
+        })
+    };
+    db.stream_fields(sql, params, &kinds, &mut row)
+        .await
+        .with_context(|| format!("reading {} joined with its labels", join.results))
+}
+
+/// The label that counts for each of `keys` (keys labelled more than once): the latest by
+/// `labels.timestamp`, and of labels equally late, or without a timestamp, the greatest.
+pub(crate) async fn latest_labels<B: Backend>(
+    db: &B,
+    labels: &LabelsSpec,
+    key_kind: KeyKind,
+    keys: &[Key],
+) -> anyhow::Result<std::collections::HashMap<Key, LabelValue>> {
+    let mut latest: std::collections::HashMap<Key, (f64, LabelValue)> =
+        std::collections::HashMap::new();
+    let (text, double) = (B::Db::TEXT, B::Db::DOUBLE);
+    let label = B::Db::column(&labels.label);
+    let key = B::Db::column(&labels.key);
+    let regression = matches!(labels.task, Task::Regression { .. });
+    let mut columns = vec![
+        match key_kind {
+            KeyKind::Integer => (
+                format!("CAST(l.{key} AS {})", B::Db::BIGINT),
+                FieldKind::Int,
+            ),
+            KeyKind::Text => (format!("CAST(l.{key} AS {text})"), FieldKind::Text),
+        },
+        match regression {
+            true => (format!("CAST(l.{label} AS {double})"), FieldKind::Float),
+            false => (format!("CAST(l.{label} AS {text})"), FieldKind::Text),
+        },
+    ];
+    if let Some(ts) = &labels.timestamp {
+        let column = format!("l.{}", B::Db::column(ts));
+        columns.push((B::Db::epoch(&column), FieldKind::Float));
+    }
+    let kinds: Vec<FieldKind> = columns.iter().map(|(_, kind)| *kind).collect();
+    let selected: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (expression, _))| format!("{expression} AS c{i}"))
+        .collect();
+    for part in keys.chunks(500) {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE l.{label} IS NOT NULL AND l.{key} IN ({})",
+            selected.join(", "),
+            labels_from::<B::Db>(labels),
+            dialect::placeholders(1, part.len()).join(", ")
+        );
+        let params = part
+            .iter()
+            .map(|k| match k {
+                Key::Integer(i) => Param::from(*i),
+                Key::Text(t) => Param::from(t),
+            })
+            .collect();
+        let mut each = |fields: &[Field<'_>]| -> anyhow::Result<()> {
+            let key = match fields[0] {
+                Field::Int(i) => Key::Integer(i),
+                Field::Text(t) => Key::Text(t.to_owned()),
+                _ => return Ok(()),
+            };
+            let value = match fields[1] {
+                Field::Text(t) => LabelValue::Text(t.to_owned()),
+                Field::Float(v) => LabelValue::Number(v),
+                _ => return Ok(()),
+            };
+            let at = match fields.get(2) {
+                Some(Field::Float(at)) => *at,
+                _ => f64::NEG_INFINITY,
+            };
+            let later = |(t, v): &(f64, LabelValue)| {
+                at > *t || (at == *t && value.partial_cmp(v) == Some(std::cmp::Ordering::Greater))
+            };
+            match latest.get(&key) {
+                Some(kept) if !later(kept) => {}
+                _ => {
+                    latest.insert(key, (at, value));
+                }
+            }
+            Ok(())
+        };
+        db.stream_fields(sql, params, &kinds, &mut each)
+            .await
+            .context("reading the labels of keys labelled more than once")?;
+    }
+    Ok(latest.into_iter().map(|(k, (_, v))| (k, v)).collect())
+}
+
+/// A label, owned (see [`Truth`]).
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub(crate) enum LabelValue {
+    Text(String),
+    Number(f64),
+}
+
+/// How many labels name a key the job never scored (ignored by the evaluation). `matched`: the
+/// labels the evaluation joined to result rows, when it read every row of the results table
+/// (`scored` of them): then the unscored ones are the rest of the labels, counted without a join.
+pub(crate) async fn unscored_labels<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    join: &JoinSpec<'_>,
+    scored: i64,
+    matched: i64,
+) -> anyhow::Result<i64> {
+    let labels = join.labels;
+    let count = async |sql: String| -> anyhow::Result<i64> {
+        let row = dialect::fetch_optional(DB::on_pool(pool), sql, vec![])
+            .await
+            .context("counting labels of keys that were never scored")?;
+        Ok(row
+            .map(|r| DB::int(&r, "n"))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0))
+    };
+    let rows = count(format!(
+        "SELECT COUNT(*) AS n FROM {}",
+        DB::table(join.results)
+    ))
+    .await?;
+    if rows == scored {
+        let present = count(format!(
+            "SELECT COUNT(*) AS n FROM {} WHERE l.{} IS NOT NULL",
+            labels_from::<DB>(labels),
+            DB::column(&labels.label)
+        ))
+        .await?;
+        return Ok(present - matched);
+    }
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM {} WHERE l.{label} IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM {} m WHERE m.{} = l.{})",
+        labels_from::<DB>(labels),
+        DB::table(join.results),
+        DB::column(join.key),
+        DB::column(&labels.key),
+        label = DB::column(&labels.label),
+    );
+    count(sql).await
+}
+
+/// Whether the labels hold `spellings` (the positive class, as text) and, if not, up to five
+/// values they do hold: `None` when there are no labels at all.
+pub(crate) async fn label_values<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    labels: &LabelsSpec,
+    spellings: &[String],
+) -> anyhow::Result<Option<(bool, Vec<String>)>> {
+    let label = format!("CAST(l.{} AS {})", DB::column(&labels.label), DB::TEXT);
+    let from = labels_from::<DB>(labels);
+    let ids = dialect::placeholders(1, spellings.len());
+    let found = format!(
+        "SELECT 1 AS found FROM {from} WHERE {label} IN ({}) LIMIT 1",
+        ids.join(", ")
+    );
+    let params = spellings.iter().map(Param::from).collect();
+    if dialect::fetch_optional(DB::on_pool(pool), found, params)
+        .await
+        .context("looking for the positive label")?
+        .is_some()
+    {
+        return Ok(Some((true, Vec::new())));
+    }
+    let some = format!(
+        "SELECT DISTINCT {label} AS v FROM {from} WHERE l.{} IS NOT NULL LIMIT 5",
+        DB::column(&labels.label)
+    );
+    let rows = dialect::fetch_all(DB::on_pool(pool), some, vec![])
+        .await
+        .context("reading the labels' values")?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let values = rows
+        .iter()
+        .map(|r| Ok(DB::text(r, "v")?.unwrap_or_default()))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some((false, values)))
+}
+
+/// One stored figure: a window's metric for one model.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredFigure {
+    pub shard: u32,
+    pub window: Window,
+    /// `champion` or `challenger`.
+    pub model: String,
+    pub metric: String,
+    pub run_id: String,
+    pub model_sha256: String,
+    /// `provisional` or `final`.
+    pub status: String,
+    pub value: Option<f64>,
+    /// JSON, where one number cannot say it all.
+    pub detail: Option<String>,
+}
+
+const COLUMNS: [&str; 12] = [
+    "job",
+    "shard",
+    "window_start",
+    "window_end",
+    "model",
+    "metric",
+    "run_id",
+    "model_sha256",
+    "status",
+    "value",
+    "detail",
+    "evaluated_at",
+];
+
+/// The job's stored figures of windows that end inside `[first_end, last_end]` (with `final_only`,
+/// only final ones).
+pub(crate) async fn stored_figures<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    first_end: DateTime<Utc>,
+    last_end: DateTime<Utc>,
+    final_only: bool,
+) -> anyhow::Result<Vec<StoredFigure>> {
+    let status = if final_only {
+        " AND status = 'final'"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {} FROM batchscore_performance \
+         WHERE job = $1 AND window_end >= $2 AND window_end <= $3{status} \
+         ORDER BY window_end, shard, model, metric",
+        COLUMNS[1..11].join(", ")
+    );
+    let params = vec![job.into(), first_end.into(), last_end.into()];
+    let rows = dialect::fetch_all(DB::on_pool(pool), sql, params)
+        .await
+        .with_context(|| format!("reading job {job}'s stored performance"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredFigure {
+                shard: u32::try_from(required(DB::int(row, "shard")?, "shard")?)?,
+                window: Window {
+                    start: required(DB::time(row, "window_start")?, "window_start")?,
+                    end: required(DB::time(row, "window_end")?, "window_end")?,
+                },
+                model: required(DB::text(row, "model")?, "model")?,
+                metric: required(DB::text(row, "metric")?, "metric")?,
+                run_id: required(DB::text(row, "run_id")?, "run_id")?,
+                model_sha256: required(DB::text(row, "model_sha256")?, "model_sha256")?,
+                status: required(DB::text(row, "status")?, "status")?,
+                value: DB::float(row, "value")?,
+                detail: DB::text(row, "detail")?,
+            })
+        })
+        .collect()
+}
+
+/// The job's final figures of the `days` that end with its latest final window (empty if no
+/// window is final yet).
+pub(crate) async fn recent_final<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    days: i64,
+) -> anyhow::Result<Vec<StoredFigure>> {
+    let latest = dialect::fetch_optional(
+        DB::on_pool(pool),
+        "SELECT MAX(window_end) AS latest FROM batchscore_performance \
+         WHERE job = $1 AND status = 'final'"
+            .to_owned(),
+        vec![job.into()],
+    )
+    .await
+    .with_context(|| format!("reading job {job}'s latest evaluated window"))?;
+    let Some(latest) = latest
+        .map(|r| DB::time(&r, "latest"))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(Vec::new());
+    };
+    let since = latest - TimeDelta::days(days) + TimeDelta::microseconds(1);
+    stored_figures(pool, job, since, latest, true).await
+}
+
+/// Write `figures` (each replacing the stored figure of its window, model and metric), in one
+/// transaction.
+pub(crate) async fn store_figures<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    figures: &[StoredFigure],
+) -> anyhow::Result<()> {
+    if figures.is_empty() {
+        return Ok(());
+    }
+    let mut values = dialect::placeholders(1, COLUMNS.len() - 1);
+    values.push(DB::NOW.to_owned());
+    let set: Vec<Set<'_>> = COLUMNS[6..].iter().map(|c| Set::Inserted(c)).collect();
+    let sql = DB::upsert(
+        "batchscore_performance",
+        &COLUMNS,
+        &values,
+        "job, shard, window_start, window_end, model, metric",
+        &set,
+        None,
+    );
+    let storing = || format!("storing job {job}'s performance");
+    let mut tx = pool.begin().await.with_context(storing)?;
+    for f in figures {
+        let params = vec![
+            job.into(),
+            f.shard.into(),
+            f.window.start.into(),
+            f.window.end.into(),
+            (&f.model).into(),
+            (&f.metric).into(),
+            (&f.run_id).into(),
+            (&f.model_sha256).into(),
+            (&f.status).into(),
+            f.value.into(),
+            (&f.detail).into(),
+        ];
+        dialect::execute(DB::on_conn(&mut tx), sql.clone(), params)
+            .await
+            .with_context(storing)?;
+    }
+    tx.commit().await.with_context(storing)?;
+    Ok(())
+}

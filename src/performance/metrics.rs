@@ -1,0 +1,314 @@
+//! The realized metrics of one window, from its labelled rows: exact, as scikit-learn computes
+//! them (its conventions are kept where they choose: ties in the ROC curve, probabilities
+//! clipped for log loss, 0 for a precision with no predicted positive, R² of a constant label).
+//! Pure arithmetic, no database: [`super`] gathers the rows.
+
+/// One classifier row: the positive class's score, whether the label is positive, and whether
+/// the positive class was predicted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Classified {
+    pub score: f64,
+    pub positive: bool,
+    pub predicted: bool,
+}
+
+/// One regressor row: the prediction and the label.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Regressed {
+    pub prediction: f64,
+    pub label: f64,
+}
+
+/// One metric of a window: its name, its value (`None`: undefined for these rows, such as an
+/// AUC with one class only), and what one number cannot hold (the calibration table, as JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Figure {
+    pub metric: &'static str,
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl Figure {
+    fn new(metric: &'static str, value: Option<f64>) -> Figure {
+        Figure {
+            metric,
+            value: value.filter(|v| v.is_finite()),
+            detail: None,
+        }
+    }
+}
+
+/// Every metric's name, classification first, in the order they are shown.
+pub const CLASSIFICATION: [&str; 13] = [
+    "labelled",
+    "coverage",
+    "positive_rate",
+    "auc",
+    "log_loss",
+    "brier",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "calibration_error",
+    "duplicate_labels",
+    "scored",
+];
+pub const REGRESSION: [&str; 8] = [
+    "labelled",
+    "coverage",
+    "mae",
+    "rmse",
+    "bias",
+    "r2",
+    "duplicate_labels",
+    "scored",
+];
+
+/// The figures every window has: rows labelled and scored, coverage, duplicate labels seen.
+fn counts(labelled: usize, scored: u64, duplicates: u64) -> Vec<Figure> {
+    vec![
+        Figure::new("labelled", Some(labelled as f64)),
+        Figure::new(
+            "coverage",
+            (scored > 0).then(|| labelled as f64 / scored as f64),
+        ),
+        Figure::new("duplicate_labels", Some(duplicates as f64)),
+        Figure::new("scored", Some(scored as f64)),
+    ]
+}
+
+/// A classifier's window. `rows` is reordered (sorted by score).
+pub fn classification(rows: &mut [Classified], scored: u64, duplicates: u64) -> Vec<Figure> {
+    let mut figures = counts(rows.len(), scored, duplicates);
+    let n = rows.len() as f64;
+    if rows.is_empty() {
+        return figures;
+    }
+    let positives = rows.iter().filter(|r| r.positive).count() as f64;
+    figures.push(Figure::new("positive_rate", Some(positives / n)));
+    figures.push(Figure::new("auc", roc_auc(rows)));
+
+    let probabilities = rows.iter().all(|r| (0.0..=1.0).contains(&r.score));
+    let truth = |r: &Classified| f64::from(u8::from(r.positive));
+    // scikit-learn clips to the float64 epsilon, so a confident miss costs ~36, not infinity.
+    let eps = f64::EPSILON;
+    let log_loss = probabilities.then(|| {
+        -rows
+            .iter()
+            .map(|r| {
+                let p = r.score.clamp(eps, 1.0 - eps);
+                if r.positive { p.ln() } else { (1.0 - p).ln() }
+            })
+            .sum::<f64>()
+            / n
+    });
+    figures.push(Figure::new("log_loss", log_loss));
+    let brier = probabilities.then(|| {
+        rows.iter()
+            .map(|r| (r.score - truth(r)).powi(2))
+            .sum::<f64>()
+            / n
+    });
+    figures.push(Figure::new("brier", brier));
+
+    let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
+    let mut correct = 0.0;
+    for r in rows.iter() {
+        match (r.predicted, r.positive) {
+            (true, true) => tp += 1.0,
+            (true, false) => fp += 1.0,
+            (false, true) => fn_ += 1.0,
+            (false, false) => {}
+        }
+        if r.predicted == r.positive {
+            correct += 1.0;
+        }
+    }
+    // scikit-learn's zero_division default: an undefined ratio is 0.
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    figures.push(Figure::new("accuracy", Some(correct / n)));
+    figures.push(Figure::new("precision", Some(ratio(tp, tp + fp))));
+    figures.push(Figure::new("recall", Some(ratio(tp, tp + fn_))));
+    figures.push(Figure::new(
+        "f1",
+        Some(ratio(2.0 * tp, 2.0 * tp + fp + fn_)),
+    ));
+
+    let mut calibration = Figure::new("calibration_error", None);
+    if probabilities {
+        let (error, bins) = calibration_table(rows);
+        calibration.value = Some(error);
+        calibration.detail = Some(bins);
+    }
+    figures.push(calibration);
+    figures
+}
+
+/// ROC AUC by the trapezoidal rule over the distinct scores, as scikit-learn's
+/// `roc_auc_score`: tied scores form one point of the curve. `None` with one class only.
+fn roc_auc(rows: &mut [Classified]) -> Option<f64> {
+    rows.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
+    let positives = rows.iter().filter(|r| r.positive).count() as f64;
+    let negatives = rows.len() as f64 - positives;
+    if positives == 0.0 || negatives == 0.0 {
+        return None;
+    }
+    let (mut tp, mut fp) = (0.0f64, 0.0f64);
+    let mut area = 0.0;
+    let mut i = 0;
+    while i < rows.len() {
+        let (tp0, fp0) = (tp, fp);
+        let score = rows[i].score;
+        while i < rows.len() && rows[i].score == score {
+            if rows[i].positive {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            i += 1;
+        }
+        area += (fp - fp0) * (tp + tp0) / 2.0;
+    }
+    Some(area / (positives * negatives))
+}
+
+/// Ten equal-width bins of the score, as scikit-learn's `calibration_curve(n_bins=10)` makes
+/// them: each non-empty bin's rows, mean score and fraction positive; and the expected
+/// calibration error, their gaps weighted by rows.
+fn calibration_table(rows: &[Classified]) -> (f64, serde_json::Value) {
+    const BINS: usize = 10;
+    // scikit-learn's edges: linspace(0, 1, 11), a score on an inner edge in the lower bin.
+    let step = 1.0 / BINS as f64;
+    let mut count = [0u64; BINS];
+    let mut score = [0.0f64; BINS];
+    let mut positive = [0u64; BINS];
+    for r in rows {
+        let bin = (1..BINS)
+            .take_while(|&i| (i as f64 * step) < r.score)
+            .count();
+        count[bin] += 1;
+        score[bin] += r.score;
+        positive[bin] += u64::from(r.positive);
+    }
+    let n = rows.len() as f64;
+    let mut error = 0.0;
+    let mut bins = Vec::new();
+    for bin in 0..BINS {
+        if count[bin] == 0 {
+            continue;
+        }
+        let rows = count[bin] as f64;
+        let (mean_score, fraction) = (score[bin] / rows, positive[bin] as f64 / rows);
+        error += rows / n * (fraction - mean_score).abs();
+        bins.push(serde_json::json!({
+            "bin": bin,
+            "from": bin as f64 / BINS as f64,
+            "to": (bin + 1) as f64 / BINS as f64,
+            "rows": count[bin],
+            "mean_score": mean_score,
+            "fraction_positive": fraction,
+        }));
+    }
+    (error, serde_json::Value::Array(bins))
+}
+
+/// A regressor's window.
+pub fn regression(rows: &[Regressed], scored: u64, duplicates: u64) -> Vec<Figure> {
+    let mut figures = counts(rows.len(), scored, duplicates);
+    if rows.is_empty() {
+        return figures;
+    }
+    let n = rows.len() as f64;
+    let mean = |f: &dyn Fn(&Regressed) -> f64| rows.iter().map(f).sum::<f64>() / n;
+    figures.push(Figure::new(
+        "mae",
+        Some(mean(&|r| (r.prediction - r.label).abs())),
+    ));
+    let mse = mean(&|r| (r.prediction - r.label).powi(2));
+    figures.push(Figure::new("rmse", Some(mse.sqrt())));
+    figures.push(Figure::new("bias", Some(mean(&|r| r.prediction - r.label))));
+    // scikit-learn: undefined for one row; a constant label scores 1 if predicted exactly, else 0.
+    let r2 = (rows.len() >= 2).then(|| {
+        let label_mean = mean(&|r| r.label);
+        let total: f64 = rows.iter().map(|r| (r.label - label_mean).powi(2)).sum();
+        let residual = mse * n;
+        match total == 0.0 {
+            true if residual == 0.0 => 1.0,
+            true => 0.0,
+            false => 1.0 - residual / total,
+        }
+    });
+    figures.push(Figure::new("r2", r2));
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(figures: &[Figure], metric: &str) -> Option<f64> {
+        figures.iter().find(|f| f.metric == metric).unwrap().value
+    }
+
+    fn row(score: f64, positive: bool) -> Classified {
+        Classified {
+            score,
+            positive,
+            predicted: score >= 0.5,
+        }
+    }
+
+    #[test]
+    fn auc_counts_ties_as_half() {
+        // Positives 0.8 and 0.4, negatives 0.4 and 0.1: 3 of 4 pairs ordered, one tied.
+        let mut rows = [
+            row(0.8, true),
+            row(0.4, true),
+            row(0.4, false),
+            row(0.1, false),
+        ];
+        let figures = classification(&mut rows, 6, 0);
+        assert_eq!(value(&figures, "auc"), Some(0.875));
+        assert_eq!(value(&figures, "coverage"), Some(4.0 / 6.0));
+        assert_eq!(value(&figures, "precision"), Some(1.0));
+        assert_eq!(value(&figures, "recall"), Some(0.5));
+    }
+
+    #[test]
+    fn one_class_has_no_auc_and_no_predicted_positive_is_zero_precision() {
+        let mut rows = [row(0.2, false), row(0.3, false)];
+        let figures = classification(&mut rows, 2, 0);
+        assert_eq!(value(&figures, "auc"), None);
+        assert_eq!(value(&figures, "precision"), Some(0.0));
+        assert_eq!(value(&figures, "f1"), Some(0.0));
+    }
+
+    #[test]
+    fn scores_outside_zero_one_have_no_probability_metrics() {
+        let mut rows = [row(2.5, true), row(-1.0, false)];
+        let figures = classification(&mut rows, 2, 0);
+        assert_eq!(value(&figures, "auc"), Some(1.0));
+        assert_eq!(value(&figures, "log_loss"), None);
+        assert_eq!(value(&figures, "brier"), None);
+    }
+
+    #[test]
+    fn regression_of_a_constant_label() {
+        let rows = [
+            Regressed {
+                prediction: 1.0,
+                label: 2.0,
+            },
+            Regressed {
+                prediction: 3.0,
+                label: 2.0,
+            },
+        ];
+        let figures = regression(&rows, 2, 0);
+        assert_eq!(value(&figures, "mae"), Some(1.0));
+        assert_eq!(value(&figures, "bias"), Some(0.0));
+        assert_eq!(value(&figures, "r2"), Some(0.0));
+    }
+}
