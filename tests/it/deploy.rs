@@ -358,6 +358,7 @@ async fn the_dashboard_and_the_alerts_use_only_metrics_the_daemon_exports() {
             "BatchscoreWatermarkLag",
             "BatchscoreBadRows",
             "BatchscoreDrift",
+            "BatchscoreModelPerformance",
             "BatchscoreDaemonDown"
         ]
     );
@@ -375,6 +376,9 @@ async fn the_dashboard_and_the_alerts_use_only_metrics_the_daemon_exports() {
         "batchscore_drift_score",
         "batchscore_drift_threshold",
         "batchscore_drift_alerts_total",
+        "batchscore_model_metric",
+        "batchscore_label_coverage",
+        "batchscore_model_metric_alert_below",
     ] {
         assert!(all.contains(needed), "nothing uses {needed}");
     }

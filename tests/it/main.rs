@@ -20,6 +20,7 @@ mod logs;
 mod migrations;
 mod models;
 mod monitor;
+mod performance;
 mod progress;
 mod scaffold;
 mod scoring;

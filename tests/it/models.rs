@@ -149,7 +149,28 @@ fn features_line(columns: &[String]) -> String {
     format!("features = [{}]", quoted.join(", "))
 }
 
-fn run_day(p: &Project) -> std::process::Output {
+/// Seed `table` with the rows of `tests/fixtures/FIXTURE.json` (row `i`: key `1000 + i`).
+pub(crate) async fn seed_fixture(p: &Project, fixture: &str, table: &str) {
+    Table::load(fixture).seed(p, table).await;
+}
+
+/// The day job over table `data` (seeded from `fixture`) scored by `model` (relative to the
+/// repository), with `extra` sections.
+pub(crate) fn write_day_job(p: &Project, model: &str, fixture: &str, outputs: &str, extra: &str) {
+    let features = features_line(&Table::load(fixture).columns());
+    p.write_job(
+        "job",
+        &job(
+            "data",
+            &format!("{REPO}/{model}"),
+            &features,
+            extra,
+            outputs,
+        ),
+    );
+}
+
+pub(crate) fn run_day(p: &Project) -> std::process::Output {
     p.batchscore(&[
         "run-job",
         "job",

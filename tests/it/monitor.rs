@@ -4,7 +4,6 @@
 //! a profile lives or dies with its window; on SQLite and PostgreSQL.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::Stdio;
 
 use serde_json::{Value, json};
@@ -226,22 +225,8 @@ print(json.dumps(out))
 "#;
 
 fn python_reference(reference: Value, window: Value, bins: usize) -> Value {
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", PYTHON])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input = json!({ "reference": reference, "window": window, "bins": bins });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python failed");
-    serde_json::from_slice(&out.stdout).unwrap()
+    python_json("python3", PYTHON, &input)
 }
 
 async fn eta(p: &Project) -> BTreeMap<i64, f64> {

@@ -84,21 +84,7 @@ async fn pandas_reference(p: &Project) -> Value {
             json!(p.results(table, "reading_id", column).await),
         );
     }
-    let mut child = std::process::Command::new(python)
-        .args(["-c", COMPARE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::Object(tables).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the pandas reference failed");
-    serde_json::from_slice(&out.stdout).unwrap()
+    python_json(&python, COMPARE, &Value::Object(tables))
 }
 
 fn assert_close(got: &Value, want: &Value, what: &str) {

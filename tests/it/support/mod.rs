@@ -563,3 +563,24 @@ pub fn signal(child: &std::process::Child, name: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Run `script` with `python`, `input` as JSON on its stdin; its stdout, parsed as JSON: how the
+/// tests ask Python's libraries (numpy, pandas, scikit-learn) for the reference values.
+pub fn python_json(python: &str, script: &str, input: &Value) -> Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the Python reference failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
