@@ -2,6 +2,8 @@
 """Seed realistic demo rows for the two demo jobs into a SQLite database.
 
   sensor_readings  one reading a minute from each of 20 machines (machine_failure job)
+  machine_failures whether a reading's machine failed within the hour after it, for readings
+                   older than an hour (the labels realized performance is measured against)
   orders           a few delivery orders a minute, some already closed, each in a delivery
                    zone (a text column the delivery_eta model one-hot encodes itself)
 
@@ -59,10 +61,15 @@ def main():
             zone        TEXT
         );
         CREATE INDEX IF NOT EXISTS orders_placed_at ON orders (placed_at);
+        CREATE TABLE IF NOT EXISTS machine_failures (
+            reading_id  INTEGER PRIMARY KEY,
+            failed      INTEGER NOT NULL,   -- 1: the machine failed within the hour
+            known_at    TEXT NOT NULL       -- when the application learnt it
+        );
         """
     )
 
-    readings, orders = [], []
+    readings, orders, failures = [], [], []
     minutes = int(args.hours * 60)
     for m in range(minutes + 1):
         t = start + dt.timedelta(minutes=m)
@@ -79,6 +86,11 @@ def main():
             rpm = rng.randint(900, 3600)
             key = int(t.timestamp()) // 60 * 100 + machine
             readings.append((drifted, (key, machine, stamp, round(temperature, 2), round(vibration, 3), round(pressure, 3), rpm)))
+            if now - t > dt.timedelta(hours=1):
+                # Hot, shaky, low-pressure readings precede failures; worn machines fail most.
+                risk = 0.02 + 0.5 * wear + 0.04 * max(0.0, temperature - 75) + 0.08 * max(0.0, vibration - 3.5)
+                known = (t + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                failures.append((key, int(rng.random() < min(risk, 0.95)), known))
         raining = int(2 + math.sin(m / 90) > 2.6)
         for n in range(rng.randint(1, 4)):
             placed = t + dt.timedelta(seconds=rng.randint(0, 59))
@@ -97,10 +109,11 @@ def main():
     db.executemany("INSERT OR IGNORE INTO sensor_readings VALUES (?, ?, ?, ?, ?, ?, ?)", [r for d, r in readings if not d])
     db.executemany("INSERT OR REPLACE INTO sensor_readings VALUES (?, ?, ?, ?, ?, ?, ?)", [r for d, r in readings if d])
     db.executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)", orders)
+    db.executemany("INSERT OR IGNORE INTO machine_failures VALUES (?, ?, ?)", failures)
     db.commit()
     if args.drift is not None:
         print(f"vibration of the last hour's readings multiplied by {args.drift}")
-    print(f"seeded {len(readings)} sensor readings and {len(orders)} orders from {start:%H:%M} to {now:%H:%M} UTC into {args.database}")
+    print(f"seeded {len(readings)} sensor readings, {len(failures)} failure labels and {len(orders)} orders from {start:%H:%M} to {now:%H:%M} UTC into {args.database}")
 
 
 if __name__ == "__main__":
