@@ -27,8 +27,10 @@ use crate::source::{ColumnKind, KeyKind};
 use crate::spec::labels::{LabelsSpec, Positive, Task};
 use crate::spec::{JobSpec, SourceFrom};
 
-/// At most this many result rows are read per query: a window's labelled rows are held to sort
-/// them (an exact AUC), so memory follows this bound, not the range evaluated.
+/// At most this many result rows are read per query. A window's labelled rows are held to sort
+/// them (an exact AUC) until its last row is read: where rows come in the order they were
+/// written (SQLite), that is one window at a time; where the plan reorders them (PostgreSQL's
+/// hash join probing the labels), this bounds what is held.
 const ROWS_PER_READ: i64 = 1_000_000;
 /// At most this many windows per query (the run ids are its parameters).
 const WINDOWS_PER_READ: usize = 200;
@@ -418,6 +420,15 @@ async fn evaluate_batch<B: Backend>(
         Task::Regression { .. } => (None, 0.5, false),
     };
     let mut seen = Seen::default();
+    let expected: HashMap<&str, (i64, &Committed)> = batch
+        .iter()
+        .map(|w| (w.run_id.as_str(), (w.rows_written, w)))
+        .collect();
+    // Windows judged as soon as their last row was read, freeing their rows; a row of one of
+    // them arriving later after all (rows out of order) sends it back to be read again alone.
+    let mut early: Vec<Evaluated> = Vec::new();
+    let mut judged: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut again: std::collections::HashSet<String> = std::collections::HashSet::new();
     store::joined_rows(db, &join, &run_ids, |joined| {
         let truth = match (joined.label, positive) {
             (Some(Truth::Text(text)), Some(positive)) => {
@@ -439,7 +450,21 @@ async fn evaluate_batch<B: Backend>(
         });
         if last.as_ref().is_none_or(|(run, _)| run != joined.run_id) {
             if let Some((run, window)) = last.take() {
-                gathered.insert(run, window);
+                let complete = expected
+                    .get(run.as_str())
+                    .filter(|(rows, _)| window.scored as i64 >= *rows && window.relabel.is_empty());
+                match complete {
+                    Some((_, committed)) => {
+                        early.extend(judge_window(committed, &window, labels, threshold, now));
+                        judged.insert(run);
+                    }
+                    None => {
+                        gathered.insert(run, window);
+                    }
+                }
+            }
+            if judged.contains(joined.run_id) {
+                again.insert(joined.run_id.to_owned());
             }
             let window = gathered.remove(joined.run_id).unwrap_or_default();
             last = Some((joined.run_id.to_owned(), window));
@@ -478,34 +503,94 @@ async fn evaluate_batch<B: Backend>(
         }
     }
 
-    let mut figures = Vec::new();
-    for committed in batch {
-        let window = gathered.remove(&committed.run_id).unwrap_or_default();
-        let status = match committed.window.end + labels.maturity <= now {
-            true => "final",
-            false => "provisional",
-        };
-        let mut models = vec![("champion", committed.model_sha256.clone(), false)];
-        if let Some(sha) = &committed.challenger_sha256 {
-            models.push(("challenger", sha.clone(), true));
-        }
-        for (model, sha, challenger) in models {
-            let judged = judge(&window, &labels.task, threshold, challenger);
-            figures.push(Evaluated {
-                shard: committed.shard,
-                window_start: committed.window.start,
-                window_end: committed.window.end,
-                model,
-                run_id: committed.run_id.clone(),
-                model_sha256: sha,
-                status,
-                figures: judged,
-            });
+    if !again.is_empty() {
+        // Rows out of order: those windows are read again, each alone, held whole.
+        let reread: Vec<Committed> = batch
+            .iter()
+            .filter(|w| again.contains(&w.run_id))
+            .cloned()
+            .collect();
+        early.retain(|e| !again.contains(&e.run_id));
+        for window in reread {
+            let mut alone = Evaluation::default();
+            Box::pin(evaluate_alone(db, job, labels, &window, now, &mut alone)).await?;
+            evaluation.changed += alone.changed;
+            early.extend(alone.windows);
         }
     }
+    let mut figures = early;
+    for committed in batch {
+        if judged.contains(&committed.run_id) {
+            continue;
+        }
+        let window = gathered.remove(&committed.run_id).unwrap_or_default();
+        figures.extend(judge_window(committed, &window, labels, threshold, now));
+    }
+    figures.sort_by(|a, b| {
+        (a.window_end, a.shard, a.model != "champion").cmp(&(
+            b.window_end,
+            b.shard,
+            b.model != "champion",
+        ))
+    });
     evaluation.changed += store_changed(db, &job.spec.name, &figures).await?;
     evaluation.windows.extend(figures);
     Ok(())
+}
+
+/// One window read by itself, every row held until the end (no early judging).
+async fn evaluate_alone<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    labels: &LabelsSpec,
+    window: &Committed,
+    now: DateTime<Utc>,
+    evaluation: &mut Evaluation,
+) -> anyhow::Result<()> {
+    let mut alone = window.clone();
+    // An expected count no window reaches: nothing is judged before the scan ends.
+    alone.rows_written = i64::MAX;
+    evaluate_batch(
+        db,
+        job,
+        labels,
+        std::slice::from_ref(&alone),
+        now,
+        evaluation,
+    )
+    .await
+}
+
+/// Both models' figures for one window's gathered rows: provisional until the labels' maturity
+/// has passed since the window ended, then final.
+fn judge_window(
+    committed: &Committed,
+    window: &Gathered,
+    labels: &LabelsSpec,
+    threshold: f64,
+    now: DateTime<Utc>,
+) -> Vec<Evaluated> {
+    let status = match committed.window.end + labels.maturity <= now {
+        true => "final",
+        false => "provisional",
+    };
+    let mut models = vec![("champion", committed.model_sha256.clone(), false)];
+    if let Some(sha) = &committed.challenger_sha256 {
+        models.push(("challenger", sha.clone(), true));
+    }
+    models
+        .into_iter()
+        .map(|(model, sha, challenger)| Evaluated {
+            shard: committed.shard,
+            window_start: committed.window.start,
+            window_end: committed.window.end,
+            model,
+            run_id: committed.run_id.clone(),
+            model_sha256: sha,
+            status,
+            figures: judge(window, &labels.task, threshold, challenger),
+        })
+        .collect()
 }
 
 /// One model's figures for a window's gathered rows.
