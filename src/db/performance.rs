@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::dialect::{self, Dialect, Param, Set, required};
 use super::{Backend, Field, FieldKind};
-use crate::ident::TableName;
+use crate::ident::{Ident, TableName};
 use crate::plan::Window;
 use crate::source::KeyKind;
 use crate::spec::SourceFrom;
@@ -115,7 +115,7 @@ pub(crate) async fn committed_windows<DB: Dialect>(
 /// What the join reads: the job's results (and its challenger's), and its labels.
 pub(crate) struct JoinSpec<'a> {
     pub results: &'a TableName,
-    pub key: &'a crate::ident::Ident,
+    pub key: &'a Ident,
     pub key_kind: KeyKind,
     pub challenger: Option<&'a TableName>,
     pub labels: &'a LabelsSpec,
@@ -173,6 +173,36 @@ fn labels_from<DB: Dialect>(labels: &LabelsSpec) -> String {
     }
 }
 
+/// A key column as [`Backend::stream_fields`] reads it: cast to a 64-bit integer or to text.
+fn key_field<DB: Dialect>(side: &str, key: &Ident, kind: KeyKind) -> (String, FieldKind) {
+    let column = DB::column(key);
+    match kind {
+        KeyKind::Integer => (
+            format!("CAST({side}.{column} AS {})", DB::BIGINT),
+            FieldKind::Int,
+        ),
+        KeyKind::Text => (
+            format!("CAST({side}.{column} AS {})", DB::TEXT),
+            FieldKind::Text,
+        ),
+    }
+}
+
+/// The select list of `columns` (expression, how it is read), named `c0`, `c1`, … as
+/// [`Backend::stream_fields`] wants them, and their kinds.
+fn select_fields(columns: &[(String, FieldKind)]) -> (String, Vec<FieldKind>) {
+    debug_assert!(columns.len() <= super::MAX_FIELDS);
+    let selected: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (expression, _))| format!("{expression} AS c{i}"))
+        .collect();
+    (
+        selected.join(", "),
+        columns.iter().map(|(_, kind)| *kind).collect(),
+    )
+}
+
 /// Stream the result rows the runs `run_ids` wrote, each with its labels (a key with two labels
 /// comes twice; one without, once with none), to `each`. Which of two labels counts is
 /// [`latest_labels`]'s to say: the join reads no time, so the scan costs what reading the rows
@@ -185,19 +215,13 @@ pub(crate) async fn joined_rows<B: Backend>(
 ) -> anyhow::Result<()> {
     let labels = join.labels;
     let key = B::Db::column(join.key);
-    let cast = |side: &str, column: &crate::ident::Ident, to: &str| {
+    let cast = |side: &str, column: &Ident, to: &str| {
         format!("CAST({side}.{} AS {to})", B::Db::column(column))
     };
     let (double, text) = (B::Db::DOUBLE, B::Db::TEXT);
     // Each column read, as `c0`, `c1`, …: (expression, how it is read).
     let mut columns: Vec<(String, FieldKind)> = vec![("m.run_id".to_owned(), FieldKind::Text)];
-    columns.push(match join.key_kind {
-        KeyKind::Integer => (
-            format!("CAST(m.{key} AS {})", B::Db::BIGINT),
-            FieldKind::Int,
-        ),
-        KeyKind::Text => (format!("CAST(m.{key} AS {text})"), FieldKind::Text),
-    });
+    columns.push(key_field::<B::Db>("m", join.key, join.key_kind));
     let (score, predicted, label) = match &labels.task {
         Task::Classification {
             score, predicted, ..
@@ -238,19 +262,12 @@ pub(crate) async fn joined_rows<B: Backend>(
         B::Db::column(&labels.key),
         B::Db::column(&labels.label),
     );
-    debug_assert!(columns.len() <= crate::db::MAX_FIELDS);
     let ids = dialect::placeholders(1, run_ids.len());
-    let selected: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, (expression, _))| format!("{expression} AS c{i}"))
-        .collect();
+    let (selected, kinds) = select_fields(&columns);
     let sql = format!(
-        "SELECT {} FROM {from} WHERE m.run_id IN ({})",
-        selected.join(", "),
+        "SELECT {selected} FROM {from} WHERE m.run_id IN ({})",
         ids.join(", ")
     );
-    let kinds: Vec<FieldKind> = columns.iter().map(|(_, kind)| *kind).collect();
     let params: Vec<Param> = run_ids.iter().map(Param::from).collect();
     fn text_at<'a>(fields: &[Field<'a>], i: usize) -> Option<&'a str> {
         match fields[i] {
@@ -307,13 +324,7 @@ pub(crate) async fn latest_labels<B: Backend>(
     let key = B::Db::column(&labels.key);
     let regression = matches!(labels.task, Task::Regression { .. });
     let mut columns = vec![
-        match key_kind {
-            KeyKind::Integer => (
-                format!("CAST(l.{key} AS {})", B::Db::BIGINT),
-                FieldKind::Int,
-            ),
-            KeyKind::Text => (format!("CAST(l.{key} AS {text})"), FieldKind::Text),
-        },
+        key_field::<B::Db>("l", &labels.key, key_kind),
         match regression {
             true => (format!("CAST(l.{label} AS {double})"), FieldKind::Float),
             false => (format!("CAST(l.{label} AS {text})"), FieldKind::Text),
@@ -323,16 +334,10 @@ pub(crate) async fn latest_labels<B: Backend>(
         let column = format!("l.{}", B::Db::column(ts));
         columns.push((B::Db::epoch(&column), FieldKind::Float));
     }
-    let kinds: Vec<FieldKind> = columns.iter().map(|(_, kind)| *kind).collect();
-    let selected: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, (expression, _))| format!("{expression} AS c{i}"))
-        .collect();
+    let (selected, kinds) = select_fields(&columns);
     for part in keys.chunks(500) {
         let sql = format!(
-            "SELECT {} FROM {} WHERE l.{label} IS NOT NULL AND l.{key} IN ({})",
-            selected.join(", "),
+            "SELECT {selected} FROM {} WHERE l.{label} IS NOT NULL AND l.{key} IN ({})",
             labels_from::<B::Db>(labels),
             dialect::placeholders(1, part.len()).join(", ")
         );
@@ -381,6 +386,15 @@ pub(crate) async fn latest_labels<B: Backend>(
 pub(crate) enum LabelValue {
     Text(String),
     Number(f64),
+}
+
+impl LabelValue {
+    pub fn as_truth(&self) -> Truth<'_> {
+        match self {
+            LabelValue::Text(text) => Truth::Text(text),
+            LabelValue::Number(x) => Truth::Number(*x),
+        }
+    }
 }
 
 /// How many labels name a key the job never scored (ignored by the evaluation). `matched`: the

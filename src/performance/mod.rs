@@ -8,7 +8,12 @@
 //! after its windows). Every evaluation recomputes what it reads, so late labels change the
 //! figures, and one that finds nothing new writes nothing.
 
+mod check;
 pub mod metrics;
+mod summary;
+
+pub use check::{check, describe};
+pub use summary::{Summary, summary};
 
 use std::collections::HashMap;
 
@@ -17,15 +22,11 @@ use chrono::{DateTime, Utc};
 use self::metrics::{Classified, Figure, Regressed};
 use crate::db::Backend;
 use crate::db::performance::{
-    self as store, Committed, JoinSpec, Key, KeyRef, LabelValue, Select, StoredFigure, Truth,
+    self as store, Committed, JoinSpec, Key, KeyRef, Select, StoredFigure, Truth,
 };
-use crate::error::ConfigError;
 use crate::job::PreparedJob;
 use crate::plan::Window;
-use crate::sink::ResultType;
-use crate::source::{ColumnKind, KeyKind};
 use crate::spec::labels::{LabelsSpec, Positive, Task};
-use crate::spec::{JobSpec, SourceFrom};
 
 /// At most this many result rows are read per query. A window's labelled rows are held to sort
 /// them (an exact AUC) until its last row is read: where rows come in the order they were
@@ -76,179 +77,6 @@ pub struct Evaluation {
     pub unscored_labels: Option<i64>,
 }
 
-/// Check `[labels]` against the database before any row is read: the labels' table or query
-/// and its columns, the label's type against the task, the key's against the job's, and the
-/// positive class among the labels. A problem is a [`ConfigError`] naming it; a note says what
-/// is fine but worth knowing.
-pub async fn check<B: Backend>(db: &B, job: &PreparedJob) -> anyhow::Result<Vec<String>> {
-    let Some(labels) = &job.spec.labels else {
-        return Ok(Vec::new());
-    };
-    let name = &job.spec.name;
-    let problem = |text: String| -> anyhow::Error { ConfigError::job(name, text).into() };
-    let columns = describe_labels(db, &job.spec, labels).await?;
-    let kind = |column: &crate::ident::Ident| {
-        columns
-            .iter()
-            .find(|(c, _)| c == column.as_str())
-            .map(|(_, kind)| kind.clone())
-    };
-    let what = match &labels.from {
-        SourceFrom::Table(table) => format!("labels table {table}"),
-        SourceFrom::Query(_) => "labels.query".to_owned(),
-    };
-    let have: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
-    let missing = |field: &str, column: &crate::ident::Ident| {
-        problem(format!(
-            "labels.{field}: {what} has no column {column} (its columns: {})",
-            have.join(", ")
-        ))
-    };
-    let key = kind(&labels.key).ok_or_else(|| missing("key", &labels.key))?;
-    let label = kind(&labels.label).ok_or_else(|| missing("label", &labels.label))?;
-    if let Some(ts) = &labels.timestamp {
-        let ts_kind = kind(ts).ok_or_else(|| missing("timestamp", ts))?;
-        if !B::timestamp_ok(&ts_kind) {
-            return Err(problem(format!(
-                "labels.timestamp: column {ts} of {what} is {}, which does not hold times",
-                crate::source::kind_name(&ts_kind)
-            )));
-        }
-    }
-    let key_fits = match job.results.key_kind {
-        KeyKind::Integer => matches!(
-            key,
-            ColumnKind::Integer | ColumnKind::Numeric | ColumnKind::Dynamic
-        ),
-        KeyKind::Text => matches!(key, ColumnKind::Text | ColumnKind::Dynamic),
-    };
-    if !key_fits {
-        return Err(problem(format!(
-            "labels.key: column {} of {what} is {}, but the job's key {} is {}: they cannot be joined",
-            labels.key,
-            crate::source::kind_name(&key),
-            job.spec.source.key,
-            match job.results.key_kind {
-                KeyKind::Integer => "an integer",
-                KeyKind::Text => "text",
-            }
-        )));
-    }
-    let result_type = |column: &crate::ident::Ident| {
-        job.results
-            .outputs
-            .iter()
-            .find(|(c, _)| c == column)
-            .map(|(_, t)| *t)
-            .expect("checked against [outputs] when the file was read")
-    };
-    let mut notes = Vec::new();
-    match &labels.task {
-        Task::Classification {
-            score,
-            predicted,
-            positive,
-            ..
-        } => {
-            if result_type(score) != ResultType::Float {
-                return Err(problem(format!(
-                    "labels.score: result column {score} holds {} values; it must hold the positive class's probability or score (a float)",
-                    result_type(score).name()
-                )));
-            }
-            let _ = predicted;
-            if matches!(label, ColumnKind::Timestamp | ColumnKind::Other(_)) {
-                return Err(problem(format!(
-                    "labels.label: column {} of {what} is {}, which cannot be compared with positive = {positive}",
-                    labels.label,
-                    crate::source::kind_name(&label)
-                )));
-            }
-            match store::label_values(db.pool(), labels, &positive.spellings()).await? {
-                None => notes.push(format!(
-                    "{what} holds no labels yet: windows are evaluated once they arrive"
-                )),
-                Some((true, _)) => {}
-                Some((false, seen)) => {
-                    return Err(problem(format!(
-                        "labels.positive = {positive} is never seen in column {} of {what} (values there include: {})",
-                        labels.label,
-                        seen.join(", ")
-                    )));
-                }
-            }
-        }
-        Task::Regression { prediction } => {
-            if !matches!(
-                result_type(prediction),
-                ResultType::Float | ResultType::Integer
-            ) {
-                return Err(problem(format!(
-                    "labels.prediction: result column {prediction} holds {} values, which cannot be compared with a number",
-                    result_type(prediction).name()
-                )));
-            }
-            if !matches!(
-                label,
-                ColumnKind::Integer | ColumnKind::Real | ColumnKind::Numeric | ColumnKind::Dynamic
-            ) {
-                return Err(problem(format!(
-                    "labels.label: column {} of {what} is {}; a regression's label must be a number",
-                    labels.label,
-                    crate::source::kind_name(&label)
-                )));
-            }
-        }
-    }
-    Ok(notes)
-}
-
-/// How `jobs validate` shows `[labels]`: where they come from, what is judged, and when.
-pub fn describe(labels: &LabelsSpec) -> String {
-    let from = match &labels.from {
-        SourceFrom::Table(table) => table.to_string(),
-        SourceFrom::Query(_) => "labels.query".to_owned(),
-    };
-    let judged = match &labels.task {
-        Task::Classification {
-            score, positive, ..
-        } => format!(
-            "classification of {score} against {} = {positive}",
-            labels.label
-        ),
-        Task::Regression { prediction } => {
-            format!("regression of {prediction} against {}", labels.label)
-        }
-    };
-    format!(
-        "labels from {from}: {judged}, final {} after a window ends",
-        humantime::format_duration(labels.maturity.to_std().unwrap_or_default())
-    )
-}
-
-/// The labels' columns, described as a source would be (the same table-or-query rules), with
-/// the problem worded for `[labels]`.
-async fn describe_labels<B: Backend>(
-    db: &B,
-    spec: &JobSpec,
-    labels: &LabelsSpec,
-) -> anyhow::Result<crate::source::SourceColumns> {
-    let mut as_source = spec.clone();
-    as_source.source.from = labels.from.clone();
-    db.describe_source(&as_source)
-        .await
-        .map_err(|err| match err.downcast::<ConfigError>() {
-            Ok(ConfigError::Job { job, problem }) => {
-                let problem = problem
-                    .replacen("source table", "labels table", 1)
-                    .replacen("source.query", "labels.query", 1);
-                ConfigError::Job { job, problem }.into()
-            }
-            Ok(other) => other.into(),
-            Err(err) => err,
-        })
-}
-
 /// Evaluate the job's committed windows that `select` picks, store what changed, and return
 /// their figures. `now` decides which are final.
 pub async fn evaluate<B: Backend>(
@@ -269,22 +97,15 @@ pub async fn evaluate<B: Backend>(
         if !batch.is_empty()
             && (rows + window.rows_written > ROWS_PER_READ || batch.len() == WINDOWS_PER_READ)
         {
-            evaluate_batch(
-                db,
-                job,
-                labels,
-                &std::mem::take(&mut batch),
-                now,
-                &mut evaluation,
-            )
-            .await?;
+            let full = std::mem::take(&mut batch);
+            evaluate_batch(db, job, labels, &full, now, true, &mut evaluation).await?;
             rows = 0;
         }
         rows += window.rows_written;
         batch.push(window);
     }
     if !batch.is_empty() {
-        evaluate_batch(db, job, labels, &batch, now, &mut evaluation).await?;
+        evaluate_batch(db, job, labels, &batch, now, true, &mut evaluation).await?;
     }
     Ok(evaluation)
 }
@@ -335,6 +156,18 @@ fn join_spec<'a>(job: &'a PreparedJob, labels: &'a LabelsSpec, challenged: bool)
 struct Seen(Vec<(String, bool)>);
 
 impl Seen {
+    /// A label as the metrics take it: 1 or 0 against the positive class, or a regression's
+    /// number; `None` for a label of the other kind.
+    fn truth(&mut self, label: Truth<'_>, positive: Option<&Positive>) -> Option<f64> {
+        match (label, positive) {
+            (Truth::Text(text), Some(positive)) => {
+                Some(f64::from(u8::from(self.positive(positive, text))))
+            }
+            (Truth::Number(x), None) => Some(x),
+            _ => None,
+        }
+    }
+
     fn positive(&mut self, positive: &Positive, text: &str) -> bool {
         if let Some((_, is)) = self.0.iter().find(|(seen, _)| seen == text) {
             return *is;
@@ -395,12 +228,15 @@ impl Gathered {
     }
 }
 
+/// Evaluate the windows of `batch` from one scan. With `early`, a window is judged (and its rows
+/// freed) as soon as the ledger's count of its rows has been read; without, at the end.
 async fn evaluate_batch<B: Backend>(
     db: &B,
     job: &PreparedJob,
     labels: &LabelsSpec,
     batch: &[Committed],
     now: DateTime<Utc>,
+    early_judging: bool,
     evaluation: &mut Evaluation,
 ) -> anyhow::Result<()> {
     let challenged = batch.iter().any(|w| w.challenger_sha256.is_some());
@@ -420,23 +256,15 @@ async fn evaluate_batch<B: Backend>(
         Task::Regression { .. } => (None, 0.5, false),
     };
     let mut seen = Seen::default();
-    let expected: HashMap<&str, (i64, &Committed)> = batch
-        .iter()
-        .map(|w| (w.run_id.as_str(), (w.rows_written, w)))
-        .collect();
+    let committed: HashMap<&str, &Committed> =
+        batch.iter().map(|w| (w.run_id.as_str(), w)).collect();
     // Windows judged as soon as their last row was read, freeing their rows; a row of one of
     // them arriving later after all (rows out of order) sends it back to be read again alone.
     let mut early: Vec<Evaluated> = Vec::new();
     let mut judged: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut again: std::collections::HashSet<String> = std::collections::HashSet::new();
     store::joined_rows(db, &join, &run_ids, |joined| {
-        let truth = match (joined.label, positive) {
-            (Some(Truth::Text(text)), Some(positive)) => {
-                Some(f64::from(u8::from(seen.positive(positive, text))))
-            }
-            (Some(Truth::Number(x)), None) => Some(x),
-            _ => None,
-        };
+        let truth = joined.label.and_then(|label| seen.truth(label, positive));
         let mut is_positive = |text: Option<&str>| match (text, positive) {
             (Some(text), Some(positive)) => seen.positive(positive, text),
             _ => false,
@@ -450,11 +278,13 @@ async fn evaluate_batch<B: Backend>(
         });
         if last.as_ref().is_none_or(|(run, _)| run != joined.run_id) {
             if let Some((run, window)) = last.take() {
-                let complete = expected
-                    .get(run.as_str())
-                    .filter(|(rows, _)| window.scored as i64 >= *rows && window.relabel.is_empty());
+                let complete = committed.get(run.as_str()).filter(|c| {
+                    early_judging
+                        && window.scored as i64 >= c.rows_written
+                        && window.relabel.is_empty()
+                });
                 match complete {
-                    Some((_, committed)) => {
+                    Some(committed) => {
                         early.extend(judge_window(committed, &window, labels, threshold, now));
                         judged.insert(run);
                     }
@@ -492,13 +322,9 @@ async fn evaluate_batch<B: Backend>(
                 else {
                     continue;
                 };
-                window.rows[at].truth = match (label, positive) {
-                    (LabelValue::Text(text), Some(positive)) => {
-                        f64::from(u8::from(positive.matches(text)))
-                    }
-                    (LabelValue::Number(x), _) => *x,
-                    (LabelValue::Text(_), None) => continue,
-                };
+                if let Some(truth) = seen.truth(label.as_truth(), positive) {
+                    window.rows[at].truth = truth;
+                }
             }
         }
     }
@@ -513,7 +339,9 @@ async fn evaluate_batch<B: Backend>(
         early.retain(|e| !again.contains(&e.run_id));
         for window in reread {
             let mut alone = Evaluation::default();
-            Box::pin(evaluate_alone(db, job, labels, &window, now, &mut alone)).await?;
+            let alone_batch = [window];
+            let reading = evaluate_batch(db, job, labels, &alone_batch, now, false, &mut alone);
+            Box::pin(reading).await?;
             evaluation.changed += alone.changed;
             early.extend(alone.windows);
         }
@@ -536,29 +364,6 @@ async fn evaluate_batch<B: Backend>(
     evaluation.changed += store_changed(db, &job.spec.name, &figures).await?;
     evaluation.windows.extend(figures);
     Ok(())
-}
-
-/// One window read by itself, every row held until the end (no early judging).
-async fn evaluate_alone<B: Backend>(
-    db: &B,
-    job: &PreparedJob,
-    labels: &LabelsSpec,
-    window: &Committed,
-    now: DateTime<Utc>,
-    evaluation: &mut Evaluation,
-) -> anyhow::Result<()> {
-    let mut alone = window.clone();
-    // An expected count no window reaches: nothing is judged before the scan ends.
-    alone.rows_written = i64::MAX;
-    evaluate_batch(
-        db,
-        job,
-        labels,
-        std::slice::from_ref(&alone),
-        now,
-        evaluation,
-    )
-    .await
 }
 
 /// Both models' figures for one window's gathered rows: provisional until the labels' maturity
@@ -715,117 +520,4 @@ pub async fn evaluate_due<B: Backend>(
         limit: DUE_PER_PASS,
     };
     evaluate(db, job, select, now).await
-}
-
-/// The latest final window's figures and a rolling 7-day figure per model and metric: what
-/// `monitor`, `status` and `/metrics` show.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Summary {
-    /// The latest final window.
-    #[serde(skip)]
-    pub window: Option<Window>,
-    /// (model, metric, latest window's value, the 7 days' value), in metric order.
-    pub figures: Vec<SummaryFigure>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SummaryFigure {
-    pub model: String,
-    pub metric: String,
-    pub latest: Option<f64>,
-    /// The 7 days' windows' values, weighted by their labelled rows (a mean of windows' AUCs,
-    /// not an AUC of the week's rows).
-    pub rolling_7d: Option<f64>,
-}
-
-impl Summary {
-    pub fn latest(&self, model: &str, metric: &str) -> Option<f64> {
-        self.figures
-            .iter()
-            .find(|f| f.model == model && f.metric == metric)
-            .and_then(|f| f.latest)
-    }
-}
-
-/// The job's [`Summary`] from its stored final figures.
-pub async fn summary<B: Backend>(db: &B, job: &str) -> anyhow::Result<Summary> {
-    let stored = store::recent_final(db.pool(), job, 7).await?;
-    Ok(summarize(&stored))
-}
-
-fn summarize(stored: &[StoredFigure]) -> Summary {
-    let Some(latest_end) = stored.iter().map(|f| f.window.end).max() else {
-        return Summary::default();
-    };
-    // Each (shard, window, model)'s labelled rows: the weight of its other figures.
-    let weight: HashMap<(u32, Window, &str), f64> = stored
-        .iter()
-        .filter(|f| f.metric == "labelled")
-        .map(|f| {
-            (
-                (f.shard, f.window, f.model.as_str()),
-                f.value.unwrap_or(0.0),
-            )
-        })
-        .collect();
-    let mut order: Vec<(&str, &str)> = Vec::new();
-    // (model, metric) → (latest: sum, weight), (rolling: sum, weight)
-    let mut sums: HashMap<(&str, &str), [(f64, f64); 2]> = HashMap::new();
-    for f in stored {
-        let Some(value) = f.value else { continue };
-        let counted = matches!(
-            f.metric.as_str(),
-            "labelled" | "scored" | "duplicate_labels"
-        );
-        let w = match counted {
-            true => 1.0,
-            false => *weight
-                .get(&(f.shard, f.window, f.model.as_str()))
-                .unwrap_or(&0.0),
-        };
-        let key = (f.model.as_str(), f.metric.as_str());
-        if !sums.contains_key(&key) {
-            order.push(key);
-        }
-        let entry = sums.entry(key).or_insert([(0.0, 0.0); 2]);
-        entry[1].0 += value * w;
-        entry[1].1 += w;
-        if f.window.end == latest_end {
-            entry[0].0 += value * w;
-            entry[0].1 += w;
-        }
-    }
-    let rank = |metric: &str| {
-        metrics::CLASSIFICATION
-            .iter()
-            .chain(metrics::REGRESSION.iter())
-            .position(|m| *m == metric)
-            .unwrap_or(usize::MAX)
-    };
-    order.sort_by_key(|(model, metric)| (*model != "champion", rank(metric)));
-    let latest_window = stored
-        .iter()
-        .find(|f| f.window.end == latest_end)
-        .map(|f| f.window);
-    Summary {
-        window: latest_window,
-        figures: order
-            .into_iter()
-            .map(|(model, metric)| {
-                let [(ls, lw), (rs, rw)] = sums[&(model, metric)];
-                let counted = matches!(metric, "labelled" | "scored" | "duplicate_labels");
-                let mean = |s: f64, w: f64| match (counted, w > 0.0) {
-                    (true, _) => Some(s),
-                    (false, true) => Some(s / w),
-                    (false, false) => None,
-                };
-                SummaryFigure {
-                    model: model.to_owned(),
-                    metric: metric.to_owned(),
-                    latest: mean(ls, lw),
-                    rolling_7d: mean(rs, rw),
-                }
-            })
-            .collect(),
-    }
 }
