@@ -26,3 +26,11 @@ pub(super) fn on_this_thread<T>(f: impl FnOnce() -> T) -> T {
         _ => f(),
     }
 }
+
+/// Bytes of heap SQLite holds in this process now: every connection's page cache, prepared
+/// statements and schema, of sqlx's pools and of direct reads alike.
+#[allow(unsafe_code)]
+pub fn heap_bytes() -> i64 {
+    // SAFETY: reads one of SQLite's own counters; takes no pointer and holds no connection.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+}

@@ -9,6 +9,8 @@
 mod claim;
 mod dialect;
 mod direct;
+
+pub use direct::heap_bytes;
 mod read;
 mod window;
 mod write;
@@ -37,6 +39,11 @@ fn primary_code(err: &sqlx::Error) -> Option<i32> {
     Some(db.code()?.parse::<i32>().ok()? & 0xff)
 }
 
+/// The most heap SQLite may keep in this process before it recycles cached pages rather than
+/// allocate: a window's reader and writer need a few pages each; the rest is a cache the
+/// operating system keeps too.
+const HEAP_LIMIT: i64 = 8 << 20;
+
 #[derive(Clone)]
 pub struct SqliteBackend {
     pool: SqlitePool,
@@ -59,6 +66,13 @@ impl SqliteBackend {
             // besides), and the pool's caches, which fill as the database grows, stay small in a
             // daemon that runs for months.
             .pragma("cache_size", "-1024")
+            // And all of them together, with statements and schemas, at most HEAP_LIMIT: past
+            // it SQLite reuses its caches' least recently used pages instead of allocating new
+            // ones. Each cache alone is bounded, but a daemon's pool holds a dozen connections
+            // and each fills as the 50 results tables it writes grow; the soak (bench/soak.py)
+            // watched them add 0.5 MiB a minute. The limit is the process's, set on every
+            // connection alike.
+            .pragma("soft_heap_limit", HEAP_LIMIT.to_string())
             // Streaming a window is a long statement by design, not a slow one worth a warning.
             .disable_statement_logging();
         // Turning a new file into WAL takes its exclusive lock from inside a read, and SQLite

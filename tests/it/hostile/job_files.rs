@@ -6,7 +6,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use toml::Value;
 
 use crate::support::*;
@@ -301,6 +301,10 @@ async fn mutated_job_files_exit_0_or_2_and_never_half_write() {
         vec![Mutation::Set(0, Value::String("x".repeat(1 << 20)))],
         vec![Mutation::Set(15, Value::String("température".into()))],
         vec![Mutation::Duplicate(4)],
+        // And edits a careful author makes, which must keep working.
+        vec![Mutation::Set(0, Value::String("Ausfallrisiko ✓".into()))],
+        vec![Mutation::Set(7, Value::Integer(1))],
+        vec![Mutation::Remove(18)],
     ];
     // Runs that exited 0 and 2: a property that held only because every case failed early, or
     // none did, would prove little.
@@ -311,11 +315,22 @@ async fn mutated_job_files_exit_0_or_2_and_never_half_write() {
             panic!("{case:?}: {e}");
         }
     }
-    let mut runner = TestRunner::new(Config {
-        cases: 120,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    // A fixed seed: the same 120 cases on every run, so the counts below cannot flake with
+    // the draw (an unseeded run once drew 2 exit-0 cases); PROPTEST_RNG_SEED explores others.
+    let seed = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(32);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 120,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
     let strategy = proptest::collection::vec(mutation(), 1..4);
     let handle = tokio::runtime::Handle::current();
     let seen = std::sync::Mutex::new(seen);
