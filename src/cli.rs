@@ -49,6 +49,20 @@ pub struct GlobalArgs {
     )]
     pub jobs_dir: PathBuf,
 
+    /// Alert routes (where failures, lateness, drift… are sent): default `alerts.toml` next to
+    /// the jobs directory, if there is one.
+    #[arg(
+        long = "alerts",
+        env = "BATCHSCORE_ALERTS",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub alerts_file: Option<PathBuf>,
+
+    /// The daemon's address as people reach it (http://host:port), linked from alerts.
+    #[arg(long, env = "BATCHSCORE_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
     /// Log format on stderr.
     #[arg(long, value_enum, global = true, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -88,6 +102,10 @@ pub enum Command {
     /// Show or set job watermarks (the end of each job's last committed window).
     #[command(subcommand)]
     Watermark(WatermarkCommand),
+    /// Alerts to webhooks, Slack and PagerDuty (alerts.toml): check lateness now, or test the
+    /// routes.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Drift: the latest window's features and outputs against the job's reference, worst
     /// first (exit 1 when one is in drift); or set the reference.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true, after_help = MONITOR_HELP)]
@@ -313,6 +331,23 @@ pub struct DaemonArgs {
     /// How long a job's claim outlives its last renewal (see run-job --lease).
     #[arg(long, default_value = crate::claim::DEFAULT_LEASE, value_parser = parse_duration)]
     pub lease: chrono::TimeDelta,
+
+    /// How often every job's lateness is checked for alerts (a minute; shorter in tests).
+    #[arg(long, default_value = "1m", value_parser = parse_std_duration, hide = true)]
+    pub late_check_every: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Check every job's lateness and realized performance now and send what changed (for
+    /// cron users without a daemon; failures and drift are sent by run-job itself).
+    Check,
+    /// Send a test alert to each route and print each answer (exit 1 if one failed).
+    Test {
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+    },
 }
 
 fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {

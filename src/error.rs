@@ -43,6 +43,13 @@ pub enum ConfigError {
     /// The daemon cannot start as configured (no valid job, a bad `--listen` address).
     #[error("daemon: {0}")]
     Daemon(String),
+    /// The alert routes file (`alerts.toml`) is unreadable, or a route in it is wrong.
+    #[error("{}: {}{problem}", path.display(), route.as_ref().map(|r| format!("route `{r}`: ")).unwrap_or_default())]
+    Alerts {
+        path: PathBuf,
+        route: Option<String>,
+        problem: String,
+    },
 }
 
 impl ConfigError {

@@ -5,12 +5,14 @@
 //! chunks) → [`features`] (chunk → one tensor per model input) → [`model`] (ONNX Runtime scoring) → [`sink`]
 //! (predictions → results table) → [`ledger`] (the run's record), tied together by [`run`].
 //! [`challenger`] scores a second model on the same windows. [`db`] is the one seam between SQLite, PostgreSQL and MySQL; [`daemon`] runs jobs on their
-//! schedules (with its HTTP endpoints and metrics); [`command`] holds the subcommands.
+//! schedules (with its HTTP endpoints and metrics); [`alerts`] tells a person when a job needs
+//! one; [`command`] holds the subcommands.
 
 // The public surface is what `main.rs` needs; everything else is crate-private, and its docs
 // (`cargo doc --document-private-items`) link across private modules on purpose.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub(crate) mod alerts;
 pub(crate) mod bad_row;
 pub(crate) mod challenger;
 pub(crate) mod claim;

@@ -22,6 +22,15 @@ pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCo
         shutdown_grace: args.shutdown_grace,
         listen: args.listen,
         lease: args.lease,
+        alert_routes: match super::alerts::routes(global) {
+            Ok(routes) => routes.filter(|r| !r.routes.is_empty()),
+            Err(err) => {
+                tracing::error!(error = %err, "alert routes unusable: running without alerts (batchscore jobs validate)");
+                None
+            }
+        },
+        public_url: global.public_url.clone(),
+        late_check_every: args.late_check_every,
     };
     let controls = Controls::signals()?;
     with_backend!(db, backend => daemon::run(backend, options, controls).await)

@@ -39,6 +39,24 @@ pub async fn validate(global: &GlobalArgs, name: Option<String>) -> anyhow::Resu
         Some(name) => vec![name],
         None => job_names(&global.jobs_dir)?,
     };
+    // The alert routes first: a route that cannot send is found before it is needed.
+    let routes_ok = match super::alerts::routes(global) {
+        Ok(Some(routes)) => {
+            let names: Vec<&str> = routes.routes.iter().map(|r| r.name.as_str()).collect();
+            println!(
+                "ok      alerts: {} route(s) in {}: {}",
+                names.len(),
+                routes.path.display(),
+                names.join(", ")
+            );
+            true
+        }
+        Ok(None) => true,
+        Err(err) => {
+            println!("invalid alerts: {err}");
+            false
+        }
+    };
     let db = db::connect(&global.database_url).await?;
     let mut failed = 0;
     for name in &names {
@@ -56,6 +74,10 @@ pub async fn validate(global: &GlobalArgs, name: Option<String>) -> anyhow::Resu
     }
     if failed > 0 {
         eprintln!("error: {failed} of {} job(s) invalid", names.len());
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    if !routes_ok {
+        eprintln!("error: the alert routes are invalid");
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
     Ok(ExitCode::SUCCESS)

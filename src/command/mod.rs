@@ -1,5 +1,6 @@
 //! The subcommands, one file each; [`dispatch`] routes a parsed command line to them.
 
+pub mod alerts;
 pub mod compare;
 pub mod daemon;
 pub mod evaluate;
@@ -16,7 +17,9 @@ pub mod watermark;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, JobsCommand, MonitorArgs, MonitorCommand, WatermarkCommand};
+use crate::cli::{
+    AlertsCommand, Cli, Command, JobsCommand, MonitorArgs, MonitorCommand, WatermarkCommand,
+};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
@@ -47,6 +50,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watermark(WatermarkCommand::Set { name, time, shard }) => {
             watermark::set(global, &name, time, shard).await
         }
+        Command::Alerts(AlertsCommand::Check) => alerts::check(global).await,
+        Command::Alerts(AlertsCommand::Test { route }) => alerts::test(global, route).await,
         Command::Reshard { name } => reshard::run(global, &name).await,
         Command::Models { name, json } => models::run(global, &name, json).await,
         Command::Compare {

@@ -60,10 +60,22 @@ async fn run_with<B: Backend>(
         Some(bars) => run::Progress::Bars(bars),
         None => run::Progress::log(),
     };
+    let alerts = super::alerts::load_for_scoring(global, crate::alerts::Counters::default());
     let (summary, _) = run::Run::new(db, &job, args.lease, &stop, &progress)
+        .alerting(alerts.clone())
         .run_job(request, choice)
         .await;
-    let summary = summary?;
+    // Alerts go out after the windows' commits; the exit waits for them (each delivery is
+    // bounded), and their outcome does not change it.
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(err) => {
+            if let Some(alerts) = &alerts {
+                alerts.settle().await;
+            }
+            return Err(err);
+        }
+    };
     for run in &summary.runs {
         let name = crate::shard::job_label(&job.spec.name, run.shard);
         if run.windows.is_empty() {
@@ -93,7 +105,10 @@ async fn run_with<B: Backend>(
             );
         }
     }
-    evaluate_due(db, &job, deadline).await;
+    evaluate_due(db, &job, deadline, alerts.as_ref()).await;
+    if let Some(alerts) = &alerts {
+        alerts.settle().await;
+    }
     for shard in &summary.passed_over {
         let name = crate::shard::job_label(&job.spec.name, *shard);
         println!("{name}: left to the run that holds it");
@@ -111,11 +126,20 @@ async fn evaluate_due<B: Backend>(
     db: &B,
     job: &crate::job::PreparedJob,
     deadline: std::time::Duration,
+    alerts: Option<&std::sync::Arc<crate::alerts::Alerts>>,
 ) {
     if job.spec.labels.is_none() {
         return;
     }
-    let evaluating = crate::performance::evaluate_due(db, job, Utc::now());
+    let evaluating = async {
+        let done = crate::performance::evaluate_due(db, job, Utc::now()).await?;
+        if let Some(alerts) = alerts {
+            let summary = crate::performance::summary(db, &job.spec.name).await?;
+            let change = crate::alerts::performance_change(&job.spec, &summary);
+            alerts.raise(db, change.into_iter().collect());
+        }
+        anyhow::Ok(done)
+    };
     match db::within(deadline, "evaluating realized performance", evaluating).await {
         Ok(done) if !done.windows.is_empty() => println!(
             "{}: evaluated {} window(s) against its labels ({} figure(s) changed)",

@@ -105,6 +105,11 @@ pub struct Metrics {
     /// `labels.alert_below` and `labels.alert_above`, on the headline metric.
     pub model_metric_alert_below: Family<MetricLabels, FloatGauge>,
     pub model_metric_alert_above: Family<MetricLabels, FloatGauge>,
+    /// Heap SQLite holds in this process (its page caches, statements, schemas), read at
+    /// each scrape: bounded by the backend's soft heap limit.
+    pub sqlite_memory: Gauge,
+    /// Alerts delivered, by route, event and status; and deliveries that failed, by route.
+    pub alerts: crate::alerts::Counters,
 }
 
 fn run_seconds_histogram() -> Histogram {
@@ -139,6 +144,8 @@ impl Default for Metrics {
             label_coverage: Family::default(),
             model_metric_alert_below: Family::default(),
             model_metric_alert_above: Family::default(),
+            sqlite_memory: Gauge::default(),
+            alerts: crate::alerts::Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -256,6 +263,22 @@ impl Default for Metrics {
             "model_metric_alert_above",
             "labels.alert_above: the headline metric (MAE) should stay below this",
             metrics.model_metric_alert_above.clone(),
+        );
+        registry.register(
+            "alerts_sent",
+            "Alerts a route accepted, by event and status (firing, resolved)",
+            metrics.alerts.sent.clone(),
+        );
+        registry.register(
+            "alerts_failed",
+            "Alert deliveries that failed after their tries (the run went on)",
+            metrics.alerts.failed.clone(),
+        );
+        registry.register_with_unit(
+            "sqlite_memory",
+            "Heap held by SQLite in this process: page caches, statements, schemas",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.sqlite_memory.clone(),
         );
         Metrics {
             registry,

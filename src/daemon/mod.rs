@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use self::http::Health;
 use self::metrics::Metrics;
+use crate::alerts::Alerts;
 use crate::db::Backend;
 use crate::error::{ConfigError, Contention, EXIT_RUN_FAILED, Interrupted};
 use crate::job::{self, PreparedJob};
@@ -52,6 +53,12 @@ pub struct DaemonOptions {
     pub shutdown_grace: Duration,
     pub listen: Option<SocketAddr>,
     pub lease: TimeDelta,
+    /// Where alerts go (`alerts.toml`), if anywhere.
+    pub alert_routes: Option<crate::alerts::routes::Routes>,
+    /// Linked from alerts: the daemon as people reach it.
+    pub public_url: Option<String>,
+    /// How often every job's lateness is checked.
+    pub late_check_every: Duration,
 }
 
 /// One scheduled job.
@@ -111,6 +118,8 @@ struct Daemon<B: Backend> {
     runs: Mutex<Option<mpsc::Sender<()>>>,
     /// Jobs whose realized performance is being evaluated (one evaluation of a job at a time).
     evaluating: Mutex<std::collections::HashSet<String>>,
+    /// Where windows' ends, lateness and realized performance are told, if anywhere.
+    alerts: Option<Arc<Alerts>>,
     rolled_back: AtomicBool,
 }
 
@@ -127,6 +136,9 @@ impl<B: Backend> http::Status for Daemon<B> {
                 .get_or_create(&Metrics::label(job))
                 .set((now - *watermark).as_seconds_f64());
         }
+        self.metrics
+            .sqlite_memory
+            .set(crate::db::sqlite::heap_bytes());
         self.metrics.encode()
     }
 }
@@ -186,6 +198,7 @@ pub async fn run<B: Backend>(
     };
     daemon.schedule_all(loaded).await?;
     let trimming = memory::trim_periodically();
+    let late_checking = daemon.check_late_periodically();
 
     let signal = loop {
         tokio::select! {
@@ -195,6 +208,14 @@ pub async fn run<B: Backend>(
     };
     daemon.shut_down(signal, abort, &mut runs_done).await;
     trimming.abort();
+    if let Some(checking) = late_checking {
+        checking.abort();
+    }
+    if let Some(alerts) = &daemon.alerts {
+        // What the last windows raised goes out before the exit, for a few seconds: a receiver
+        // that hangs must not hold a stopping pod past its grace period.
+        let _ = tokio::time::timeout(Duration::from_secs(10), alerts.settle()).await;
+    }
     http_stop.notify_one();
     if let Some(http) = http {
         let _ = http.await;
@@ -232,6 +253,14 @@ async fn start<B: Backend>(
         .await
         .context("starting the scheduler")?;
     let (runs, runs_done) = mpsc::channel::<()>(1);
+    let metrics = Metrics::default();
+    let alerts = match options.alert_routes.clone() {
+        Some(routes) => {
+            let link = options.public_url.clone();
+            Some(Arc::new(Alerts::new(routes, link, metrics.alerts.clone())?))
+        }
+        None => None,
+    };
     let daemon = Arc::new(Daemon {
         permits: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
         db,
@@ -240,11 +269,12 @@ async fn start<B: Backend>(
         jobs: Mutex::new(HashMap::new()),
         watermarks: Mutex::new(HashMap::new()),
         next_generation: 1.into(),
-        metrics: Metrics::default(),
+        metrics,
         health: Health::default(),
         stop: Stop { drain, abort },
         runs: Mutex::new(Some(runs)),
         evaluating: Mutex::default(),
+        alerts,
         rolled_back: AtomicBool::new(false),
     });
 
@@ -524,6 +554,10 @@ impl<B: Backend> Daemon<B> {
                         tracing::info!(job = %name, windows = done.windows.len(), changed = done.changed, "realized performance evaluated");
                     }
                     daemon.metrics.set_performance(&name, &summary);
+                    if let Some(alerts) = &daemon.alerts {
+                        let change = crate::alerts::performance_change(&job.spec, &summary);
+                        alerts.raise(&daemon.db, change.into_iter().collect());
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(job = %name, error = %format!("{err:#}"), "evaluating realized performance failed; scoring goes on")
@@ -535,6 +569,49 @@ impl<B: Backend> Daemon<B> {
                 .expect("not poisoned")
                 .remove(&name);
         });
+    }
+
+    /// With alert routes: every job's lateness, every `late_check_every` (a minute), on a task
+    /// of its own. One read of every watermark per check; what changed is raised.
+    fn check_late_periodically(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let alerts = Arc::clone(self.alerts.as_ref()?);
+        let daemon = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(daemon.options.late_check_every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticks.tick().await;
+                let jobs: Vec<Arc<PreparedJob>> = daemon
+                    .jobs
+                    .lock()
+                    .expect("not poisoned")
+                    .values()
+                    .map(|entry| Arc::clone(&entry.job))
+                    .collect();
+                let deadline = daemon.options.lease.to_std().unwrap_or_default();
+                let reading = crate::db::ledger::watermarks(daemon.db.pool(), None);
+                let marks = match crate::db::within(deadline, "reading watermarks", reading).await {
+                    Ok(marks) => marks,
+                    Err(err) => {
+                        tracing::warn!(error = %format!("{err:#}"), "could not check lateness");
+                        continue;
+                    }
+                };
+                let now = Utc::now();
+                for job in jobs {
+                    let changes = marks
+                        .iter()
+                        .filter(|m| {
+                            m.job == job.spec.name && m.shard.count == job.spec.source.shards
+                        })
+                        .filter_map(|m| {
+                            crate::alerts::late_change(&job.spec, m.shard, m.watermark, now)
+                        })
+                        .collect();
+                    alerts.raise(&daemon.db, changes);
+                }
+            }
+        }))
     }
 
     /// After a failed run (a database outage, say), run the job again after a backoff rather
@@ -577,6 +654,7 @@ impl<B: Backend> Daemon<B> {
         let request = WindowRequest::Scheduled { now: Utc::now() };
         let progress = crate::run::Progress::log();
         let (outcome, tally) = Run::new(&self.db, &job, self.options.lease, &self.stop, &progress)
+            .alerting(self.alerts.clone())
             .run_job(request, ShardChoice::Every)
             .await;
         self.count(name, &tally);
@@ -874,6 +952,9 @@ table = "{sink}"
             shutdown_grace: Duration::from_secs(5),
             listen: None,
             lease: TimeDelta::seconds(30),
+            alert_routes: None,
+            public_url: None,
+            late_check_every: Duration::from_secs(60),
         };
         let (trigger, stop) = Shutdown::new();
         let (reload, reloads) = mpsc::channel(1);

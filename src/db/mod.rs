@@ -11,6 +11,7 @@
 //! [`with_backend!`](crate::with_backend)), so no `if postgres` is scattered through the run
 //! logic.
 
+pub(crate) mod alerts;
 pub(crate) mod claim_store;
 #[cfg(test)]
 mod conformance;

@@ -36,6 +36,7 @@ pub use self::tally::Tally;
 
 use self::lease_keeper::Keeper;
 use self::window::{Scope, run_window};
+use crate::alerts::Alerts;
 use crate::claim::{Claim, ClaimOutcome, HeldHere, Lost};
 use crate::db::{Backend, Replace, ledger, within};
 use crate::error::{ConfigError, Contention, Interrupted};
@@ -106,6 +107,8 @@ pub struct Run<'a, B: Backend> {
     stop: &'a Stop,
     progress: &'a Progress,
     tally: Tally,
+    /// Where each window's end is told ([`crate::alerts`]), if anywhere.
+    alerts: Option<Arc<Alerts>>,
 }
 
 impl<'a, B: Backend> Run<'a, B> {
@@ -123,7 +126,14 @@ impl<'a, B: Backend> Run<'a, B> {
             stop,
             progress,
             tally: Tally::default(),
+            alerts: None,
         }
+    }
+
+    /// Tell `alerts` how each window ends (after its commit, on tasks of their own).
+    pub fn alerting(mut self, alerts: Option<Arc<Alerts>>) -> Self {
+        self.alerts = alerts;
+        self
     }
 
     /// Run the chosen shards of the job: for each, claim it, plan its windows from its

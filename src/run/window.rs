@@ -10,6 +10,7 @@ use super::lease_keeper::Keeper;
 use super::pipeline::run_pipeline;
 use super::progress::WindowProgress;
 use super::{Advance, Run, WindowSummary};
+use crate::alerts::{Drifted, WindowEnd, window_changes};
 use crate::bad_row::BadRowCounts;
 use crate::claim::{Claim, Lost};
 use crate::db::profiles::reference_for;
@@ -82,8 +83,24 @@ pub(super) async fn run_window<B: Backend>(
         .into()),
         lost = keeper.lost() => Err(lost.into_error(&job_label(&job.spec.name, shard), &rolled_back)),
     };
+    if let Some(alerts) = &run.alerts {
+        let end = match &scored {
+            Ok(drift) => WindowEnd::Committed {
+                run_id: &record.run_id,
+                drift: drift.as_ref(),
+                rows_read: record.rows_read,
+                rows_bad: record.rows_bad,
+                rows_quarantined: record.rows_quarantined,
+            },
+            Err(error) => WindowEnd::Failed {
+                run_id: &record.run_id,
+                error,
+            },
+        };
+        alerts.raise(db, window_changes(&job.spec.name, shard, window, &end));
+    }
     match scored {
-        Ok(()) => Ok(committed(record, scope, &mut run.tally)),
+        Ok(_) => Ok(committed(record, scope, &mut run.tally)),
         Err(err) => {
             let deadline = keeper.claim().lease().min(FAILURE_RECORD_DEADLINE);
             Err(failed(db, job, record, (window, deadline), err, &mut run.tally).await)
@@ -171,7 +188,8 @@ async fn failed<B: Backend>(
     ))
 }
 
-/// The window's transaction: everything in it commits together or not at all.
+/// The window's transaction: everything in it commits together or not at all. With its drift,
+/// if it drifted and still committed (`on_drift = "warn"`).
 async fn score_window<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
@@ -179,7 +197,7 @@ async fn score_window<B: Backend>(
     claim: &Claim,
     (record, tally): (&mut RunRecord, &mut Tally),
     shown: &WindowProgress,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Drifted>> {
     let stamp = RunStamp {
         run_id: record.run_id.clone(),
         window: scope.window,
@@ -188,35 +206,37 @@ async fn score_window<B: Backend>(
     };
     let (tx, findings) = run_pipeline(db, job, scope.window, &stamp, claim, record, shown).await?;
     check_bad_rows(job, record, &findings.bad)?;
-    if let Some(profile) = &findings.profile {
-        check_drift(db, job, scope.window, profile, tally).await?;
-    }
+    let drifted = match &findings.profile {
+        Some(profile) => check_drift(db, job, scope.window, profile, tally).await?,
+        None => None,
+    };
     close(tx, job, scope, claim, record, findings.profile.as_ref()).await?;
     tally.challenger(record, findings.agreement.as_ref());
-    Ok(())
+    Ok(drifted)
 }
 
 /// Compare the window's profile with the job's reference (if it has one): a window in drift
 /// fails whole under `monitor.on_drift = "fail"`, and is logged and counted otherwise. With
 /// `"fail"`, a reference that cannot be read fails the window too: it could not be checked.
+/// A window that drifted under `"warn"` is returned, for alerts.
 async fn check_drift<B: Backend>(
     db: &B,
     job: &PreparedJob,
     window: Window,
     profile: &Profile,
     tally: &mut Tally,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Drifted>> {
     let monitor = &job.spec.monitor;
     let reference = match reference_for(db.pool(), &job.spec, window).await {
         Ok(Some(reference)) if reference.windows > 0 => reference,
         Ok(Some(reference)) => {
             tracing::debug!(reference = %reference.described, "no profiled window in the reference yet: drift not checked");
-            return Ok(());
+            return Ok(None);
         }
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(None),
         Err(err) if monitor.on_drift == OnDrift::Warn => {
             tracing::warn!(error = %format!("{err:#}"), "could not read the drift reference: drift not checked");
-            return Ok(());
+            return Ok(None);
         }
         Err(err) => {
             return Err(err.context("reading the drift reference (monitor.on_drift = \"fail\")"));
@@ -232,7 +252,7 @@ async fn check_drift<B: Backend>(
     }
     if report.drifted().next().is_none() {
         tracing::debug!(reference = %reference.described, "no drift");
-        return Ok(());
+        return Ok(None);
     }
     for column in report.drifted() {
         *tally
@@ -247,7 +267,22 @@ async fn check_drift<B: Backend>(
         "window drifted from its reference"
     );
     match monitor.on_drift {
-        OnDrift::Warn => Ok(()),
+        OnDrift::Warn => Ok(Some(Drifted {
+            summary: report.summary(),
+            columns: report
+                .drifted()
+                .map(|c| {
+                    serde_json::json!({
+                        "column": c.column,
+                        "role": c.role.as_str(),
+                        "measure": c.measure,
+                        "score": c.score,
+                        "threshold": c.threshold,
+                        "reasons": c.reasons,
+                    })
+                })
+                .collect(),
+        })),
         OnDrift::Fail => Err(BadWindow::Drift {
             job: job.spec.name.clone(),
             summary: report.summary(),

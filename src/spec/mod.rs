@@ -72,6 +72,16 @@ pub struct JobSpec {
     pub monitor: MonitorSpec,
     /// `[labels]`: where the truth arrives, for realized performance (see [`labels`]).
     pub labels: Option<LabelsSpec>,
+    /// `[alerts]`: the job's own bounds for the alerts of `alerts.toml` (see [`crate::alerts`]).
+    pub alerts: JobAlerts,
+}
+
+/// `[alerts]` in a job file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobAlerts {
+    /// The watermark may lag this far behind now before the job is `late`; unset, twice the
+    /// schedule's interval plus the window's lateness.
+    pub late_after: Option<TimeDelta>,
 }
 
 /// One model input and the feature columns that feed it, as indexes into `source.features`, in
@@ -244,6 +254,14 @@ struct JobFile {
     #[serde(default)]
     monitor: MonitorFile,
     labels: Option<LabelsFile>,
+    #[serde(default)]
+    alerts: AlertsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsFile {
+    late_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -423,6 +441,15 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         .map(|c| check_challenger(c, model_base, &sink.table))
         .transpose()?;
     let labels = file.labels.map(|l| l.check(&outputs)).transpose()?;
+    let alerts = JobAlerts {
+        late_after: match &file.alerts.late_after {
+            Some(text) => match parse_duration("alerts.late_after", text)? {
+                late if late > TimeDelta::zero() => Some(late),
+                _ => return Err(format!("alerts.late_after `{text}` must be longer than 0s")),
+            },
+            None => None,
+        },
+    };
 
     Ok(JobSpec {
         name: name.to_owned(),
@@ -441,6 +468,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
         bad_rows,
         monitor,
         labels,
+        alerts,
     })
 }
 

@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod alerts;
 mod bad_input;
 mod bad_rows;
 mod cost;

@@ -644,3 +644,68 @@ async fn an_unaligned_backfill_keeps_its_neighbours_profiles(kind: Kind) {
 }
 
 on_all_databases!(an_unaligned_backfill_keeps_its_neighbours_profiles);
+
+/// A window that drifts under `on_drift = "warn"` commits and is an alert (alerts.toml) naming
+/// its columns and scores; the next stable window resolves it.
+#[tokio::test]
+async fn a_drifted_window_is_an_alert_until_a_stable_one_commits() {
+    let p = Project::sqlite().await;
+    create_orders(&p).await;
+    insert(&p, &orders(0, 10, 2000, 1, false)).await;
+    insert(&p, &orders(10_000, 11, 2000, 2, true)).await;
+    insert(&p, &orders(20_000, 12, 2000, 3, false)).await;
+    let fixed = format!(
+        "reference = {{ from = \"{}\", to = \"{}\" }}",
+        hour(10),
+        hour(11)
+    );
+    p.write_job("eta", &JOB.replace("{monitor}", &fixed));
+    let hook = crate::support::receiver::Receiver::start();
+    std::fs::write(
+        p.dir.path().join("alerts.toml"),
+        format!(
+            "[[route]]\nname = \"ml\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    assert_exit(&p.batchscore(&["watermark", "set", "eta", &hour(10)]), 0);
+    assert_exit(&p.batchscore(&["run-job", "eta", "--at", &hour(11)]), 0);
+    assert!(hook.requests().is_empty());
+    // Hour 11 drifted (on_drift = "warn", the default): committed, and told.
+    assert_exit(&p.batchscore(&["run-job", "eta", "--at", &hour(12)]), 0);
+    let alert = hook.wait_for(1, 5).await[0].clone();
+    assert_eq!(alert["event"], "drift");
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["window"]["start"], hour(11));
+    let columns = alert["details"]["columns"].as_array().unwrap();
+    let distance = columns
+        .iter()
+        .find(|c| c["column"] == "distance_km")
+        .unwrap_or_else(|| panic!("{alert}"));
+    assert!(
+        distance["score"].as_f64().unwrap() > distance["threshold"].as_f64().unwrap(),
+        "{distance}"
+    );
+    // The same columns `monitor` reports in drift.
+    let (_, report) = monitor_json(&p, "eta");
+    let drifted: std::collections::BTreeSet<String> = report["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] != "ok")
+        .map(|c| c["column"].as_str().unwrap().to_owned())
+        .collect();
+    let told: std::collections::BTreeSet<String> = columns
+        .iter()
+        .map(|c| c["column"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(told, drifted);
+    // Hour 12 is like the reference: resolved.
+    assert_exit(&p.batchscore(&["run-job", "eta", "--at", &hour(13)]), 0);
+    let bodies = hook.wait_for(2, 5).await;
+    assert_eq!(
+        (bodies[1]["event"].as_str(), bodies[1]["status"].as_str()),
+        (Some("drift"), Some("resolved"))
+    );
+}

@@ -743,3 +743,80 @@ async fn the_daemon_publishes_realized_performance(kind: Kind) {
     assert!(finals >= 2, "{finals}");
 }
 on_all_databases!(the_daemon_publishes_realized_performance);
+
+/// A realized metric past its bound is an alert (alerts.toml), told once for the whole job
+/// and resolved when a later evaluation is within the bound.
+#[tokio::test]
+async fn a_metric_past_its_bound_alerts_once_and_resolves() {
+    let p = Project::sqlite().await;
+    seed_sensor_readings(&p, TimeForm::usual(p.kind)).await;
+    seed_labels(&p, "failures", "integer", &sensor_labels(0..200)).await;
+    let champion = format!("path = \"{}\"", onnx(CHAMPION));
+    p.write_job(
+        "job",
+        &sensor_job(&champion, &labels_section("alert_below = 0.999")),
+    );
+    let hook = crate::support::receiver::Receiver::start();
+    std::fs::write(
+        p.dir.path().join("alerts.toml"),
+        format!(
+            "[[route]]\nname = \"ml\"\nkind = \"webhook\"\nurl = \"{}\"\nevents = [\"performance\", \"resolved\"]\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    start_at_t0(&p, "job");
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(3)]),
+        0,
+    );
+    let alert = hook.wait_for(1, 5).await[0].clone();
+    assert_eq!(alert["event"], "performance");
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["shard"], Value::Null);
+    assert_eq!(alert["dedup_key"], "job/all/performance");
+    assert_eq!(alert["details"]["metric"], "auc");
+    assert_eq!(alert["details"]["alert_below"], 0.999);
+    let auc = alert["details"]["value"].as_f64().unwrap();
+    // The figure told is the one stored for the latest final window.
+    let stored = evaluate(&p, &[]);
+    let latest = stored["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["model"] == "champion")
+        .max_by_key(|w| w["window_end"].as_str().unwrap().to_owned())
+        .unwrap()
+        .clone();
+    let stored_auc = latest["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["metric"] == "auc")
+        .unwrap()["value"]
+        .clone();
+    assert_close(&json!(auc), &stored_auc, "the alert's AUC");
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("below labels.alert_below = 0.999")
+    );
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(3)]),
+        0,
+    );
+    assert_eq!(hook.requests().len(), 1, "told once");
+
+    p.write_job(
+        "job",
+        &sensor_job(&champion, &labels_section("alert_below = 0.01")),
+    );
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(4)]),
+        0,
+    );
+    let bodies = hook.wait_for(2, 5).await;
+    assert_eq!(bodies[1]["event"], "performance");
+    assert_eq!(bodies[1]["status"], "resolved");
+}

@@ -2,6 +2,7 @@
 
 pub mod mlflow;
 pub mod proxy;
+pub mod receiver;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
