@@ -210,14 +210,14 @@ def bench(db, work, receiver, repeat):
     first = END - dt.timedelta(minutes=30 * WINDOWS)
     db.seed(WINDOWS * ROWS_PER_WINDOW, first)
     batchscore(db, work, "migrate")
-    rows = []
+    rows, before = [], len(receiver.arrivals)
     for routes in (False, True):
         times = []
         for _ in range(repeat):
             batchscore(db, work, "watermark", "set", "bench", rfc3339(first))
             times.append(batchscore(db, work, "run-job", "bench", "--at", rfc3339(END), routes=routes))
         rows.append((f"{WINDOWS} windows, {'a route' if routes else 'no routes'}", statistics.median(times), None))
-    assert not receiver.arrivals, "nothing was to be sent"
+    assert len(receiver.arrivals) == before, "nothing was to be sent"
     # One window from the end, refused by the results table.
     last = END - dt.timedelta(minutes=30)
     db.refuse()

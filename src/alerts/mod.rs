@@ -9,14 +9,14 @@
 //! - [`deliver`]: the request, its timeout and retries.
 //!
 //! State lives in the database the jobs share, so two daemons, a cron `run-job` and a backfill
-//! that see one failure send one alert. Delivery happens after the window's commit, on tasks of
-//! its own: a slow or failing receiver never delays a window nor changes an exit code.
+//! that see one failure send one alert. Delivery happens after the window's commit, on workers
+//! of its own: a slow or failing receiver never delays a window nor changes an exit code.
 
 pub mod deliver;
 pub mod payload;
 pub mod routes;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -442,61 +442,135 @@ pub struct Counters {
 /// The open alerts (event, route) of each job (and shard) a task has read.
 type OpenAlerts = std::collections::HashMap<(String, i64), Vec<(String, String)>>;
 
-/// The routes, and the deliveries in flight.
-pub struct Alerts {
+/// Work queued for a worker: a change taken at every route, or one delivery.
+type Work = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A worker that runs its work one item at a time, in the order it was queued.
+struct Queue(tokio::sync::mpsc::UnboundedSender<Work>);
+
+/// What the workers share: the routes and how to reach them, and the count of work queued and
+/// not yet done (for [`Alerts::settle`]).
+struct Shared {
     routes: Routes,
     client: reqwest::Client,
     host: String,
     /// The daemon's status page (`--public-url`), linked from each alert.
     link: Option<String>,
     counters: Counters,
-    tasks: Mutex<tokio::task::JoinSet<()>>,
+    pending: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn queue(self: &Arc<Self>) -> Queue {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Work>();
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(work) = receiver.recv().await {
+                work.await;
+                shared.done();
+            }
+        });
+        Queue(sender)
+    }
+
+    fn enqueue(&self, queue: &Queue, work: Work) {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if queue.0.send(work).is_err() {
+            self.done();
+        }
+    }
+
+    fn done(&self) {
+        if self
+            .pending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// The routes, and the work in flight. Changes are taken in the order they were raised, one
+/// at a time (a window's drift, then the next window's clearing of it, reach the database in
+/// that order); each route delivers in that order too, on a worker of its own, so a receiver
+/// that hangs delays only its own route's alerts.
+pub struct Alerts {
+    shared: Arc<Shared>,
+    changes: Queue,
+    deliveries: Vec<Queue>,
 }
 
 impl Alerts {
+    /// The routes, ready to send; starts the workers on the current runtime.
     pub fn new(routes: Routes, link: Option<String>, counters: Counters) -> anyhow::Result<Self> {
-        Ok(Alerts {
+        let shared = Arc::new(Shared {
             routes,
             client: deliver::client()?,
             host: crate::claim::hostname(),
             link,
             counters,
-            tasks: Mutex::default(),
+            pending: 0.into(),
+            idle: tokio::sync::Notify::new(),
+        });
+        let deliveries = shared
+            .routes
+            .routes
+            .iter()
+            .map(|_| shared.queue())
+            .collect();
+        Ok(Alerts {
+            changes: shared.queue(),
+            deliveries,
+            shared,
         })
     }
 
     pub fn routes(&self) -> &[Route] {
-        &self.routes.routes
+        &self.shared.routes.routes
     }
 
-    /// Take `changes` at every route they concern and deliver what was taken, on a task of its
-    /// own: the caller goes on at once.
+    /// Take `changes` at every route they concern and deliver what was taken, after what was
+    /// raised before: the caller goes on at once.
     pub fn raise<B: Backend>(self: &Arc<Self>, db: &B, changes: Vec<Change>) {
-        if changes.is_empty() || self.routes.routes.is_empty() {
+        if changes.is_empty() || self.routes().is_empty() {
             return;
         }
         let (alerts, db) = (Arc::clone(self), db.clone());
-        let mut tasks = self.tasks.lock().expect("not poisoned");
-        // Finished deliveries are let go here, so a daemon's set stays small.
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
+        let work = Box::pin(async move {
             // The open alerts of each job's shard, read once for all the clears that concern it.
             let mut open = std::collections::HashMap::new();
             for change in changes {
                 alerts.take(&db, &change, &mut open).await;
             }
         });
+        self.shared.enqueue(&self.changes, work);
     }
 
-    /// Wait for the deliveries in flight (each is bounded: at most 3 tries within 60 s).
+    /// Wait until everything raised so far is taken and delivered (each delivery is bounded:
+    /// at most 3 tries within 60 s).
     pub async fn settle(&self) {
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
-        while tasks.join_next().await.is_some() {}
+        loop {
+            let idle = self.shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self
+                .shared
+                .pending
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+            {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// One change at each route: a compare-and-set in `batchscore_alerts`, then, where this
-    /// process won it, the delivery.
-    async fn take<B: Backend>(&self, db: &B, change: &Change, open: &mut OpenAlerts) {
+    /// process won it, the delivery, queued on the route's worker.
+    async fn take<B: Backend>(self: &Arc<Self>, db: &B, change: &Change, open: &mut OpenAlerts) {
         let alert = &change.alert;
         let scope = (alert.job.clone(), alert.shard_key());
         if !change.firing && !open.contains_key(&scope) {
@@ -518,7 +592,10 @@ impl Alerts {
                     .any(|(event, r)| event == alert.event.as_str() && r == route)
             })
         };
-        for route in self.routes.routes.iter().filter(|r| r.covers(&alert.job)) {
+        for (index, route) in self.routes().iter().enumerate() {
+            if !route.covers(&alert.job) {
+                continue;
+            }
             let key = AlertKey {
                 job: &alert.job,
                 shard: alert.shard_key(),
@@ -547,8 +624,13 @@ impl Alerts {
                     }
                 },
             };
+            let (alerts, alert) = (Arc::clone(self), alert.clone());
             // Failures are counted and logged inside; the caller's work is done already.
-            let _ = self.deliver(route, alert, status).await;
+            let delivery = Box::pin(async move {
+                let route = &alerts.routes()[index];
+                let _ = alerts.deliver(route, &alert, status).await;
+            });
+            self.shared.enqueue(&self.deliveries[index], delivery);
         }
     }
 
@@ -559,7 +641,7 @@ impl Alerts {
         alert: &Alert,
         status: Status,
     ) -> Result<deliver::Answer, String> {
-        let link = self.link.as_deref();
+        let link = self.shared.link.as_deref();
         let (body, headers) = match route.kind {
             Kind::Webhook => {
                 let body = payload::webhook(alert, status, link);
@@ -581,16 +663,17 @@ impl Alerts {
             ),
             Kind::PagerDuty => {
                 let key = route.routing_key.as_ref().map_or("", |k| k.expose());
-                let event = payload::pagerduty(alert, status, key, &self.host, link);
+                let event = payload::pagerduty(alert, status, key, &self.shared.host, link);
                 (serde_json::to_vec(&event).expect("JSON"), Vec::new())
             }
         };
-        let outcome = deliver::post(&self.client, route, body, &headers)
+        let outcome = deliver::post(&self.shared.client, route, body, &headers)
             .await
             .map_err(|problem| redact(problem, route));
         match &outcome {
             Ok(answer) => {
-                self.counters
+                self.shared
+                    .counters
                     .sent
                     .get_or_create(&RouteEventLabels {
                         route: route.name.clone(),
@@ -601,7 +684,8 @@ impl Alerts {
                 tracing::info!(route = %route.name, job = %alert.job, event = alert.event.as_str(), status = status.as_str(), http = answer.status, tries = answer.tries, "alert delivered");
             }
             Err(problem) => {
-                self.counters
+                self.shared
+                    .counters
                     .failed
                     .get_or_create(&RouteLabel {
                         route: route.name.clone(),
@@ -621,7 +705,7 @@ impl Alerts {
             None,
             format!(
                 "a test alert from batchscore on {}: this route works",
-                self.host
+                self.shared.host
             ),
         );
         alert.details = json!({"test": true});

@@ -709,3 +709,50 @@ async fn a_drifted_window_is_an_alert_until_a_stable_one_commits() {
         (Some("drift"), Some("resolved"))
     );
 }
+
+/// One run that scores a drifted window and then a stable one: the alert opens, then resolves,
+/// in that order (alerts are taken in the order their windows ended).
+#[tokio::test]
+async fn a_drift_and_its_recovery_in_one_run_arrive_in_order() {
+    let p = Project::sqlite().await;
+    create_orders(&p).await;
+    insert(&p, &orders(0, 10, 2000, 1, false)).await;
+    insert(&p, &orders(10_000, 11, 2000, 2, true)).await;
+    insert(&p, &orders(20_000, 12, 2000, 3, false)).await;
+    let fixed = format!(
+        "reference = {{ from = \"{}\", to = \"{}\" }}",
+        hour(10),
+        hour(11)
+    );
+    p.write_job("eta", &JOB.replace("{monitor}", &fixed));
+    let hook = crate::support::receiver::Receiver::start();
+    std::fs::write(
+        p.dir.path().join("alerts.toml"),
+        format!(
+            "[[route]]\nname = \"ml\"\nkind = \"webhook\"\nurl = \"{}\"\nevents = [\"drift\", \"resolved\"]\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    assert_exit(&p.batchscore(&["watermark", "set", "eta", &hour(10)]), 0);
+    assert_exit(&p.batchscore(&["run-job", "eta", "--at", &hour(13)]), 0);
+    let bodies = hook.wait_for(2, 5).await;
+    let seen: Vec<(&str, &str, &str)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap(),
+                b["status"].as_str().unwrap(),
+                b["window"]["start"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (eleven, twelve) = (hour(11), hour(12));
+    assert_eq!(
+        seen,
+        [
+            ("drift", "firing", eleven.as_str()),
+            ("drift", "resolved", twelve.as_str())
+        ]
+    );
+}
