@@ -28,11 +28,25 @@ use crate::job::PreparedJob;
 use crate::plan::Window;
 use crate::spec::labels::{LabelsSpec, Positive, Task};
 
-/// At most this many result rows are read per query. A window's labelled rows are held to sort
-/// them (an exact AUC) until its last row is read: where rows come in the order they were
-/// written (SQLite), that is one window at a time; where the plan reorders them (PostgreSQL's
-/// hash join probing the labels), this bounds what is held.
-const ROWS_PER_READ: i64 = 1_000_000;
+/// At most this many result rows are read per query: the results table has no index on the
+/// run, so each query scans it, and fewer, larger reads scan it fewer times.
+const ROWS_PER_READ: i64 = 16_000_000;
+/// At most this many labelled rows of windows not yet complete are held during a read. A
+/// window's labelled rows are held to sort them (an exact AUC) until its last row is read:
+/// where rows come in the order they were written, that is one window at a time. Where the
+/// plan reorders them (PostgreSQL hashing the results rather than the labels, rows moved by
+/// updates), the windows holding the most are let go past this, and read again afterwards in
+/// reads of at most this many rows, which can hold no more.
+const HELD_ROWS: usize = 1_000_000;
+
+/// [`HELD_ROWS`], or `BATCHSCORE_EVALUATE_HELD_ROWS`: a test's small bound, to let windows go
+/// without a million rows.
+fn held_rows() -> usize {
+    std::env::var("BATCHSCORE_EVALUATE_HELD_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(HELD_ROWS)
+}
 /// At most this many windows per query (the run ids are its parameters).
 const WINDOWS_PER_READ: usize = 200;
 /// The daemon and `run-job` evaluate at most this many due windows at a time.
@@ -91,23 +105,63 @@ pub async fn evaluate<B: Backend>(
     let name = &job.spec.name;
     let windows = store::committed_windows(db.pool(), name, select).await?;
     let mut evaluation = Evaluation::default();
+    let let_go = evaluate_windows(
+        db,
+        job,
+        labels,
+        windows,
+        now,
+        ROWS_PER_READ,
+        &mut evaluation,
+    )
+    .await?;
+    if !let_go.is_empty() {
+        // Rows came too far out of order to hold: these windows again, in reads small enough
+        // to hold whole.
+        tracing::info!(
+            job = %name,
+            windows = let_go.len(),
+            "result rows out of order: windows let go to stay within the rows held, read again"
+        );
+        let small = i64::try_from(held_rows()).unwrap_or(i64::MAX);
+        let left = evaluate_windows(db, job, labels, let_go, now, small, &mut evaluation).await?;
+        debug_assert!(
+            left.is_empty(),
+            "a read of at most HELD_ROWS rows holds them all"
+        );
+    }
+    Ok(evaluation)
+}
+
+/// Evaluate `windows` in reads of at most `rows_per_read` rows (and [`WINDOWS_PER_READ`]
+/// windows); the windows a read let go (see [`HELD_ROWS`]) are returned.
+async fn evaluate_windows<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    labels: &LabelsSpec,
+    windows: Vec<Committed>,
+    now: DateTime<Utc>,
+    rows_per_read: i64,
+    evaluation: &mut Evaluation,
+) -> anyhow::Result<Vec<Committed>> {
+    let mut let_go = Vec::new();
     let mut batch: Vec<Committed> = Vec::new();
     let mut rows = 0;
     for window in windows {
         if !batch.is_empty()
-            && (rows + window.rows_written > ROWS_PER_READ || batch.len() == WINDOWS_PER_READ)
+            && (rows + window.rows_written > rows_per_read || batch.len() == WINDOWS_PER_READ)
         {
             let full = std::mem::take(&mut batch);
-            evaluate_batch(db, job, labels, &full, now, true, &mut evaluation).await?;
+            let_go.extend(evaluate_batch(db, job, labels, &full, now, true, evaluation).await?);
             rows = 0;
         }
         rows += window.rows_written;
         batch.push(window);
     }
     if !batch.is_empty() {
-        evaluate_batch(db, job, labels, &batch, now, true, &mut evaluation).await?;
+        let_go.extend(evaluate_batch(db, job, labels, &batch, now, true, evaluation).await?);
     }
-    Ok(evaluation)
+    Ok(let_go)
 }
 
 /// Also count the labels of keys never scored (`evaluate` only): every label, less those the
@@ -229,7 +283,8 @@ impl Gathered {
 }
 
 /// Evaluate the windows of `batch` from one scan. With `early`, a window is judged (and its rows
-/// freed) as soon as the ledger's count of its rows has been read; without, at the end.
+/// freed) as soon as the ledger's count of its rows has been read; without, at the end. Past
+/// [`HELD_ROWS`] held, the windows holding the most are let go: they are returned, unjudged.
 async fn evaluate_batch<B: Backend>(
     db: &B,
     job: &PreparedJob,
@@ -238,7 +293,7 @@ async fn evaluate_batch<B: Backend>(
     now: DateTime<Utc>,
     early_judging: bool,
     evaluation: &mut Evaluation,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Committed>> {
     let challenged = batch.iter().any(|w| w.challenger_sha256.is_some());
     let join = join_spec(job, labels, challenged);
     let run_ids: Vec<String> = batch.iter().map(|w| w.run_id.clone()).collect();
@@ -263,7 +318,14 @@ async fn evaluate_batch<B: Backend>(
     let mut early: Vec<Evaluated> = Vec::new();
     let mut judged: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut again: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Labelled rows held in `gathered` (the window being read, `last`, aside), and the windows
+    // let go to stay within HELD_ROWS.
+    let (mut held, bound) = (0usize, held_rows());
+    let mut let_go: std::collections::HashSet<String> = std::collections::HashSet::new();
     store::joined_rows(db, &join, &run_ids, |joined| {
+        if let_go.contains(joined.run_id) {
+            return Ok(());
+        }
         let truth = joined.label.and_then(|label| seen.truth(label, positive));
         let mut is_positive = |text: Option<&str>| match (text, positive) {
             (Some(text), Some(positive)) => seen.positive(positive, text),
@@ -289,7 +351,27 @@ async fn evaluate_batch<B: Backend>(
                         judged.insert(run);
                     }
                     None => {
+                        held += window.rows.len();
                         gathered.insert(run, window);
+                    }
+                }
+                if held > bound {
+                    // Rows out of order: let the windows holding the most go, to half the bound.
+                    let mut holding: Vec<(usize, String)> = gathered
+                        .iter()
+                        .map(|(run, w)| (w.rows.len(), run.clone()))
+                        .collect();
+                    holding.sort_unstable_by(|a, b| b.cmp(a));
+                    for (rows, run) in holding {
+                        if held <= bound / 2 {
+                            break;
+                        }
+                        gathered.remove(&run);
+                        held -= rows;
+                        let_go.insert(run);
+                    }
+                    if let_go.contains(joined.run_id) {
+                        return Ok(());
                     }
                 }
             }
@@ -297,6 +379,7 @@ async fn evaluate_batch<B: Backend>(
                 again.insert(joined.run_id.to_owned());
             }
             let window = gathered.remove(joined.run_id).unwrap_or_default();
+            held -= window.rows.len();
             last = Some((joined.run_id.to_owned(), window));
         }
         let (_, window) = last.as_mut().expect("just set");
@@ -333,7 +416,7 @@ async fn evaluate_batch<B: Backend>(
         // Rows out of order: those windows are read again, each alone, held whole.
         let reread: Vec<Committed> = batch
             .iter()
-            .filter(|w| again.contains(&w.run_id))
+            .filter(|w| again.contains(&w.run_id) && !let_go.contains(&w.run_id))
             .cloned()
             .collect();
         early.retain(|e| !again.contains(&e.run_id));
@@ -341,6 +424,7 @@ async fn evaluate_batch<B: Backend>(
             let mut alone = Evaluation::default();
             let alone_batch = [window];
             let reading = evaluate_batch(db, job, labels, &alone_batch, now, false, &mut alone);
+            // Read alone and judged at the end, nothing is let go: a window held whole.
             Box::pin(reading).await?;
             evaluation.changed += alone.changed;
             early.extend(alone.windows);
@@ -348,7 +432,7 @@ async fn evaluate_batch<B: Backend>(
     }
     let mut figures = early;
     for committed in batch {
-        if judged.contains(&committed.run_id) {
+        if judged.contains(&committed.run_id) || let_go.contains(&committed.run_id) {
             continue;
         }
         let window = gathered.remove(&committed.run_id).unwrap_or_default();
@@ -363,7 +447,11 @@ async fn evaluate_batch<B: Backend>(
     });
     evaluation.changed += store_changed(db, &job.spec.name, &figures).await?;
     evaluation.windows.extend(figures);
-    Ok(())
+    Ok(batch
+        .iter()
+        .filter(|w| let_go.contains(&w.run_id))
+        .cloned()
+        .collect())
 }
 
 /// Both models' figures for one window's gathered rows: provisional until the labels' maturity

@@ -820,3 +820,62 @@ async fn a_metric_past_its_bound_alerts_once_and_resolves() {
     assert_eq!(bodies[1]["event"], "performance");
     assert_eq!(bodies[1]["status"], "resolved");
 }
+
+/// Result rows far out of the order they were written (here: rewritten in another order),
+/// with a small bound on the rows held: windows are let go and read again, and the figures are
+/// those of the ordered read, so nothing changes.
+async fn rows_out_of_order_are_let_go_and_read_again(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    seed_sensor_readings(&p, TimeForm::usual(kind)).await;
+    seed_labels(&p, "failures", "integer", &sensor_labels(0..200)).await;
+    let champion = format!("path = \"{}\"", onnx(CHAMPION));
+    p.write_job("job", &sensor_job(&champion, &labels_section("")));
+    start_at_t0(&p, "job");
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(3)]),
+        0,
+    );
+    let ordered = evaluate(&p, &[]);
+    p.execute("CREATE TABLE shuffled AS SELECT * FROM predictions")
+        .await;
+    p.execute("DELETE FROM predictions").await;
+    p.execute("INSERT INTO predictions SELECT * FROM shuffled ORDER BY reading_id % 7, reading_id")
+        .await;
+    let out = p
+        .command(&["evaluate", "job", "--json"])
+        .env("BATCHSCORE_EVALUATE_HELD_ROWS", "8")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("windows let go"),
+        "the bound was not reached: {}",
+        stderr(&out)
+    );
+    let shuffled: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(shuffled["changed"], 0, "{shuffled}");
+    let figures = |e: &Value| -> Vec<(String, String, Value)> {
+        let mut all: Vec<_> = e["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|w| {
+                w["figures"].as_array().unwrap().iter().map(move |f| {
+                    (
+                        w["window_start"].as_str().unwrap().to_owned(),
+                        f["metric"].as_str().unwrap().to_owned(),
+                        f["value"].clone(),
+                    )
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        all
+    };
+    assert_eq!(figures(&shuffled), figures(&ordered));
+    assert_eq!(shuffled["windows"].as_array().unwrap().len(), 4);
+}
+
+on_all_databases!(rows_out_of_order_are_let_go_and_read_again: sqlite, postgres);
