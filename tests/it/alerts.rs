@@ -706,3 +706,33 @@ async fn bad_rows_are_told_to_those_who_ask() {
         );
     }
 }
+
+/// An open alert is sent again once its route's `repeat_every` has passed, and not before.
+#[tokio::test]
+async fn an_open_alert_repeats_after_repeat_every() {
+    let p = Project::sqlite().await;
+    p.seed_synthetic(3_000).await;
+    p.write_job("job", &job("all"));
+    let hook = Receiver::start();
+    write_routes(&p, &webhook_route("ops", "repeat_every = \"2s\""));
+    assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
+    assert_exit(&run_at(&p, &hook, 11).0, 0);
+    refuse_writes(&p, "predictions").await;
+    assert_exit(&run_at(&p, &hook, 21).0, 1);
+    assert_exit(&run_at(&p, &hook, 21).0, 1);
+    assert_eq!(hook.requests().len(), 1, "not yet: {:?}", hook.bodies());
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_exit(&run_at(&p, &hook, 21).0, 1);
+    let bodies = hook.wait_for(2, 5).await;
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(
+        (bodies[1]["event"].as_str(), bodies[1]["status"].as_str()),
+        (Some("failed"), Some("firing"))
+    );
+    assert_eq!(bodies[1]["dedup_key"], bodies[0]["dedup_key"]);
+    assert_eq!(
+        p.count("SELECT sent FROM batchscore_alerts WHERE event = 'failed'")
+            .await,
+        2
+    );
+}
