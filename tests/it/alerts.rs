@@ -521,8 +521,9 @@ async fn the_daemon_schedules_on_while_deliveries_fail() {
     let before = p.count(committed).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let during = p.count(committed).await - before;
+    // A scheduler that waited on the receiver would commit none; a busy machine, fewer than 8.
     assert!(
-        during >= 5,
+        during >= 3,
         "{during} windows of the healthy job in 8 s of a hanging receiver"
     );
     // 3 tries of 10 s, 1 s and 4 s apart: counted once given up.
