@@ -259,11 +259,12 @@ fn check(route: RouteFile, env: &impl Fn(&str) -> Option<String>) -> Result<Rout
         }
     }
     let repeat_text = route.repeat_every.as_deref().unwrap_or(DEFAULT_REPEAT);
-    let repeat_every = humantime::parse_duration(repeat_text)
-        .ok()
-        .and_then(|d| TimeDelta::from_std(d).ok())
-        .filter(|d| *d > TimeDelta::zero())
-        .ok_or_else(|| format!("repeat_every `{repeat_text}` is not a duration like 4h or 30m"))?;
+    let repeat_every = crate::spec::parse_duration("repeat_every", repeat_text)?;
+    if repeat_every <= TimeDelta::zero() {
+        return Err(format!(
+            "repeat_every `{repeat_text}` must be longer than 0s"
+        ));
+    }
     Ok(Route {
         name: route.name,
         kind,

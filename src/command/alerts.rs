@@ -65,6 +65,8 @@ async fn check_with<B: Backend>(
 ) -> anyhow::Result<()> {
     db::migrate(db).await?;
     let now = Utc::now();
+    // Every job's watermarks in one read, as the daemon checks them.
+    let marks = db::ledger::watermarks(db.pool(), None).await?;
     for name in job_names(&global.jobs_dir)? {
         let spec = match spec::load_job(&global.jobs_dir, &name) {
             Ok(spec) => spec,
@@ -73,19 +75,26 @@ async fn check_with<B: Backend>(
                 continue;
             }
         };
-        let mut changes = Vec::new();
+        let label = |index: u32| {
+            let shard = Shard {
+                index,
+                count: spec.source.shards,
+            };
+            job_label(&spec.name, shard)
+        };
         for shard in Shard::all(spec.source.shards) {
-            let label = job_label(&spec.name, shard);
-            match db::ledger::watermark(db.pool(), &spec.name, shard).await? {
-                None => println!("{label}: never run, not checked for lateness"),
-                Some(watermark) => {
-                    if let Some(change) = alerts::late_change(&spec, shard, watermark, now) {
-                        let state = if change.firing { "late" } else { "on time" };
-                        println!("{label}: {state}: {}", change.alert.message);
-                        changes.push(change);
-                    }
-                }
+            if !marks.iter().any(|m| m.job == spec.name && m.shard == shard) {
+                println!(
+                    "{}: never run, not checked for lateness",
+                    label(shard.index)
+                );
             }
+        }
+        let mut changes = alerts::late_changes(&spec, &marks, now);
+        for change in &changes {
+            let state = if change.firing { "late" } else { "on time" };
+            let shard = change.alert.shard.unwrap_or(0);
+            println!("{}: {state}: {}", label(shard), change.alert.message);
         }
         if spec.labels.is_some() {
             let summary = crate::performance::summary(db, &spec.name).await?;

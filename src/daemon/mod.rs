@@ -599,15 +599,7 @@ impl<B: Backend> Daemon<B> {
                 };
                 let now = Utc::now();
                 for job in jobs {
-                    let changes = marks
-                        .iter()
-                        .filter(|m| {
-                            m.job == job.spec.name && m.shard.count == job.spec.source.shards
-                        })
-                        .filter_map(|m| {
-                            crate::alerts::late_change(&job.spec, m.shard, m.watermark, now)
-                        })
-                        .collect();
+                    let changes = crate::alerts::late_changes(&job.spec, &marks, now);
                     alerts.raise(&daemon.db, changes);
                 }
             }

@@ -748,7 +748,7 @@ fn parse_output_reference(text: &str) -> Option<(String, Option<Pick>)> {
     Some((name.to_owned(), Some(pick)))
 }
 
-pub(super) fn parse_duration(what: &str, text: &str) -> Result<TimeDelta, String> {
+pub(crate) fn parse_duration(what: &str, text: &str) -> Result<TimeDelta, String> {
     let std = humantime::parse_duration(text)
         .map_err(|e| format!("{what} `{text}` is not a duration like 30m, 2h or 90s: {e}"))?;
     TimeDelta::from_std(std).map_err(|_| format!("{what} `{text}` is too long"))

@@ -46,11 +46,6 @@ async fn allow_writes(p: &Project, table: &str) {
     .await;
 }
 
-/// `alerts.toml` next to the jobs directory, where it is found by default.
-fn write_routes(p: &Project, text: &str) {
-    std::fs::write(p.dir.path().join("alerts.toml"), text).unwrap();
-}
-
 fn webhook_route(name: &str, extra: &str) -> String {
     format!(
         "[[route]]\nname = \"{name}\"\nkind = \"webhook\"\nurl_env = \"HOOK_URL\"\nsecret_env = \"HOOK_SECRET\"\n{extra}\n"
@@ -100,7 +95,7 @@ async fn a_failed_window_is_sent_once_signed_and_resolved_once(kind: Kind) {
     p.seed_synthetic(6_000).await;
     p.write_job("job", &job("all"));
     let hook = Receiver::start();
-    write_routes(&p, &webhook_route("ops", ""));
+    p.write_routes(&webhook_route("ops", ""));
     let validated = p
         .command(&["jobs", "validate"])
         .env("HOOK_URL", &hook.url)
@@ -181,9 +176,7 @@ async fn slack_and_pagerduty_get_their_documented_shapes() {
     p.seed_synthetic(6_000).await;
     p.write_job("job", &job("all"));
     let (slack, pagerduty) = (Receiver::start(), Receiver::start());
-    write_routes(
-        &p,
-        &format!(
+    p.write_routes(&format!(
             "[[route]]\nname = \"team-slack\"\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\n\n\
              [[route]]\nname = \"oncall\"\nkind = \"pagerduty\"\nurl = \"{}\"\nurl_env = \"PD_KEY\"\n",
             pagerduty.url
@@ -269,10 +262,7 @@ async fn one_failure_seen_by_five_processes_is_one_alert(kind: Kind) {
     insert_now(&p.pool, p.kind).await;
     p.write_job("job", &daemon_job("scores", "1s", 1000));
     let hook = Receiver::start();
-    write_routes(
-        &p,
-        &webhook_route("ops", "events = [\"failed\", \"resolved\"]"),
-    );
+    p.write_routes(&webhook_route("ops", "events = [\"failed\", \"resolved\"]"));
     let with_hook = |mut command: std::process::Command| {
         command
             .env("HOOK_URL", &hook.url)
@@ -358,7 +348,7 @@ async fn alerts_check_tells_a_late_job_once_and_its_recovery(kind: Kind) {
     p.seed_synthetic(1_000).await;
     p.write_job("job", &job("all"));
     let hook = Receiver::start();
-    write_routes(&p, &webhook_route("ops", ""));
+    p.write_routes(&webhook_route("ops", ""));
     let check = || {
         p.command(&["alerts", "check"])
             .env("HOOK_URL", &hook.url)
@@ -414,10 +404,7 @@ async fn the_daemon_tells_a_job_that_falls_behind_and_catches_up() {
         ),
     );
     let hook = Receiver::start();
-    write_routes(
-        &p,
-        &webhook_route("ops", "events = [\"late\", \"resolved\"]"),
-    );
+    p.write_routes(&webhook_route("ops", "events = [\"late\", \"resolved\"]"));
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_exit(&p.batchscore(&["run-job", "job"]), 0);
     refuse_writes(&p, "scores").await;
@@ -462,7 +449,7 @@ async fn a_hostile_receiver_changes_no_exit_code() {
                 .code()
         });
         let secret_url = format!("{}/T0/s3cr3t-t0ken", hook.url);
-        write_routes(&p, &webhook_route("ops", ""));
+        p.write_routes(&webhook_route("ops", ""));
         let started = Instant::now();
         let out = p
             .command(&["run-job", "job", "--at", &at(21)])
@@ -506,7 +493,7 @@ async fn the_daemon_schedules_on_while_deliveries_fail() {
     refuse_writes(&p, "scores_broken").await;
     let hook = Receiver::start();
     hook.answer(Answer::Hang);
-    write_routes(&p, &webhook_route("ops", "jobs = [\"broken\"]"));
+    p.write_routes(&webhook_route("ops", "jobs = [\"broken\"]"));
     let feeding = feed(&p);
     let mut command = p.command(&["daemon", "--listen", "127.0.0.1:0"]);
     command
@@ -558,7 +545,7 @@ async fn bad_routes_exit_2_naming_the_route() {
             "route `hook`: event `exploded` is not one of",
         ),
     ] {
-        write_routes(&p, routes);
+        p.write_routes(routes);
         for args in [
             &["jobs", "validate"][..],
             &["alerts", "check"],
@@ -586,10 +573,7 @@ async fn a_bad_routes_file_does_not_stop_scoring() {
     let p = Project::sqlite().await;
     p.seed_synthetic(3_000).await;
     p.write_job("job", &job("all"));
-    write_routes(
-        &p,
-        "[[route]]\nname = \"x\"\nkind = \"fax\"\nurl = \"http://x\"\n",
-    );
+    p.write_routes("[[route]]\nname = \"x\"\nkind = \"fax\"\nurl = \"http://x\"\n");
     assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
     let out = p.batchscore(&["run-job", "job", "--at", &at(11)]);
     assert_exit(&out, 0);
@@ -605,14 +589,11 @@ async fn alerts_test_prints_each_answer() {
     let p = Project::sqlite().await;
     let (good, bad) = (Receiver::start(), Receiver::start());
     bad.answer(Answer::Status(503));
-    write_routes(
-        &p,
-        &format!(
-            "[[route]]\nname = \"good\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+    p.write_routes(&format!(
+        "[[route]]\nname = \"good\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
              [[route]]\nname = \"bad\"\nkind = \"slack\"\nurl = \"{}\"\n",
-            good.url, bad.url
-        ),
-    );
+        good.url, bad.url
+    ));
     let out = p.batchscore(&["alerts", "test", "--route", "good"]);
     assert_exit(&out, 0);
     assert!(
@@ -657,9 +638,7 @@ async fn bad_rows_are_told_to_those_who_ask() {
     };
     p.write_job("job", &job_with(0.05));
     let (all, rows) = (Receiver::start(), Receiver::start());
-    write_routes(
-        &p,
-        &format!(
+    p.write_routes(&format!(
             "[[route]]\nname = \"all\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
              [[route]]\nname = \"rows\"\nkind = \"webhook\"\nurl = \"{}\"\nevents = [\"bad_rows\", \"resolved\"]\n",
             all.url, rows.url
@@ -715,7 +694,7 @@ async fn an_open_alert_repeats_after_repeat_every() {
     p.seed_synthetic(3_000).await;
     p.write_job("job", &job("all"));
     let hook = Receiver::start();
-    write_routes(&p, &webhook_route("ops", "repeat_every = \"2s\""));
+    p.write_routes(&webhook_route("ops", "repeat_every = \"2s\""));
     assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
     assert_exit(&run_at(&p, &hook, 11).0, 0);
     refuse_writes(&p, "predictions").await;

@@ -645,10 +645,9 @@ async fn an_unaligned_backfill_keeps_its_neighbours_profiles(kind: Kind) {
 
 on_all_databases!(an_unaligned_backfill_keeps_its_neighbours_profiles);
 
-/// A window that drifts under `on_drift = "warn"` commits and is an alert (alerts.toml) naming
-/// its columns and scores; the next stable window resolves it.
-#[tokio::test]
-async fn a_drifted_window_is_an_alert_until_a_stable_one_commits() {
+/// Three hours of orders, the middle one drifted, a job whose reference is the first hour, and a
+/// webhook route (`extra`: more of its fields) to a receiver: for the drift alert tests.
+async fn drifting_hours_with_a_route(extra: &str) -> (Project, crate::support::receiver::Receiver) {
     let p = Project::sqlite().await;
     create_orders(&p).await;
     insert(&p, &orders(0, 10, 2000, 1, false)).await;
@@ -661,15 +660,19 @@ async fn a_drifted_window_is_an_alert_until_a_stable_one_commits() {
     );
     p.write_job("eta", &JOB.replace("{monitor}", &fixed));
     let hook = crate::support::receiver::Receiver::start();
-    std::fs::write(
-        p.dir.path().join("alerts.toml"),
-        format!(
-            "[[route]]\nname = \"ml\"\nkind = \"webhook\"\nurl = \"{}\"\n",
-            hook.url
-        ),
-    )
-    .unwrap();
+    p.write_routes(&format!(
+        "[[route]]\nname = \"ml\"\nkind = \"webhook\"\nurl = \"{}\"\n{extra}\n",
+        hook.url
+    ));
     assert_exit(&p.batchscore(&["watermark", "set", "eta", &hour(10)]), 0);
+    (p, hook)
+}
+
+/// A window that drifts under `on_drift = "warn"` commits and is an alert (alerts.toml) naming
+/// its columns and scores; the next stable window resolves it.
+#[tokio::test]
+async fn a_drifted_window_is_an_alert_until_a_stable_one_commits() {
+    let (p, hook) = drifting_hours_with_a_route("").await;
     assert_exit(&p.batchscore(&["run-job", "eta", "--at", &hour(11)]), 0);
     assert!(hook.requests().is_empty());
     // Hour 11 drifted (on_drift = "warn", the default): committed, and told.
@@ -714,27 +717,7 @@ async fn a_drifted_window_is_an_alert_until_a_stable_one_commits() {
 /// in that order (alerts are taken in the order their windows ended).
 #[tokio::test]
 async fn a_drift_and_its_recovery_in_one_run_arrive_in_order() {
-    let p = Project::sqlite().await;
-    create_orders(&p).await;
-    insert(&p, &orders(0, 10, 2000, 1, false)).await;
-    insert(&p, &orders(10_000, 11, 2000, 2, true)).await;
-    insert(&p, &orders(20_000, 12, 2000, 3, false)).await;
-    let fixed = format!(
-        "reference = {{ from = \"{}\", to = \"{}\" }}",
-        hour(10),
-        hour(11)
-    );
-    p.write_job("eta", &JOB.replace("{monitor}", &fixed));
-    let hook = crate::support::receiver::Receiver::start();
-    std::fs::write(
-        p.dir.path().join("alerts.toml"),
-        format!(
-            "[[route]]\nname = \"ml\"\nkind = \"webhook\"\nurl = \"{}\"\nevents = [\"drift\", \"resolved\"]\n",
-            hook.url
-        ),
-    )
-    .unwrap();
-    assert_exit(&p.batchscore(&["watermark", "set", "eta", &hour(10)]), 0);
+    let (p, hook) = drifting_hours_with_a_route("events = [\"drift\", \"resolved\"]").await;
     assert_exit(&p.batchscore(&["run-job", "eta", "--at", &hour(13)]), 0);
     let bodies = hook.wait_for(2, 5).await;
     let seen: Vec<(&str, &str, &str)> = bodies

@@ -757,14 +757,10 @@ async fn a_metric_past_its_bound_alerts_once_and_resolves() {
         &sensor_job(&champion, &labels_section("alert_below = 0.999")),
     );
     let hook = crate::support::receiver::Receiver::start();
-    std::fs::write(
-        p.dir.path().join("alerts.toml"),
-        format!(
-            "[[route]]\nname = \"ml\"\nkind = \"webhook\"\nurl = \"{}\"\nevents = [\"performance\", \"resolved\"]\n",
-            hook.url
-        ),
-    )
-    .unwrap();
+    p.write_routes(&format!(
+        "[[route]]\nname = \"ml\"\nkind = \"webhook\"\nurl = \"{}\"\nevents = [\"performance\", \"resolved\"]\n",
+        hook.url
+    ));
     start_at_t0(&p, "job");
     assert_exit(
         &p.batchscore(&["run-job", "job", "--at", &after_window(3)]),

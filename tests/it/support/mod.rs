@@ -308,6 +308,11 @@ impl Project {
         path
     }
 
+    /// `alerts.toml` next to the jobs directory, where commands find it by default.
+    pub fn write_routes(&self, text: &str) {
+        std::fs::write(self.dir.path().join("alerts.toml"), text).unwrap();
+    }
+
     /// Run the binary with this project's database and jobs directory.
     pub fn batchscore(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
