@@ -493,7 +493,7 @@ async fn sigterm_rolls_back_the_open_window(kind: Kind) {
     );
     let rows = ledger(&p).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].2, "failed");
+    assert_eq!(rows[0].2, "failed", "the run said:\n{err}");
 }
 
 on_all_databases!(sigterm_rolls_back_the_open_window);
