@@ -161,8 +161,7 @@ async fn failed<B: Backend>(
     record.rows_skipped = 0;
     record.finished_at = Some(Utc::now());
     record.error = Some(format!("{err:#}"));
-    let recording = ledger::record_run(db.pool(), &record, Replace::IfRunning);
-    if let Err(error) = within(deadline, "recording the failure", recording).await {
+    if let Err(error) = record_failure(db, &record, deadline).await {
         tracing::warn!(
             error = %format!("{error:#}"),
             "could not record the failure in the ledger; the next run marks it abandoned"
@@ -186,6 +185,35 @@ async fn failed<B: Backend>(
         "job `{}`: window {window} was not written",
         job.spec.name
     ))
+}
+
+/// Write a failed window's ledger record, trying again until `deadline` if the database refuses
+/// it: the window's own connections are being rolled back and returned meanwhile (a connection
+/// dropped mid-COPY is closed by the pool, and one taken at that moment may fail), and the
+/// ledger is what an operator reads to learn why the window is missing.
+async fn record_failure<B: Backend>(
+    db: &B,
+    record: &RunRecord,
+    deadline: std::time::Duration,
+) -> anyhow::Result<()> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let recording = ledger::record_run(db.pool(), record, Replace::IfRunning);
+        match within(left, "recording the failure", recording).await {
+            Ok(()) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() + pause < until => {
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    "could not record the failure in the ledger yet; trying again"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// The window's transaction: everything in it commits together or not at all. With its drift,
