@@ -247,8 +247,17 @@ pub struct StatusArgs {
     pub limit: u32,
 
     /// Print JSON instead of tables, for scripts.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     pub json: bool,
+
+    /// Write the status page to FILE as one static HTML file (the daemon serves it at `/`),
+    /// for cron users: every job, or with NAME the job's page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
+
+    /// With --html: reload the page every SECONDS (0: never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "html")]
+    pub refresh: u32,
 }
 
 const MONITOR_HELP: &str = "\

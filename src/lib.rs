@@ -38,6 +38,7 @@ pub(crate) mod shutdown;
 pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod spec;
+pub(crate) mod status;
 pub(crate) mod time;
 
 use std::process::ExitCode;

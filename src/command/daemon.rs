@@ -1,9 +1,11 @@
 //! `batchscore daemon`: the long-running scheduler.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::cli::{DaemonArgs, GlobalArgs};
 use crate::daemon::{self, Controls, DaemonOptions};
+use crate::status::pages::Pages;
 use crate::{db, with_backend};
 
 pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -15,6 +17,13 @@ pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCo
     // (see `db::Limits`).
     let limits = db::Limits::for_lease(args.lease).for_runs(max_concurrent);
     let db = db::connect_with(&global.database_url, limits).await?;
+    // The status page reads on a pool of its own, so browsers never wait on the runs' pool.
+    let pages = match args.listen {
+        Some(_) => Some(Arc::new(
+            Pages::connect(&global.database_url, global.jobs_dir.clone()).await?,
+        )),
+        None => None,
+    };
     let options = DaemonOptions {
         jobs_dir: global.jobs_dir.clone(),
         strict: args.strict,
@@ -31,6 +40,7 @@ pub async fn run(global: &GlobalArgs, args: DaemonArgs) -> anyhow::Result<ExitCo
         },
         public_url: global.public_url.clone(),
         late_check_every: args.late_check_every,
+        pages,
     };
     let controls = Controls::signals()?;
     with_backend!(db, backend => daemon::run(backend, options, controls).await)

@@ -10,47 +10,14 @@ use comfy_table::{Table, presets::NOTHING};
 use serde_json::json;
 
 use crate::cli::GlobalArgs;
-use crate::db::profiles::reference_for;
 use crate::db::{self, Backend};
 use crate::error::ConfigError;
-use crate::monitor::drift::{self, ColumnDrift, DriftReport, DriftState};
-use crate::monitor::profile::Profile;
-use crate::monitor::reference::Reference;
+use crate::monitor::drift::{ColumnDrift, DriftState};
 use crate::plan::Window;
 use crate::spec::{JobSpec, load_job};
+use crate::status::drift::{Latest, latest};
 use crate::time::time_text;
 use crate::with_backend;
-
-/// The latest window of a job, its reference and their comparison.
-pub struct Latest {
-    pub window: Window,
-    pub rows: u64,
-    pub reference: Option<Reference>,
-    pub report: DriftReport,
-}
-
-/// Compare `job`'s latest profiled window with its reference; `None` when no window is profiled.
-pub async fn latest<B: Backend>(db: &B, spec: &JobSpec) -> anyhow::Result<Option<Latest>> {
-    let Some(window) = crate::db::profiles::latest_window(db.pool(), &spec.name).await? else {
-        return Ok(None);
-    };
-    let (profile, _) =
-        crate::db::profiles::merged_profiles(db.pool(), &spec.name, window.start, window.end)
-            .await?;
-    let reference = reference_for(db.pool(), spec, window).await?;
-    let empty = Profile::default();
-    let against = reference
-        .as_ref()
-        .map_or(&empty, |reference| &reference.profile);
-    let report = drift::compare(&profile, against, &spec.monitor);
-    let rows = profile.columns.first().map_or(0, |c| c.rows);
-    Ok(Some(Latest {
-        window,
-        rows,
-        reference,
-        report,
-    }))
-}
 
 pub async fn show(global: &GlobalArgs, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let spec = load_job(&global.jobs_dir, name)?;

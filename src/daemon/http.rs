@@ -1,5 +1,6 @@
-//! The daemon's optional HTTP listener: `GET /healthz` for liveness probes and `GET /metrics`
-//! for Prometheus.
+//! The daemon's optional HTTP listener: `GET /healthz` for liveness probes, `GET /metrics`
+//! for Prometheus, and the status page for people (`GET /`, `GET /jobs/NAME`, see
+//! [`crate::status::page`]).
 //!
 //! It shares the daemon's process, threads and file descriptors with scheduling, so no client
 //! can take more than its share: at most [`MAX_CONNECTIONS`] connections at once (more are
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +28,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::ConfigError;
+use crate::status::page::CONTENT_SECURITY_POLICY_HEADER;
+use crate::status::pages::Pages;
 
 /// Connections served at once; more are closed as they are accepted.
 const MAX_CONNECTIONS: usize = 512;
@@ -37,10 +40,13 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The longest a connection stays open, however busy (a scraper simply connects again).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
-/// What the handlers read: whether the scheduler is running, and the metrics text.
+/// What the handlers read: whether the scheduler is running, the metrics text, and the status
+/// page's makings.
 pub trait Status: Send + Sync + 'static {
     fn healthy(&self) -> bool;
     fn metrics(&self) -> String;
+    /// `None` where the daemon has no page to serve (its tests).
+    fn pages(&self) -> Option<&Pages>;
 }
 
 /// Serve until `stop` resolves. Binding happens before this returns, so a bad address is an
@@ -55,10 +61,14 @@ pub async fn serve<S: Status>(
         .map_err(|e| ConfigError::Daemon(format!("cannot listen on {addr}: {e}")))?;
     // The bound address: with port 0 the system picked one, and this says which.
     let addr = listener.local_addr().unwrap_or(addr);
-    tracing::info!(%addr, "serving /healthz and /metrics");
+    tracing::info!(%addr, "serving the status page, /healthz and /metrics");
     let app = Router::new()
+        .route("/", get(overview::<S>))
+        .route("/jobs/{name}", get(job::<S>))
+        .route("/jobs/{name}/shards/{index}", get(shard::<S>))
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(metrics::<S>))
+        .fallback(not_found)
         .layer(middleware::from_fn(refuse_bodies))
         .with_state(status);
     Ok(tokio::spawn(accept(listener, app, stop)))
@@ -137,6 +147,91 @@ async fn metrics<S: Status>(State(status): State<Arc<S>>) -> impl IntoResponse {
         )],
         status.metrics(),
     )
+}
+
+/// `?refresh=SECONDS`: how often a page reloads itself (0: never); every 30 s by default.
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    refresh: Option<u32>,
+}
+
+const DEFAULT_REFRESH: u32 = 30;
+
+async fn overview<S: Status>(
+    State(status): State<Arc<S>>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let refresh = query.refresh.unwrap_or(DEFAULT_REFRESH);
+    match status.pages() {
+        Some(pages) => html(pages.overview(refresh).await.map(Some)),
+        None => html(Ok(None)),
+    }
+}
+
+async fn job<S: Status>(
+    State(status): State<Arc<S>>,
+    Path(name): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let refresh = query.refresh.unwrap_or(DEFAULT_REFRESH);
+    match status.pages() {
+        Some(pages) => html(pages.job(&name, None, refresh).await),
+        None => html(Ok(None)),
+    }
+}
+
+async fn shard<S: Status>(
+    State(status): State<Arc<S>>,
+    Path((name, index)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    // Not a shard's number: no such page, like a number past the job's shards.
+    let Ok(index) = index.parse::<u32>() else {
+        return not_found().await.into_response();
+    };
+    let refresh = query.refresh.unwrap_or(DEFAULT_REFRESH);
+    match status.pages() {
+        Some(pages) => html(pages.job(&name, Some(index), refresh).await),
+        None => html(Ok(None)),
+    }
+}
+
+/// A page, with headers that keep it to itself: nothing fetched, framed, sniffed or cached.
+fn html(page: anyhow::Result<Option<String>>) -> Response {
+    match page {
+        Ok(Some(page)) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    CONTENT_SECURITY_POLICY_HEADER,
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            page,
+        )
+            .into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            "no such job or shard in the jobs directory\n",
+        )
+            .into_response(),
+        Err(err) => {
+            // The reason goes to the log, not to whoever asked.
+            tracing::warn!(error = %format!("{err:#}"), "could not make the status page");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the status page could not be made; the daemon's log says why\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "not found\n")
 }
 
 /// A flag the daemon clears when it starts shutting down.

@@ -59,6 +59,8 @@ pub struct DaemonOptions {
     pub public_url: Option<String>,
     /// How often every job's lateness is checked.
     pub late_check_every: Duration,
+    /// The status page's makings, served at `/` with `listen`.
+    pub pages: Option<Arc<crate::status::pages::Pages>>,
 }
 
 /// One scheduled job.
@@ -140,6 +142,10 @@ impl<B: Backend> http::Status for Daemon<B> {
             .sqlite_memory
             .set(crate::db::sqlite::heap_bytes());
         self.metrics.encode()
+    }
+
+    fn pages(&self) -> Option<&crate::status::pages::Pages> {
+        self.options.pages.as_deref()
     }
 }
 
@@ -947,6 +953,7 @@ table = "{sink}"
             alert_routes: None,
             public_url: None,
             late_check_every: Duration::from_secs(60),
+            pages: None,
         };
         let (trigger, stop) = Shutdown::new();
         let (reload, reloads) = mpsc::channel(1);

@@ -163,13 +163,45 @@ pub(crate) async fn recent_runs<DB: Dialect>(
     job: Option<&str>,
     limit: u32,
 ) -> anyhow::Result<Vec<RunRecord>> {
-    let (filter, mut params) = job_filter(job);
+    let (filter, params) = job_filter(job);
+    latest_runs(pool, filter.to_owned(), params, limit).await
+}
+
+/// One job's runs, newest first: of one shard or all, started since `since` if given, at most
+/// `limit`. What the status page lists and charts.
+pub(crate) async fn job_runs<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    shard: Option<u32>,
+    since: Option<DateTime<Utc>>,
+    limit: u32,
+) -> anyhow::Result<Vec<RunRecord>> {
+    let mut params: Vec<Param> = vec![job.into()];
+    let mut filter = " WHERE job = $1".to_owned();
+    if let Some(shard) = shard {
+        params.push(shard.into());
+        filter.push_str(&format!(" AND shard = ${}", params.len()));
+    }
+    if let Some(since) = since {
+        params.push(since.into());
+        filter.push_str(&format!(" AND started_at >= ${}", params.len()));
+    }
+    latest_runs(pool, filter, params, limit).await
+}
+
+/// The latest `limit` runs that `filter` (a WHERE clause on `params`) lets through.
+async fn latest_runs<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    filter: String,
+    mut params: Vec<Param>,
+    limit: u32,
+) -> anyhow::Result<Vec<RunRecord>> {
+    params.push(i64::from(limit).into());
     let sql = format!(
         "SELECT {} FROM batchscore_runs{filter} ORDER BY started_at DESC LIMIT ${}",
         RUN_COLUMNS.join(", "),
-        params.len() + 1
+        params.len()
     );
-    params.push(i64::from(limit).into());
     let rows = dialect::fetch_all(DB::on_pool(pool), sql, params)
         .await
         .context("reading batchscore_runs")?;
@@ -409,12 +441,13 @@ pub(crate) async fn has_quarantined<DB: Dialect>(
     }
 }
 
-/// What the ledger says of one job's health (`batchscore status`): its last success, what the
-/// last day held, and whether any shard's latest finished window failed. The default is a job
-/// the ledger has never seen.
+/// What the ledger says of one shard's health (`batchscore status`, the status page): its last
+/// success, what the last day held, and whether its latest finished window failed. The default
+/// is a shard the ledger has never seen.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct JobHealth {
+pub struct ShardHealth {
     pub job: String,
+    pub shard: u32,
     pub last_success: Option<DateTime<Utc>>,
     /// Rows written by windows that started since `since`.
     pub rows_written: i64,
@@ -422,68 +455,83 @@ pub struct JobHealth {
     pub failures: i64,
     /// Bad rows found since `since`.
     pub rows_bad: i64,
-    /// Whether the latest finished window of some shard failed or was abandoned.
+    /// Whether the shard's latest finished window failed or was abandoned.
     pub failing: bool,
 }
 
-/// Every job's health, as the ledger says, counting what started since `since`.
+/// Every shard's health, as the ledger says, counting what started since `since`; by job and
+/// shard.
 pub(crate) async fn health<DB: Dialect>(
     pool: &sqlx::Pool<DB>,
     since: DateTime<Utc>,
-) -> anyhow::Result<Vec<JobHealth>> {
+) -> anyhow::Result<Vec<ShardHealth>> {
     let sql = format!(
-        "SELECT job, MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
+        "SELECT job, shard, MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
          CAST(COALESCE(SUM(CASE WHEN status = 'succeeded' AND started_at >= $1 THEN rows_written END), 0) AS {int}) AS rows_written, \
          CAST(COALESCE(SUM(CASE WHEN status IN ('failed', 'abandoned') AND started_at >= $1 THEN 1 END), 0) AS {int}) AS failures, \
          CAST(COALESCE(SUM(CASE WHEN started_at >= $1 THEN rows_bad END), 0) AS {int}) AS rows_bad \
-         FROM batchscore_runs GROUP BY job ORDER BY job",
+         FROM batchscore_runs GROUP BY job, shard ORDER BY job, shard",
         int = DB::BIGINT
     );
     let rows = dialect::fetch_all(DB::on_pool(pool), sql, vec![since.into()])
         .await
         .context("reading batchscore_runs")?;
-    // The latest finished window of each shard: failed or abandoned means the job is failing.
-    let latest = "SELECT job, status FROM (SELECT job, status, ROW_NUMBER() OVER \
+    // The latest finished window of each shard: failed or abandoned means it is failing.
+    let latest = "SELECT job, shard, status FROM (SELECT job, shard, status, ROW_NUMBER() OVER \
                   (PARTITION BY job, shard ORDER BY started_at DESC) AS n FROM batchscore_runs \
                   WHERE status IN ('succeeded', 'failed', 'abandoned')) AS latest WHERE n = 1"
         .to_owned();
     let latest = dialect::fetch_all(DB::on_pool(pool), latest, vec![])
         .await
         .context("reading batchscore_runs")?;
+    let shard_of = |row: &DB::Row| -> anyhow::Result<(String, u32)> {
+        let shard = required(DB::int(row, "shard")?, "shard")?;
+        Ok((
+            required(DB::text(row, "job")?, "job")?,
+            u32::try_from(shard).context("shard")?,
+        ))
+    };
     let mut failing = std::collections::BTreeSet::new();
     for row in &latest {
         if required(DB::text(row, "status")?, "status")? != "succeeded" {
-            failing.insert(required(DB::text(row, "job")?, "job")?);
+            failing.insert(shard_of(row)?);
         }
     }
     rows.iter()
         .map(|row| {
-            let job = required(DB::text(row, "job")?, "job")?;
-            Ok(JobHealth {
-                failing: failing.contains(&job),
+            let (job, shard) = shard_of(row)?;
+            Ok(ShardHealth {
+                failing: failing.contains(&(job.clone(), shard)),
                 last_success: DB::time(row, "last_success")?,
                 rows_written: required(DB::int(row, "rows_written")?, "rows_written")?,
                 failures: required(DB::int(row, "failures")?, "failures")?,
                 rows_bad: required(DB::int(row, "rows_bad")?, "rows_bad")?,
                 job,
+                shard,
             })
         })
         .collect()
 }
 
-/// The jobs with a shard whose claim's lease has not lapsed: they are running now.
-pub(crate) async fn running_jobs<DB: Dialect>(
+/// The shards whose claim's lease has not lapsed, by job: they are running now.
+pub(crate) async fn running_shards<DB: Dialect>(
     pool: &sqlx::Pool<DB>,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<(String, u32)>> {
     let sql = format!(
-        "SELECT DISTINCT job FROM batchscore_claims WHERE expires_at > {}",
+        "SELECT job, shard FROM batchscore_claims WHERE expires_at > {}",
         DB::NOW
     );
     let rows = dialect::fetch_all(DB::on_pool(pool), sql, vec![])
         .await
         .context("reading batchscore_claims")?;
     rows.iter()
-        .map(|row| required(DB::text(row, "job")?, "job"))
+        .map(|row| {
+            let shard = required(DB::int(row, "shard")?, "shard")?;
+            Ok((
+                required(DB::text(row, "job")?, "job")?,
+                u32::try_from(shard).context("shard")?,
+            ))
+        })
         .collect()
 }
 

@@ -96,6 +96,50 @@ pub(crate) async fn scored_windows<DB: Dialect>(
     read_scored(pool, job, "", None).await
 }
 
+/// A model version that committed windows of a job, as the status page lists it.
+#[derive(Debug, Clone)]
+pub struct ModelVersion {
+    pub model_sha256: String,
+    pub model_source: Option<String>,
+    pub windows: i64,
+    pub rows_written: i64,
+    pub first_used: DateTime<Utc>,
+    pub last_used: DateTime<Utc>,
+}
+
+/// The models that committed windows of `job`, the latest used first.
+pub(crate) async fn model_versions<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+) -> anyhow::Result<Vec<ModelVersion>> {
+    let sql = format!(
+        "SELECT model_sha256, model_source, CAST(COUNT(*) AS {int}) AS windows, \
+         CAST(COALESCE(SUM(rows_written), 0) AS {int}) AS rows_written, \
+         MIN(finished_at) AS first_used, MAX(finished_at) AS last_used \
+         FROM batchscore_runs WHERE job = $1 AND status = 'succeeded' \
+         GROUP BY model_sha256, model_source ORDER BY MAX(finished_at) DESC",
+        int = DB::BIGINT
+    );
+    let rows = dialect::fetch_all(DB::on_pool(pool), sql, vec![job.into()])
+        .await
+        .context("reading model versions from batchscore_runs")?;
+    rows.iter()
+        .map(|row| {
+            let int = |c| -> anyhow::Result<i64> { required(DB::int(row, c)?, c) };
+            let time = |c| -> anyhow::Result<DateTime<Utc>> { required(DB::time(row, c)?, c) };
+            Ok(ModelVersion {
+                model_sha256: required(DB::text(row, "model_sha256")?, "model_sha256")?,
+                model_source: DB::text(row, "model_source")?,
+                windows: int("windows")?,
+                rows_written: int("rows_written")?,
+                first_used: time("first_used")?,
+                last_used: time("last_used")?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()
+        .context("reading model versions from batchscore_runs")
+}
+
 /// The latest `limit` committed windows of `job` its challenger scored, newest first: what
 /// `batchscore compare` compares.
 pub(crate) async fn challenged_windows<DB: Dialect>(

@@ -29,7 +29,7 @@ pub mod sqlite;
 pub(crate) mod window_tx;
 
 pub(crate) use claim_store::ClaimStore;
-pub use ledger::{JobHealth, Replace, ShardWatermark};
+pub use ledger::{Replace, ShardHealth, ShardWatermark};
 pub(crate) use source::{SourceHints, SourceReader};
 pub(crate) use window_tx::{ResultsSink, WindowTx, discard_run};
 

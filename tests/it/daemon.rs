@@ -144,7 +144,7 @@ impl Daemon {
             let log = self.log.lock().unwrap().clone();
             let addr = log
                 .lines()
-                .find(|l| l.contains("serving /healthz and /metrics"))
+                .find(|l| l.contains("/healthz and /metrics") && l.contains("addr="))
                 .and_then(|l| l.split("addr=").nth(1))
                 .and_then(|a| a.split_whitespace().next())
                 .and_then(|a| a.parse::<std::net::SocketAddr>().ok());

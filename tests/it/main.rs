@@ -28,5 +28,6 @@ mod scoring;
 mod shards;
 mod soak;
 mod status;
+mod status_page;
 mod tls;
 mod windows;

@@ -1,5 +1,6 @@
 //! Test fixtures: a temporary project (jobs directory, database), seeding, and the binary.
 
+pub mod browser;
 pub mod mlflow;
 pub mod proxy;
 pub mod receiver;
@@ -526,6 +527,11 @@ macro_rules! on_all_databases {
 
 /// `GET path` on loopback: (status code, body), or None while nothing listens.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_response(port, path).map(|(status, _, body)| (status, body))
+}
+
+/// `GET path` on loopback: (status code, header lines, body), or None while nothing listens.
+pub fn http_response(port: u16, path: &str) -> Option<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
@@ -539,11 +545,8 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Some((status, head.to_owned(), body.to_owned()))
 }
 
 /// Poll `check` every 50 ms until it holds or `seconds` pass.
