@@ -1,7 +1,8 @@
-//! The daemon's listener under abuse: 200 concurrent `/metrics` clients and 50 connections that
-//! trickle a header byte every two seconds. Every scrape is answered, the slow connections are
-//! cut off, an oversized header and a request body are refused, and meanwhile a job on a
-//! one-second schedule keeps committing its windows on time.
+//! The daemon's listener under abuse: 200 concurrent `/metrics` clients, 50 more reloading the
+//! status page, and 50 connections that trickle a header byte every two seconds. Every scrape
+//! and page is answered, the slow connections are cut off, an oversized header and a request
+//! body are refused, and meanwhile a job on a one-second schedule keeps committing its windows
+//! on time.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -86,8 +87,25 @@ async fn abusive_clients_neither_stall_scheduling_nor_hold_the_listener() {
             })
         })
         .collect();
+    // People at the status page meanwhile: pages are made one at a time, on a pool of their own.
+    let pages: Vec<_> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                ["/", "/jobs/a", "/"]
+                    .into_iter()
+                    .filter(|path| {
+                        http_get(port, path).is_some_and(|(status, body)| {
+                            status == 200 && body.contains("data-job=\"a\"")
+                        })
+                    })
+                    .count()
+            })
+        })
+        .collect();
     let answered: usize = scrapes.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(answered, 600, "every scrape of 200 clients answered");
+    let shown: usize = pages.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(shown, 150, "every page of 50 clients shown");
     let cut_off: Vec<Duration> = slow.into_iter().map(|t| t.join().unwrap()).collect();
     let slowest = cut_off.iter().max().unwrap();
     eprintln!(
