@@ -297,10 +297,18 @@ async fn evaluate_batch<B: Backend>(
     let challenged = batch.iter().any(|w| w.challenger_sha256.is_some());
     let join = join_spec(job, labels, challenged);
     let run_ids: Vec<String> = batch.iter().map(|w| w.run_id.clone()).collect();
-    let mut gathered: HashMap<String, Gathered> = HashMap::new();
-    // Rows come window by window as they were written: the last window's run id is compared
+    // Each window by its place in the batch: a row's run id is looked up once, and switching
+    // between windows (rows out of order) allocates nothing.
+    let place: HashMap<&str, usize> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.run_id.as_str(), i))
+        .collect();
+    let mut gathered: Vec<Gathered> = Vec::with_capacity(batch.len());
+    gathered.resize_with(batch.len(), Gathered::default);
+    // Rows come window by window as they were written: the current window's run id is compared
     // before any lookup.
-    let mut last: Option<(String, Gathered)> = None;
+    let mut last: Option<usize> = None;
     let (positive, threshold, with_predicted) = match &labels.task {
         Task::Classification {
             positive,
@@ -311,21 +319,74 @@ async fn evaluate_batch<B: Backend>(
         Task::Regression { .. } => (None, 0.5, false),
     };
     let mut seen = Seen::default();
-    let committed: HashMap<&str, &Committed> =
-        batch.iter().map(|w| (w.run_id.as_str(), w)).collect();
     // Windows judged as soon as their last row was read, freeing their rows; a row of one of
     // them arriving later after all (rows out of order) sends it back to be read again alone.
     let mut early: Vec<Evaluated> = Vec::new();
-    let mut judged: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut again: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut judged = vec![false; batch.len()];
+    let mut again = vec![false; batch.len()];
     // Labelled rows held in `gathered` (the window being read, `last`, aside), and the windows
     // let go to stay within HELD_ROWS.
     let (mut held, bound) = (0usize, held_rows());
-    let mut let_go: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut let_go = vec![false; batch.len()];
     store::joined_rows(db, &join, &run_ids, |joined| {
-        if let_go.contains(joined.run_id) {
-            return Ok(());
-        }
+        let current = match last {
+            Some(at) if batch[at].run_id == joined.run_id => at,
+            _ => {
+                let Some(&at) = place.get(joined.run_id) else {
+                    return Ok(());
+                };
+                if let_go[at] {
+                    return Ok(());
+                }
+                if let Some(previous) = last.take() {
+                    let window = &gathered[previous];
+                    let complete = early_judging
+                        && window.scored as i64 >= batch[previous].rows_written
+                        && window.relabel.is_empty();
+                    if complete {
+                        let window = std::mem::take(&mut gathered[previous]);
+                        early.extend(judge_window(
+                            &batch[previous],
+                            &window,
+                            labels,
+                            threshold,
+                            now,
+                        ));
+                        judged[previous] = true;
+                    } else {
+                        held += window.rows.len();
+                    }
+                    if held > bound {
+                        // Rows out of order: let the windows holding the most go, to half the
+                        // bound.
+                        let mut holding: Vec<(usize, usize)> = gathered
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, w)| !let_go[*i] && !w.rows.is_empty())
+                            .map(|(i, w)| (w.rows.len(), i))
+                            .collect();
+                        holding.sort_unstable_by(|a, b| b.cmp(a));
+                        for (rows, i) in holding {
+                            if held <= bound / 2 {
+                                break;
+                            }
+                            gathered[i] = Gathered::default();
+                            held -= rows;
+                            let_go[i] = true;
+                        }
+                        if let_go[at] {
+                            return Ok(());
+                        }
+                    }
+                }
+                if judged[at] {
+                    again[at] = true;
+                }
+                held -= gathered[at].rows.len();
+                last = Some(at);
+                at
+            }
+        };
         let truth = joined.label.and_then(|label| seen.truth(label, positive));
         let mut is_positive = |text: Option<&str>| match (text, positive) {
             (Some(text), Some(positive)) => seen.positive(positive, text),
@@ -338,68 +399,20 @@ async fn evaluate_batch<B: Backend>(
             challenger_predicted: with_predicted.then(|| is_positive(joined.challenger_predicted)),
             truth,
         });
-        if last.as_ref().is_none_or(|(run, _)| run != joined.run_id) {
-            if let Some((run, window)) = last.take() {
-                let complete = committed.get(run.as_str()).filter(|c| {
-                    early_judging
-                        && window.scored as i64 >= c.rows_written
-                        && window.relabel.is_empty()
-                });
-                match complete {
-                    Some(committed) => {
-                        early.extend(judge_window(committed, &window, labels, threshold, now));
-                        judged.insert(run);
-                    }
-                    None => {
-                        held += window.rows.len();
-                        gathered.insert(run, window);
-                    }
-                }
-                if held > bound {
-                    // Rows out of order: let the windows holding the most go, to half the bound.
-                    let mut holding: Vec<(usize, String)> = gathered
-                        .iter()
-                        .map(|(run, w)| (w.rows.len(), run.clone()))
-                        .collect();
-                    holding.sort_unstable_by(|a, b| b.cmp(a));
-                    for (rows, run) in holding {
-                        if held <= bound / 2 {
-                            break;
-                        }
-                        gathered.remove(&run);
-                        held -= rows;
-                        let_go.insert(run);
-                    }
-                    if let_go.contains(joined.run_id) {
-                        return Ok(());
-                    }
-                }
-            }
-            if judged.contains(joined.run_id) {
-                again.insert(joined.run_id.to_owned());
-            }
-            let window = gathered.remove(joined.run_id).unwrap_or_default();
-            held -= window.rows.len();
-            last = Some((joined.run_id.to_owned(), window));
-        }
-        let (_, window) = last.as_mut().expect("just set");
-        window.add(joined.key, row);
+        gathered[current].add(joined.key, row);
         Ok(())
     })
     .await?;
-    if let Some((run, window)) = last.take() {
-        gathered.insert(run, window);
-    }
 
     // Keys labelled twice: the label that counts, read for them alone (the latest; the scan
     // reads no times, which would cost every row).
     let relabel: Vec<Key> = gathered
-        .values()
+        .iter()
         .flat_map(|w| w.relabel.iter().cloned())
         .collect();
     if !relabel.is_empty() {
         let latest = store::latest_labels(db, labels, job.results.key_kind, &relabel).await?;
-        for window in gathered.values_mut() {
+        for window in &mut gathered {
             for key in std::mem::take(&mut window.relabel) {
                 let (Some(&(at, _)), Some(label)) = (window.keys.get(&key), latest.get(&key))
                 else {
@@ -412,17 +425,15 @@ async fn evaluate_batch<B: Backend>(
         }
     }
 
-    if !again.is_empty() {
+    let reread: Vec<usize> = (0..batch.len())
+        .filter(|&i| again[i] && !let_go[i])
+        .collect();
+    if !reread.is_empty() {
         // Rows out of order: those windows are read again, each alone, held whole.
-        let reread: Vec<Committed> = batch
-            .iter()
-            .filter(|w| again.contains(&w.run_id) && !let_go.contains(&w.run_id))
-            .cloned()
-            .collect();
-        early.retain(|e| !again.contains(&e.run_id));
-        for window in reread {
+        early.retain(|e| !place.get(e.run_id.as_str()).is_some_and(|&i| again[i]));
+        for i in reread {
             let mut alone = Evaluation::default();
-            let alone_batch = [window];
+            let alone_batch = [batch[i].clone()];
             let reading = evaluate_batch(db, job, labels, &alone_batch, now, false, &mut alone);
             // Read alone and judged at the end, nothing is let go: a window held whole.
             Box::pin(reading).await?;
@@ -431,12 +442,17 @@ async fn evaluate_batch<B: Backend>(
         }
     }
     let mut figures = early;
-    for committed in batch {
-        if judged.contains(&committed.run_id) || let_go.contains(&committed.run_id) {
+    for (i, committed) in batch.iter().enumerate() {
+        if judged[i] || let_go[i] {
             continue;
         }
-        let window = gathered.remove(&committed.run_id).unwrap_or_default();
-        figures.extend(judge_window(committed, &window, labels, threshold, now));
+        figures.extend(judge_window(
+            committed,
+            &gathered[i],
+            labels,
+            threshold,
+            now,
+        ));
     }
     figures.sort_by(|a, b| {
         (a.window_end, a.shard, a.model != "champion").cmp(&(
@@ -449,8 +465,9 @@ async fn evaluate_batch<B: Backend>(
     evaluation.windows.extend(figures);
     Ok(batch
         .iter()
-        .filter(|w| let_go.contains(&w.run_id))
-        .cloned()
+        .enumerate()
+        .filter(|(i, _)| let_go[*i])
+        .map(|(_, w)| w.clone())
         .collect())
 }
 
