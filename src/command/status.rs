@@ -83,11 +83,12 @@ async fn gather<B: Backend>(
             Some(page::overview(&statuses, now, args.refresh, Links::None).into_string())
         }
         (Some(_), Some(name)) => {
-            let detail = job::detail(db, &global.jobs_dir, name, None, now)
-                .await?
-                .with_context(|| {
-                    format!("job `{name}` has no file in {}", global.jobs_dir.display())
-                })?;
+            anyhow::ensure!(
+                job::exists(&global.jobs_dir, name, None),
+                "job `{name}` has no file in {}",
+                global.jobs_dir.display()
+            );
+            let detail = job::detail(db, &global.jobs_dir, name, None, now).await?;
             Some(page::job(&detail, now, args.refresh, Links::None).into_string())
         }
     };

@@ -484,22 +484,15 @@ pub(crate) async fn health<DB: Dialect>(
     let latest = dialect::fetch_all(DB::on_pool(pool), latest, vec![])
         .await
         .context("reading batchscore_runs")?;
-    let shard_of = |row: &DB::Row| -> anyhow::Result<(String, u32)> {
-        let shard = required(DB::int(row, "shard")?, "shard")?;
-        Ok((
-            required(DB::text(row, "job")?, "job")?,
-            u32::try_from(shard).context("shard")?,
-        ))
-    };
     let mut failing = std::collections::BTreeSet::new();
     for row in &latest {
         if required(DB::text(row, "status")?, "status")? != "succeeded" {
-            failing.insert(shard_of(row)?);
+            failing.insert(job_and_shard::<DB>(row)?);
         }
     }
     rows.iter()
         .map(|row| {
-            let (job, shard) = shard_of(row)?;
+            let (job, shard) = job_and_shard::<DB>(row)?;
             Ok(ShardHealth {
                 failing: failing.contains(&(job.clone(), shard)),
                 last_success: DB::time(row, "last_success")?,
@@ -524,15 +517,16 @@ pub(crate) async fn running_shards<DB: Dialect>(
     let rows = dialect::fetch_all(DB::on_pool(pool), sql, vec![])
         .await
         .context("reading batchscore_claims")?;
-    rows.iter()
-        .map(|row| {
-            let shard = required(DB::int(row, "shard")?, "shard")?;
-            Ok((
-                required(DB::text(row, "job")?, "job")?,
-                u32::try_from(shard).context("shard")?,
-            ))
-        })
-        .collect()
+    rows.iter().map(job_and_shard::<DB>).collect()
+}
+
+/// A row's `job` and `shard` columns.
+fn job_and_shard<DB: Dialect>(row: &DB::Row) -> anyhow::Result<(String, u32)> {
+    let shard = required(DB::int(row, "shard")?, "shard")?;
+    Ok((
+        required(DB::text(row, "job")?, "job")?,
+        u32::try_from(shard).context("shard")?,
+    ))
 }
 
 /// Move `job` to `count` shards, every one at `at`, in one transaction, provided its watermarks

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::drift::{Latest, latest};
@@ -43,21 +44,19 @@ pub fn exists(jobs_dir: &Path, name: &str, shard: Option<u32>) -> bool {
         })
 }
 
-/// The page of job `name` (one of its shards, or all), or `None` if the jobs directory has no
-/// such job or shard.
+/// The page of job `name` (one of its shards, or all), which the caller has found to
+/// [`exist`](exists) in the jobs directory.
 pub async fn detail<B: Backend>(
     db: &B,
     jobs_dir: &Path,
     name: &str,
     shard: Option<u32>,
     now: DateTime<Utc>,
-) -> anyhow::Result<Option<Detail>> {
-    if !exists(jobs_dir, name, shard) {
-        return Ok(None);
-    }
-    let Some(status) = overview(db, jobs_dir, Some(name), now).await?.pop() else {
-        return Ok(None);
-    };
+) -> anyhow::Result<Detail> {
+    let status = overview(db, jobs_dir, Some(name), now)
+        .await?
+        .pop()
+        .with_context(|| format!("job `{name}` has no status"))?;
     let runs = ledger::job_runs(db.pool(), name, shard, None, LISTED).await?;
     let mut week =
         ledger::job_runs(db.pool(), name, shard, Some(now - CHARTED), CHARTED_WINDOWS).await?;
@@ -74,12 +73,12 @@ pub async fn detail<B: Backend>(
         _ => None,
     };
     let versions = model_versions(db.pool(), name).await?;
-    Ok(Some(Detail {
+    Ok(Detail {
         status,
         shard,
         runs,
         drift,
         versions,
         week,
-    }))
+    })
 }

@@ -70,6 +70,8 @@ impl Pages {
         let _turn = self.turn.acquire().await?;
         let now = Utc::now();
         let detail = with_backend!(&self.db, backend => job::detail(backend, &self.jobs_dir, name, shard, now).await)?;
-        Ok(detail.map(|detail| page::job(&detail, now, refresh, Links::Served).into_string()))
+        Ok(Some(
+            page::job(&detail, now, refresh, Links::Served).into_string(),
+        ))
     }
 }
