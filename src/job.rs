@@ -34,6 +34,10 @@ pub struct PreparedJob {
     /// `[challenger]`, when the job has one: ready to score, or why it cannot (the model scores
     /// anyway, and each window's ledger row says why the challenger did not).
     pub challenger: Option<Result<Challenger, String>>,
+    /// The challenger's results table as it was when the job was prepared (described, with its
+    /// lineage, whether or not the challenger's model loads: `compare` and `evaluate` read the
+    /// rows it wrote before). `None` for a job without a challenger.
+    pub challenger_table: Option<ResultsTable>,
 }
 
 /// The models a job names, found (a registry's fetched into the cache), not yet loaded.
@@ -156,21 +160,35 @@ async fn prepare_found<B: Backend>(
         .map(|o| (o.spec.column.clone(), o.result_type))
         .collect();
     let mut results = ResultsTable::new(&spec, shape.key, result_columns);
-    results.existing = db.table_columns(&results.table).await?;
-    if let Some(existing) = &results.existing {
+    if let Some(existing) = db.table_columns(&results.table).await? {
+        results = results.described_as(existing);
         results
-            .check_columns(existing, <B::Tx as WindowTx>::holds)
+            .check_columns(<B::Tx as WindowTx>::holds)
             .map_err(fail)?;
     }
-    let challenger = match found.challenger {
+    let challenger_table = match &spec.challenger {
         None => None,
-        Some(located) => {
-            let prepared = prepare_challenger(db, &spec, located, &binding, &results).await;
+        Some(challenger) => {
+            let table = results.elsewhere(challenger.table.clone());
+            let existing = db
+                .table_columns(&table.table)
+                .await
+                .context("describing the challenger's table")?;
+            Some(match existing {
+                Some(existing) => table.described_as(existing),
+                None => table,
+            })
+        }
+    };
+    let challenger = match (found.challenger, &challenger_table) {
+        (Some(located), Some(table)) => {
+            let prepared = prepare_challenger::<B>(&spec, located, &binding, table).await;
             if let Err(problem) = &prepared {
                 tracing::warn!(job = %job, problem = %problem, "the challenger cannot score: the model's windows are scored without it");
             }
             Some(prepared)
         }
+        _ => None,
     };
     Ok(Arc::new(PreparedJob {
         spec,
@@ -181,17 +199,17 @@ async fn prepare_found<B: Backend>(
         shape,
         results,
         challenger,
+        challenger_table,
     }))
 }
 
 /// The challenger, loaded and bound as the champion is, with its results table checked; or why
 /// it cannot score.
 async fn prepare_challenger<B: Backend>(
-    db: &B,
     spec: &JobSpec,
     located: Result<Located, String>,
     champion: &Binding,
-    results: &ResultsTable,
+    table: &ResultsTable,
 ) -> Result<Challenger, String> {
     let challenger_spec = spec.challenger.as_ref().expect("the job has a challenger");
     let pinned = Pinned::of("challenger.sha256", &challenger_spec.model.sha256);
@@ -200,22 +218,11 @@ async fn prepare_challenger<B: Backend>(
         .map_err(|e| format!("{e:#}"))?;
     let binding = model.bind(spec)?;
     check_binding(champion, &binding)?;
-    let mut table = ResultsTable {
-        table: challenger_spec.table.clone(),
-        existing: None,
-        ..results.clone()
-    };
-    table.existing = db
-        .table_columns(&table.table)
-        .await
-        .map_err(|e| format!("describing the challenger's table: {e:#}"))?;
-    if let Some(existing) = &table.existing {
-        table.check_columns(existing, <B::Tx as WindowTx>::holds)?;
-    }
+    table.check_columns(<B::Tx as WindowTx>::holds)?;
     Ok(Challenger {
         model,
         outputs: binding.outputs,
-        results: table,
+        results: table.clone(),
     })
 }
 

@@ -77,6 +77,14 @@ impl Lineage {
     }
 }
 
+/// A run as the ledger knows it, by both its names: the id (a UUID, what full lineage writes
+/// on result rows) and the number (`batchscore_runs.id`, what compact lineage writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRef {
+    pub id: String,
+    pub number: i64,
+}
+
 /// One row of `batchscore_runs`.
 #[derive(Debug, Clone)]
 pub struct RunRecord {

@@ -14,7 +14,7 @@ use crate::element::Element;
 use crate::ident::{Ident, TableName};
 use crate::plan::Window;
 use crate::source::{KeyKind, SourceChunk};
-use crate::spec::{JobSpec, MetaKind, RESULT_META_COLUMNS};
+use crate::spec::{JobSpec, LineageColumns, MetaKind};
 
 /// The stored type of a result column, from the ONNX output's element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +47,19 @@ impl ResultType {
     }
 }
 
-/// What the results table of a job holds: the key, one column per output, and the run columns.
+/// What the results table of a job holds: the key, one column per output, and the lineage
+/// columns.
 #[derive(Debug, Clone)]
 pub struct ResultsTable {
     pub table: TableName,
     pub key: Ident,
     pub key_kind: KeyKind,
     pub outputs: Vec<(Ident, ResultType)>,
+    /// Which lineage columns the table has: as `[sink] lineage` asks, or else as an existing
+    /// table has them (see [`ResultsTable::described_as`]), compact for a new one.
+    pub lineage: LineageColumns,
+    /// `[sink] lineage`, if the job file says.
+    asked: Option<LineageColumns>,
     /// The table's columns and their declared types as the database described them when the job
     /// was prepared; `None` when the table did not exist (batchscore creates it).
     pub existing: Option<Vec<(String, String)>>,
@@ -67,7 +73,43 @@ impl ResultsTable {
             key: spec.source.key.clone(),
             key_kind,
             outputs,
+            lineage: spec.sink.lineage.unwrap_or(LineageColumns::Compact),
+            asked: spec.sink.lineage,
             existing: None,
+        }
+    }
+
+    /// The same columns in another table (a challenger's), not yet described.
+    pub fn elsewhere(&self, table: TableName) -> ResultsTable {
+        ResultsTable {
+            table,
+            lineage: self.asked.unwrap_or(LineageColumns::Compact),
+            existing: None,
+            ..self.clone()
+        }
+    }
+
+    /// This table as the database described it (`described`: its columns and declared types).
+    /// Unless the job file says which lineage it wants, a table that has the full lineage
+    /// columns and not the compact ones keeps being filled as it is: no application reading
+    /// `model_version` or `run_id` from it breaks when batchscore is upgraded.
+    pub fn described_as(&self, described: Vec<(String, String)>) -> ResultsTable {
+        let has = |columns: &[(&str, MetaKind)]| {
+            columns
+                .iter()
+                .all(|(name, _)| described.iter().any(|(column, _)| column == name))
+        };
+        let lineage = self.asked.unwrap_or(
+            if has(LineageColumns::Full.columns()) && !has(LineageColumns::Compact.columns()) {
+                LineageColumns::Full
+            } else {
+                LineageColumns::Compact
+            },
+        );
+        ResultsTable {
+            lineage,
+            existing: Some(described),
+            ..self.clone()
         }
     }
 
@@ -75,7 +117,7 @@ impl ResultsTable {
     pub fn column_names(&self) -> Vec<&str> {
         std::iter::once(self.key.as_str())
             .chain(self.outputs.iter().map(|(c, _)| c.as_str()))
-            .chain(RESULT_META_COLUMNS.map(|(name, _)| name))
+            .chain(self.lineage.columns().iter().map(|(name, _)| *name))
             .collect()
     }
 
@@ -99,25 +141,26 @@ impl ResultsTable {
                     .iter()
                     .map(|(c, ty)| (c.as_str(), Written::of(*ty))),
             )
-            .chain(RESULT_META_COLUMNS.map(|(name, kind)| {
+            .chain(self.lineage.columns().iter().map(|(name, kind)| {
                 let written = match kind {
                     MetaKind::Text => Written::Text,
                     MetaKind::Time => Written::Time,
+                    MetaKind::Integer => Written::Integer,
                 };
-                (name, written)
+                (*name, written)
             }))
             .collect()
     }
 
-    /// An existing results table must have every column batchscore writes, each of a type that
-    /// can hold what goes into it (as the database's `holds` judges its declared type names):
+    /// An existing results table (as [`ResultsTable::described_as`] found it; a table not yet
+    /// described passes) must have every column batchscore writes, each of a type that can hold
+    /// what goes into it (as the database's `holds` judges its declared type names):
     /// a column dropped, or retyped to a date, say, is refused rather than written through a
     /// conversion that fails halfway or, worse, stores garbage.
-    pub fn check_columns(
-        &self,
-        described: &[(String, String)],
-        holds: fn(&str, Written) -> bool,
-    ) -> Result<(), String> {
+    pub fn check_columns(&self, holds: fn(&str, Written) -> bool) -> Result<(), String> {
+        let Some(described) = &self.existing else {
+            return Ok(());
+        };
         let missing: Vec<&str> = self
             .column_names()
             .into_iter()
@@ -125,9 +168,14 @@ impl ResultsTable {
             .collect();
         if !missing.is_empty() {
             return Err(format!(
-                "results table {} exists but lacks column(s) {}: add them, or drop the table and let batchscore create it",
+                "results table {} exists but lacks column(s) {}: add them, or drop the table and let batchscore create it{}",
                 self.table,
-                missing.join(", ")
+                missing.join(", "),
+                match self.asked {
+                    None =>
+                        ", or set [sink] lineage = \"full\" for a table with model_version, run_id, window_start, window_end and scored_at",
+                    Some(_) => "",
+                }
             ));
         }
         for (column, written) in self.written_columns() {
@@ -184,21 +232,43 @@ impl Written {
 #[derive(Debug, Clone)]
 pub struct RunStamp {
     pub run_id: String,
+    /// The run's number in the ledger (`batchscore_runs.id`).
+    pub run: i64,
     pub window: Window,
     pub model_version: String,
+    /// The model's number (`batchscore_models.id`).
+    pub model: i64,
+    /// The challenger's model's number, when the job has a challenger that scores.
+    pub challenger_model: Option<i64>,
     pub scored_at: DateTime<Utc>,
 }
 
 impl RunStamp {
-    /// The stamp's values, in [`RESULT_META_COLUMNS`] order.
-    pub fn values(&self) -> [StampValue<'_>; 5] {
-        [
-            StampValue::Text(&self.model_version),
-            StampValue::Text(&self.run_id),
-            StampValue::Time(self.window.start),
-            StampValue::Time(self.window.end),
-            StampValue::Time(self.scored_at),
-        ]
+    /// The stamp's values, in the order of `lineage`'s columns.
+    pub fn values(&self, lineage: LineageColumns) -> Vec<StampValue<'_>> {
+        match lineage {
+            LineageColumns::Compact => {
+                vec![
+                    StampValue::Integer(self.run),
+                    StampValue::Integer(self.model),
+                ]
+            }
+            LineageColumns::Full => vec![
+                StampValue::Text(&self.model_version),
+                StampValue::Text(&self.run_id),
+                StampValue::Time(self.window.start),
+                StampValue::Time(self.window.end),
+                StampValue::Time(self.scored_at),
+            ],
+        }
+    }
+
+    /// The value of `lineage`'s run column ([`LineageColumns::run_column`]) for this run.
+    pub fn run_value(&self, lineage: LineageColumns) -> StampValue<'_> {
+        match lineage {
+            LineageColumns::Compact => StampValue::Integer(self.run),
+            LineageColumns::Full => StampValue::Text(&self.run_id),
+        }
     }
 }
 
@@ -207,6 +277,7 @@ impl RunStamp {
 pub enum StampValue<'a> {
     Text(&'a str),
     Time(DateTime<Utc>),
+    Integer(i64),
 }
 
 /// A scored chunk: the key column, then one column per output in [`ResultsTable::outputs`] order.

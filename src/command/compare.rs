@@ -15,6 +15,7 @@ use crate::db::paired::{PairedValues, paired_results};
 use crate::db::{self, Backend};
 use crate::error::ConfigError;
 use crate::job;
+use crate::ledger::RunRef;
 use crate::plan::Window;
 use crate::spec::{self, JobSpec};
 use crate::with_backend;
@@ -73,12 +74,15 @@ pub async fn run(
 
 async fn compare<B: Backend>(db: &B, spec: JobSpec, limit: u32) -> anyhow::Result<Comparison> {
     crate::db::migrate(db).await?;
-    let table = spec.challenger.as_ref().expect("checked").table.clone();
     // The result columns and their types, as the model binds them.
     let job = job::prepare(db, spec).await?;
+    let table = job
+        .challenger_table
+        .as_ref()
+        .expect("the job has a challenger");
     let windows = challenged_windows(db.pool(), &job.spec.name, limit).await?;
-    let run_ids: Vec<String> = windows.iter().map(|w| w.run_id.clone()).collect();
-    let paired = paired_results(db.pool(), &job.results, &table, &run_ids).await?;
+    let runs: Vec<RunRef> = windows.iter().map(|w| w.run.clone()).collect();
+    let paired = paired_results(db.pool(), &job.results, table, &runs).await?;
     let columns = job
         .results
         .outputs

@@ -21,7 +21,7 @@ use crate::error::ConfigError;
 use crate::ident::Ident;
 use crate::model::{Labels, Model, ModelInput};
 use crate::source::{CellType, ColumnKind, SourceColumns};
-use crate::spec::{self, JobSpec, RESULT_META_COLUMNS, RegistryUri};
+use crate::spec::{self, JobSpec, RegistryUri, is_lineage_column};
 use crate::with_backend;
 
 /// What `jobs new` was asked for.
@@ -406,9 +406,7 @@ impl Draft<'_> {
     fn outputs(&self, out: &mut String, key: Option<&str>) {
         let model = self.model;
         let _ = writeln!(out, "[outputs]");
-        let reserved = |column: &str| {
-            Some(column) == key || RESULT_META_COLUMNS.iter().any(|(c, _)| *c == column)
-        };
+        let reserved = |column: &str| Some(column) == key || is_lineage_column(column);
         for (output, dtype) in model.outputs() {
             let lines = match output_lines(model, output, dtype) {
                 Some(lines) => lines,

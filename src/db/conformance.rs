@@ -206,19 +206,17 @@ async fn upserts_replace_by_key_and_the_quarantine_releases_rows<B: Backend>(db:
         run_id: "run-1".to_owned(),
         window: window(0, 10),
         model_version: "sha".to_owned(),
+        run: 1,
+        model: 1,
+        challenger_model: None,
         scored_at: t(11),
     };
     let mut tx = db.begin(&claim).await.unwrap();
     assert!(tx.pin_results_table(&table.table).await.unwrap().is_none());
     tx.create_results_table(&table).await.unwrap();
     let pinned = tx.pin_results_table(&table.table).await.unwrap().unwrap();
-    table
-        .check_columns(&pinned, <B::Tx as WindowTx>::holds)
-        .unwrap();
-    let table = ResultsTable {
-        existing: Some(pinned),
-        ..table
-    };
+    let table = table.described_as(pinned);
+    table.check_columns(<B::Tx as WindowTx>::holds).unwrap();
     tx.upsert_results(
         &table,
         &stamp,

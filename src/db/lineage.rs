@@ -5,14 +5,86 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use super::dialect::{self, Dialect, Param, required};
+use super::dialect::{self, Dialect, Param, Set, required};
+use crate::ledger::RunRef;
 use crate::plan::Window;
 use crate::shard::Shard;
+use crate::spec::LineageColumns;
+
+/// The number of the model `sha256` in `batchscore_models`, given it on first use. Asked once per
+/// run, outside the window's transaction: shards starting together must not wait on each
+/// other's uncommitted insert of the same model.
+pub(crate) async fn model_number<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    sha256: &str,
+) -> anyhow::Result<i64> {
+    let columns = ["sha256", "first_seen_at"];
+    let values = [String::from("$1"), DB::NOW.to_owned()];
+    let no_change: [Set; 0] = [];
+    let insert = DB::upsert(
+        "batchscore_models",
+        &columns,
+        &values,
+        "sha256",
+        &no_change,
+        None,
+    );
+    dialect::execute(DB::on_pool(pool), insert, vec![sha256.into()])
+        .await
+        .context("recording the model in batchscore_models")?;
+    let select = "SELECT id FROM batchscore_models WHERE sha256 = $1".to_owned();
+    let row = dialect::fetch_optional(DB::on_pool(pool), select, vec![sha256.into()])
+        .await
+        .context("reading the model's number from batchscore_models")?
+        .context("the model is missing from batchscore_models after it was recorded")?;
+    required(DB::int(&row, "id")?, "id")
+}
+
+/// The number (`batchscore_runs.id`) the database gave the run `run_id`.
+pub(crate) async fn run_number<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    run_id: &str,
+) -> anyhow::Result<i64> {
+    let select = "SELECT id FROM batchscore_runs WHERE run_id = $1".to_owned();
+    let row = dialect::fetch_optional(DB::on_pool(pool), select, vec![run_id.into()])
+        .await
+        .context("reading the run's number from batchscore_runs")?
+        .context("the run is missing from batchscore_runs after it was recorded")?;
+    required(DB::int(&row, "id")?, "id")
+}
+
+/// `runs` as the parameters of `IN (…)` on a results table with `lineage`.
+pub(crate) fn run_params(lineage: LineageColumns, runs: &[RunRef]) -> Vec<Param> {
+    runs.iter()
+        .map(|run| match lineage {
+            LineageColumns::Compact => Param::from(run.number),
+            LineageColumns::Full => Param::from(&run.id),
+        })
+        .collect()
+}
+
+/// `SQL`: the row of table `left` (aliased, with `left`'s lineage) and the row of `right` were
+/// written by the same run. The same column when both tables have the same lineage; otherwise
+/// the compact side's number is turned into the run's id through the ledger.
+pub(crate) fn same_run(left: (&str, LineageColumns), right: (&str, LineageColumns)) -> String {
+    let expression =
+        |(alias, lineage): (&str, LineageColumns), other: LineageColumns| match (lineage, other) {
+            (LineageColumns::Compact, LineageColumns::Full) => {
+                format!("(SELECT run_id FROM batchscore_runs WHERE id = {alias}.batchscore_run)")
+            }
+            _ => format!("{alias}.{}", lineage.run_column()),
+        };
+    format!(
+        "{} = {}",
+        expression(left, right.1),
+        expression(right, left.1)
+    )
+}
 
 /// A committed window's ledger row, as lineage reads it.
 #[derive(Debug, Clone)]
 pub struct ScoredWindow {
-    pub run_id: String,
+    pub run: RunRef,
     pub shard: u32,
     pub window: Window,
     pub rows_written: i64,
@@ -166,7 +238,7 @@ async fn read_scored<DB: Dialect>(
         None => ("window_start, finished_at", ""),
     };
     let sql = format!(
-        "SELECT run_id, shard, window_start, window_end, rows_written, finished_at, model_sha256, \
+        "SELECT run_id, id, shard, window_start, window_end, rows_written, finished_at, model_sha256, \
          model_source, challenger_sha256, challenger_source, challenger_error \
          FROM batchscore_runs WHERE job = $1 AND status = 'succeeded'{only} ORDER BY {order}{limit}"
     );
@@ -178,7 +250,10 @@ async fn read_scored<DB: Dialect>(
             let text = |c| -> anyhow::Result<String> { required(DB::text(row, c)?, c) };
             let time = |c| -> anyhow::Result<DateTime<Utc>> { required(DB::time(row, c)?, c) };
             Ok(ScoredWindow {
-                run_id: text("run_id")?,
+                run: RunRef {
+                    id: text("run_id")?,
+                    number: required(DB::int(row, "id")?, "id")?,
+                },
                 shard: u32::try_from(required(DB::int(row, "shard")?, "shard")?)
                     .context("shard")?,
                 window: Window {

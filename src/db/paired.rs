@@ -4,8 +4,10 @@
 
 use anyhow::Context;
 
-use super::dialect::{self, Dialect, Param};
-use crate::ident::{Ident, TableName};
+use super::dialect::{self, Dialect};
+use super::lineage::{run_params, same_run};
+use crate::ident::Ident;
+use crate::ledger::RunRef;
 use crate::sink::{ResultType, ResultsTable};
 
 /// One result column's values for the rows both tables hold: (model, challenger).
@@ -16,14 +18,14 @@ pub enum PairedValues {
 }
 
 /// For each of `results`' output columns, in order, the pairs of values `results.table` and
-/// `challenger` hold for the same key in the windows `run_ids` wrote. Numbers are read as
+/// `challenger` hold for the same key in the windows `runs` wrote. Numbers are read as
 /// doubles; labels (integers, text, booleans) as text. Rows where either value is null are left
 /// out.
 pub(crate) async fn paired_results<DB: Dialect>(
     pool: &sqlx::Pool<DB>,
     results: &ResultsTable,
-    challenger: &TableName,
-    run_ids: &[String],
+    challenger: &ResultsTable,
+    runs: &[RunRef],
 ) -> anyhow::Result<Vec<PairedValues>> {
     let mut paired: Vec<PairedValues> = results
         .outputs
@@ -33,7 +35,7 @@ pub(crate) async fn paired_results<DB: Dialect>(
             _ => PairedValues::Labels(Vec::new()),
         })
         .collect();
-    if run_ids.is_empty() {
+    if runs.is_empty() {
         return Ok(paired);
     }
     let cast = |side: &str, column: &Ident, kind: ResultType| {
@@ -55,19 +57,25 @@ pub(crate) async fn paired_results<DB: Dialect>(
         })
         .collect();
     let key = DB::column(&results.key);
-    let ids = dialect::placeholders(1, run_ids.len());
+    let ids = dialect::placeholders(1, runs.len());
     let sql = format!(
-        "SELECT {} FROM {} m JOIN {} c ON c.{key} = m.{key} AND c.run_id = m.run_id \
-         WHERE m.run_id IN ({})",
+        "SELECT {} FROM {} m JOIN {} c ON c.{key} = m.{key} AND {} WHERE m.{} IN ({})",
         selected.join(", "),
         DB::table(&results.table),
-        DB::table(challenger),
+        DB::table(&challenger.table),
+        same_run(("m", results.lineage), ("c", challenger.lineage)),
+        results.lineage.run_column(),
         ids.join(", ")
     );
-    let params: Vec<Param> = run_ids.iter().map(Param::from).collect();
+    let params = run_params(results.lineage, runs);
     let rows = dialect::fetch_all(DB::on_pool(pool), sql, params)
         .await
-        .with_context(|| format!("reading {} and {challenger} side by side", results.table))?;
+        .with_context(|| {
+            format!(
+                "reading {} and {} side by side",
+                results.table, challenger.table
+            )
+        })?;
     for row in &rows {
         for (i, values) in paired.iter_mut().enumerate() {
             let (m, c) = (format!("m{i}"), format!("c{i}"));

@@ -6,18 +6,24 @@
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use std::collections::HashMap;
+
 use super::dialect::{self, Dialect, Param, Set, required};
+use super::lineage::{run_params, same_run};
 use super::{Backend, Field, FieldKind};
-use crate::ident::{Ident, TableName};
+use crate::ident::Ident;
+use crate::ledger::RunRef;
 use crate::plan::Window;
+use crate::sink::ResultsTable;
 use crate::source::KeyKind;
+use crate::spec::LineageColumns;
 use crate::spec::SourceFrom;
 use crate::spec::labels::{LabelsSpec, Task};
 
 /// A committed window: the latest run that committed it, what scored it, and how many rows.
 #[derive(Debug, Clone)]
 pub(crate) struct Committed {
-    pub run_id: String,
+    pub run: RunRef,
     pub shard: u32,
     pub window: Window,
     pub model_sha256: String,
@@ -80,7 +86,7 @@ pub(crate) async fn committed_windows<DB: Dialect>(
         }
     }
     let sql = format!(
-        "SELECT r.run_id, r.shard, r.window_start, r.window_end, r.model_sha256, \
+        "SELECT r.run_id, r.id, r.shard, r.window_start, r.window_end, r.model_sha256, \
          r.challenger_sha256, r.challenger_error, r.rows_written \
          FROM batchscore_runs r \
          WHERE r.job = $1 AND r.status = 'succeeded' AND r.rows_written > 0 \
@@ -98,7 +104,10 @@ pub(crate) async fn committed_windows<DB: Dialect>(
             let challenger: Option<String> = DB::text(row, "challenger_sha256")?;
             let failed = DB::text(row, "challenger_error")?.is_some();
             Ok(Committed {
-                run_id: required(DB::text(row, "run_id")?, "run_id")?,
+                run: RunRef {
+                    id: required(DB::text(row, "run_id")?, "run_id")?,
+                    number: required(DB::int(row, "id")?, "id")?,
+                },
                 shard: u32::try_from(required(DB::int(row, "shard")?, "shard")?)?,
                 window: Window {
                     start: required(DB::time(row, "window_start")?, "window_start")?,
@@ -114,10 +123,8 @@ pub(crate) async fn committed_windows<DB: Dialect>(
 
 /// What the join reads: the job's results (and its challenger's), and its labels.
 pub(crate) struct JoinSpec<'a> {
-    pub results: &'a TableName,
-    pub key: &'a Ident,
-    pub key_kind: KeyKind,
-    pub challenger: Option<&'a TableName>,
+    pub results: &'a ResultsTable,
+    pub challenger: Option<&'a ResultsTable>,
     pub labels: &'a LabelsSpec,
 }
 
@@ -148,7 +155,8 @@ impl KeyRef<'_> {
 /// its key (or none).
 #[derive(Debug)]
 pub(crate) struct Joined<'a> {
-    pub run_id: &'a str,
+    /// Which of the runs asked for wrote the row: its place among them.
+    pub run: usize,
     pub key: KeyRef<'a>,
     pub score: Option<f64>,
     /// The predicted label, as text (classification with `predicted`).
@@ -203,25 +211,34 @@ fn select_fields(columns: &[(String, FieldKind)]) -> (String, Vec<FieldKind>) {
     )
 }
 
-/// Stream the result rows the runs `run_ids` wrote, each with its labels (a key with two labels
+/// Stream the result rows the `runs` wrote, each with its labels (a key with two labels
 /// comes twice; one without, once with none), to `each`. Which of two labels counts is
 /// [`latest_labels`]'s to say: the join reads no time, so the scan costs what reading the rows
 /// does.
 pub(crate) async fn joined_rows<B: Backend>(
     db: &B,
     join: &JoinSpec<'_>,
-    run_ids: &[String],
+    runs: &[RunRef],
     mut each: impl FnMut(Joined<'_>) -> anyhow::Result<()> + Send,
 ) -> anyhow::Result<()> {
+    let lineage = join.results.lineage;
     let labels = join.labels;
-    let key = B::Db::column(join.key);
+    let key = B::Db::column(&join.results.key);
     let cast = |side: &str, column: &Ident, to: &str| {
         format!("CAST({side}.{} AS {to})", B::Db::column(column))
     };
     let (double, text) = (B::Db::DOUBLE, B::Db::TEXT);
     // Each column read, as `c0`, `c1`, …: (expression, how it is read).
-    let mut columns: Vec<(String, FieldKind)> = vec![("m.run_id".to_owned(), FieldKind::Text)];
-    columns.push(key_field::<B::Db>("m", join.key, join.key_kind));
+    let run = format!("m.{}", lineage.run_column());
+    let mut columns: Vec<(String, FieldKind)> = vec![match lineage {
+        LineageColumns::Compact => (run, FieldKind::Int),
+        LineageColumns::Full => (run, FieldKind::Text),
+    }];
+    columns.push(key_field::<B::Db>(
+        "m",
+        &join.results.key,
+        join.results.key_kind,
+    ));
     let (score, predicted, label) = match &labels.task {
         Task::Classification {
             score, predicted, ..
@@ -241,7 +258,7 @@ pub(crate) async fn joined_rows<B: Backend>(
         columns.push((cast("m", p, text), FieldKind::Text));
         columns.len() - 1
     });
-    let mut from = format!("{} m", B::Db::table(join.results));
+    let mut from = format!("{} m", B::Db::table(&join.results.table));
     let mut at_challenger = None;
     if let Some(challenger) = join.challenger {
         columns.push((cast("c", score, double), FieldKind::Float));
@@ -250,8 +267,9 @@ pub(crate) async fn joined_rows<B: Backend>(
             columns.push((cast("c", p, text), FieldKind::Text));
         }
         from += &format!(
-            " LEFT JOIN {} c ON c.{key} = m.{key} AND c.run_id = m.run_id",
-            B::Db::table(challenger)
+            " LEFT JOIN {} c ON c.{key} = m.{key} AND {}",
+            B::Db::table(&challenger.table),
+            same_run(("m", lineage), ("c", challenger.lineage))
         );
     }
     columns.push(label);
@@ -262,13 +280,43 @@ pub(crate) async fn joined_rows<B: Backend>(
         B::Db::column(&labels.key),
         B::Db::column(&labels.label),
     );
-    let ids = dialect::placeholders(1, run_ids.len());
+    let ids = dialect::placeholders(1, runs.len());
     let (selected, kinds) = select_fields(&columns);
     let sql = format!(
-        "SELECT {selected} FROM {from} WHERE m.run_id IN ({})",
+        "SELECT {selected} FROM {from} WHERE m.{} IN ({})",
+        lineage.run_column(),
         ids.join(", ")
     );
-    let params: Vec<Param> = run_ids.iter().map(Param::from).collect();
+    let params = run_params(lineage, runs);
+    // Each run by its place among `runs`: a row's run is looked up once, and the rows of one
+    // window (they come window by window, as they were written) only compare with the last.
+    let by_id: HashMap<&str, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    let by_number: HashMap<i64, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.number, i))
+        .collect();
+    let mut last: Option<usize> = None;
+    let mut place = move |field: Field<'_>| -> Option<usize> {
+        let same = |at: usize| match field {
+            Field::Int(number) => runs[at].number == number,
+            Field::Text(id) => runs[at].id == id,
+            _ => false,
+        };
+        if let Some(at) = last.filter(|&at| same(at)) {
+            return Some(at);
+        }
+        last = match field {
+            Field::Int(number) => by_number.get(&number).copied(),
+            Field::Text(id) => by_id.get(id).copied(),
+            _ => None,
+        };
+        last
+    };
     fn text_at<'a>(fields: &[Field<'a>], i: usize) -> Option<&'a str> {
         match fields[i] {
             Field::Text(text) => Some(text),
@@ -292,8 +340,11 @@ pub(crate) async fn joined_rows<B: Backend>(
             Field::Float(v) => Some(Truth::Number(v)),
             _ => None,
         };
+        let Some(run) = place(fields[0]) else {
+            return Ok(()); // not one of the runs asked for (cannot happen: the WHERE says)
+        };
         each(Joined {
-            run_id: text_at(fields, 0).context("a result row without a run id")?,
+            run,
             key,
             score: float_at(fields, 2),
             predicted: at_predicted.and_then(|i| text_at(fields, i)),
@@ -306,7 +357,7 @@ pub(crate) async fn joined_rows<B: Backend>(
     };
     db.stream_fields(sql, params, &kinds, &mut row)
         .await
-        .with_context(|| format!("reading {} joined with its labels", join.results))
+        .with_context(|| format!("reading {} joined with its labels", join.results.table))
 }
 
 /// The label that counts for each of `keys` (keys labelled more than once): the latest by
@@ -419,7 +470,7 @@ pub(crate) async fn unscored_labels<DB: Dialect>(
     };
     let rows = count(format!(
         "SELECT COUNT(*) AS n FROM {}",
-        DB::table(join.results)
+        DB::table(&join.results.table)
     ))
     .await?;
     if rows == scored {
@@ -435,8 +486,8 @@ pub(crate) async fn unscored_labels<DB: Dialect>(
         "SELECT COUNT(*) AS n FROM {} WHERE l.{label} IS NOT NULL AND NOT EXISTS \
          (SELECT 1 FROM {} m WHERE m.{} = l.{})",
         labels_from::<DB>(labels),
-        DB::table(join.results),
-        DB::column(join.key),
+        DB::table(&join.results.table),
+        DB::column(&join.results.key),
         DB::column(&labels.key),
         label = DB::column(&labels.label),
     );

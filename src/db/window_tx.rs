@@ -8,12 +8,12 @@ use std::future::Future;
 
 use anyhow::Context;
 
-use super::dialect::{self, Dialect};
+use super::dialect::{self, Dialect, Param};
 use crate::bad_row::BadRow;
 use crate::claim::Claim;
 use crate::ident::TableName;
 use crate::shard::Shard;
-use crate::sink::{ResultsTable, RunStamp, ScoredChunk, Written};
+use crate::sink::{ResultsTable, RunStamp, ScoredChunk, StampValue, Written};
 
 /// Where a window's results go: its transaction, and the results table as the database
 /// describes it.
@@ -132,12 +132,20 @@ pub(crate) trait WindowTx: Send + Sized {
 /// the way through a window).
 pub(crate) async fn discard_run<DB: Dialect>(
     conn: &mut DB::Connection,
-    table: &TableName,
-    run_id: &str,
+    table: &ResultsTable,
+    stamp: &RunStamp,
 ) -> anyhow::Result<()> {
-    let sql = format!("DELETE FROM {} WHERE run_id = $1", DB::table(table));
-    dialect::execute(DB::on_conn(conn), sql, vec![run_id.into()])
+    let sql = format!(
+        "DELETE FROM {} WHERE {} = $1",
+        DB::table(&table.table),
+        table.lineage.run_column()
+    );
+    let run = match stamp.run_value(table.lineage) {
+        StampValue::Integer(number) => Param::from(number),
+        _ => Param::from(&stamp.run_id),
+    };
+    dialect::execute(DB::on_conn(conn), sql, vec![run])
         .await
-        .with_context(|| format!("discarding the challenger's rows from {table}"))?;
+        .with_context(|| format!("discarding the challenger's rows from {}", table.table))?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Runtime.
 //!
 //! A run reads the model's files once: the bytes it hashes are the bytes it scores with, so
-//! `model_version` on every result row names exactly the model that produced it, even if the
+//! the model number on every result row (`batchscore_model`, or `model_version` with full lineage) names exactly the model that produced it, even if the
 //! file is replaced or the registry's alias moves while the run is going.
 
 mod binding;

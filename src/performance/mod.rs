@@ -25,6 +25,7 @@ use crate::db::performance::{
     self as store, Committed, JoinSpec, Key, KeyRef, Select, StoredFigure, Truth,
 };
 use crate::job::PreparedJob;
+use crate::ledger::RunRef;
 use crate::plan::Window;
 use crate::spec::labels::{LabelsSpec, Positive, Task};
 
@@ -191,15 +192,8 @@ pub async fn count_unscored<B: Backend>(
 
 fn join_spec<'a>(job: &'a PreparedJob, labels: &'a LabelsSpec, challenged: bool) -> JoinSpec<'a> {
     JoinSpec {
-        results: &job.results.table,
-        key: &job.results.key,
-        key_kind: job.results.key_kind,
-        challenger: job
-            .spec
-            .challenger
-            .as_ref()
-            .filter(|_| challenged)
-            .map(|c| &c.table),
+        results: &job.results,
+        challenger: job.challenger_table.as_ref().filter(|_| challenged),
         labels,
     }
 }
@@ -296,18 +290,10 @@ async fn evaluate_batch<B: Backend>(
 ) -> anyhow::Result<Vec<Committed>> {
     let challenged = batch.iter().any(|w| w.challenger_sha256.is_some());
     let join = join_spec(job, labels, challenged);
-    let run_ids: Vec<String> = batch.iter().map(|w| w.run_id.clone()).collect();
-    // Each window by its place in the batch: a row's run id is looked up once, and switching
-    // between windows (rows out of order) allocates nothing.
-    let place: HashMap<&str, usize> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.run_id.as_str(), i))
-        .collect();
+    let runs: Vec<RunRef> = batch.iter().map(|w| w.run.clone()).collect();
     let mut gathered: Vec<Gathered> = Vec::with_capacity(batch.len());
     gathered.resize_with(batch.len(), Gathered::default);
-    // Rows come window by window as they were written: the current window's run id is compared
-    // before any lookup.
+    // The window whose rows are being read (rows come window by window, as they were written).
     let mut last: Option<usize> = None;
     let (positive, threshold, with_predicted) = match &labels.task {
         Task::Classification {
@@ -328,13 +314,11 @@ async fn evaluate_batch<B: Backend>(
     // let go to stay within HELD_ROWS.
     let (mut held, bound) = (0usize, held_rows());
     let mut let_go = vec![false; batch.len()];
-    store::joined_rows(db, &join, &run_ids, |joined| {
+    store::joined_rows(db, &join, &runs, |joined| {
         let current = match last {
-            Some(at) if batch[at].run_id == joined.run_id => at,
+            Some(at) if at == joined.run => at,
             _ => {
-                let Some(&at) = place.get(joined.run_id) else {
-                    return Ok(());
-                };
+                let at = joined.run;
                 if let_go[at] {
                     return Ok(());
                 }
@@ -430,7 +414,12 @@ async fn evaluate_batch<B: Backend>(
         .collect();
     if !reread.is_empty() {
         // Rows out of order: those windows are read again, each alone, held whole.
-        early.retain(|e| !place.get(e.run_id.as_str()).is_some_and(|&i| again[i]));
+        early.retain(|e| {
+            !batch
+                .iter()
+                .position(|w| w.run.id == e.run_id)
+                .is_some_and(|i| again[i])
+        });
         for i in reread {
             let mut alone = Evaluation::default();
             let alone_batch = [batch[i].clone()];
@@ -495,7 +484,7 @@ fn judge_window(
             window_start: committed.window.start,
             window_end: committed.window.end,
             model,
-            run_id: committed.run_id.clone(),
+            run_id: committed.run.id.clone(),
             model_sha256: sha,
             status,
             figures: judge(window, &labels.task, threshold, challenger),

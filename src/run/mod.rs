@@ -109,6 +109,8 @@ pub struct Run<'a, B: Backend> {
     tally: Tally,
     /// Where each window's end is told ([`crate::alerts`]), if anywhere.
     alerts: Option<Arc<Alerts>>,
+    /// The numbers of the model and the challenger in `batchscore_models`, once asked.
+    models: Option<(i64, Option<i64>)>,
 }
 
 impl<'a, B: Backend> Run<'a, B> {
@@ -127,6 +129,7 @@ impl<'a, B: Backend> Run<'a, B> {
             progress,
             tally: Tally::default(),
             alerts: None,
+            models: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::alerts::{Drifted, WindowEnd, window_changes};
 use crate::bad_row::BadRowCounts;
 use crate::claim::{Claim, Lost};
 use crate::db::profiles::reference_for;
-use crate::db::{Backend, Replace, WindowTx, claim_store, ledger, profiles, within};
+use crate::db::{Backend, Replace, WindowTx, claim_store, ledger, lineage, profiles, within};
 use crate::error::{BadWindow, Contention, Interrupted, Unresponsive};
 use crate::job::PreparedJob;
 use crate::ledger::{RunRecord, RunStatus};
@@ -54,6 +54,12 @@ pub(super) async fn run_window<B: Backend>(
         ledger::record_run(db.pool(), &record, Replace::Always),
     )
     .await?;
+    let numbers = within(
+        keeper.claim().lease(),
+        "numbering the run and its models",
+        numbers(run, &record.run_id),
+    )
+    .await?;
     tracing::info!("window started");
     // A bar shows rows scored of rows expected: count them first (through the window's index).
     let expected = match run.progress.wants_total() {
@@ -74,7 +80,7 @@ pub(super) async fn run_window<B: Backend>(
     let scored = tokio::select! {
         // Dropping the window's future drops its transaction: nothing of it is committed (the
         // server ends it too, if it cannot reach us to say so).
-        outcome = score_window(db, job, scope, keeper.claim(), (&mut record, &mut run.tally), &shown) => outcome,
+        outcome = score_window(db, job, (scope, numbers), keeper.claim(), (&mut record, &mut run.tally), &shown) => outcome,
         signal = run.stop.abort.requested() => Err(Interrupted {
             signal,
             what: rolled_back.clone(),
@@ -106,6 +112,37 @@ pub(super) async fn run_window<B: Backend>(
             Err(failed(db, job, record, (window, deadline), err, &mut run.tally).await)
         }
     }
+}
+
+/// What compact lineage writes on each result row: the run's number and its models'.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Numbers {
+    run: i64,
+    model: i64,
+    challenger: Option<i64>,
+}
+
+/// The numbers of the run `run_id` (just recorded) and of its models (asked once per run).
+async fn numbers<B: Backend>(run: &mut Run<'_, B>, run_id: &str) -> anyhow::Result<Numbers> {
+    let pool = run.db.pool();
+    let (model, challenger) = match run.models {
+        Some(models) => models,
+        None => {
+            let model = lineage::model_number(pool, &run.job.model.sha256).await?;
+            let challenger = match &run.job.challenger {
+                Some(Ok(challenger)) => {
+                    Some(lineage::model_number(pool, &challenger.model.sha256).await?)
+                }
+                _ => None,
+            };
+            *run.models.insert((model, challenger))
+        }
+    };
+    Ok(Numbers {
+        run: lineage::run_number(pool, run_id).await?,
+        model,
+        challenger,
+    })
 }
 
 /// Count a committed window.
@@ -221,15 +258,18 @@ async fn record_failure<B: Backend>(
 async fn score_window<B: Backend>(
     db: &B,
     job: &Arc<PreparedJob>,
-    scope: Scope,
+    (scope, numbers): (Scope, Numbers),
     claim: &Claim,
     (record, tally): (&mut RunRecord, &mut Tally),
     shown: &WindowProgress,
 ) -> anyhow::Result<Option<Drifted>> {
     let stamp = RunStamp {
         run_id: record.run_id.clone(),
+        run: numbers.run,
         window: scope.window,
         model_version: job.model.sha256.clone(),
+        model: numbers.model,
+        challenger_model: numbers.challenger,
         scored_at: Utc::now(),
     };
     let (tx, findings) = run_pipeline(db, job, scope.window, &stamp, claim, record, shown).await?;

@@ -137,6 +137,9 @@ impl<B: Backend> Writer<'_, B> {
         };
         let stamp = RunStamp {
             model_version: challenger.model.sha256.clone(),
+            model: self.stamp.challenger_model.ok_or_else(|| {
+                anyhow::anyhow!("the challenger's model has no number in batchscore_models")
+            })?,
             ..self.stamp.clone()
         };
         let shard = self.claim.shard;
@@ -152,12 +155,12 @@ impl<B: Backend> Writer<'_, B> {
 
     /// Take this window's challenger rows back out, and write no more of them.
     async fn discard_challenger(&mut self) -> anyhow::Result<()> {
-        let run_id = self.stamp.run_id.clone();
+        let stamp = self.stamp;
         let Some(open) = self.open.as_mut() else {
             return Ok(()); // nothing was written yet
         };
         if let Some(Ok(table)) = &open.challenger {
-            discard_run::<<B::Tx as WindowTx>::Db>(open.tx.conn(), &table.table, &run_id).await?;
+            discard_run::<<B::Tx as WindowTx>::Db>(open.tx.conn(), table, stamp).await?;
         }
         open.challenger = Some(Err("it failed to score".to_owned()));
         Ok(())
@@ -203,10 +206,6 @@ async fn pin_results_table<T: WindowTx>(
     }
     let described = described
         .ok_or_else(|| anyhow::anyhow!("results table {table} is missing after it was created"))?;
-    Ok(results
-        .check_columns(&described, T::holds)
-        .map(|()| ResultsTable {
-            existing: Some(described),
-            ..results.clone()
-        }))
+    let pinned = results.described_as(described);
+    Ok(pinned.check_columns(T::holds).map(|()| pinned))
 }

@@ -126,7 +126,8 @@ async fn every_result_row_names_its_model() {
     };
     let versions = p
         .count(&format!(
-            "SELECT count(*) FROM scores WHERE model_version = '{sha}'"
+            "SELECT count(*) FROM scores s JOIN batchscore_models m ON m.id = s.batchscore_model \
+             WHERE m.sha256 = '{sha}'"
         ))
         .await;
     assert_eq!(versions, 1);
@@ -258,6 +259,7 @@ async fn postgres_least_privilege_role_can_run_jobs() {
          GRANT SELECT, INSERT, UPDATE, DELETE ON batchscore_runs, batchscore_watermarks, batchscore_claims, batchscore_quarantine TO {role}; \
          GRANT SELECT, INSERT, DELETE ON batchscore_profiles TO {role}; \
          GRANT SELECT ON batchscore_references TO {role}; \
+         GRANT SELECT, INSERT ON batchscore_models TO {role}; \
          GRANT SELECT ON _sqlx_migrations TO {role}",
         s = current_schema(&p).await
     ))
@@ -317,6 +319,9 @@ async fn mysql_least_privilege_user_can_run_jobs() {
             "GRANT SELECT ON {database}.{table} TO '{user}'@'%'"
         ));
     }
+    grants.push(format!(
+        "GRANT SELECT, INSERT ON {database}.batchscore_models TO '{user}'@'%'"
+    ));
     for grant in &grants {
         p.execute(grant).await;
     }

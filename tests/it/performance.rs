@@ -98,9 +98,10 @@ async fn scored_rows(
         Kind::Mysql => ("CHAR", "DOUBLE"),
         _ => ("TEXT", "DOUBLE PRECISION"),
     };
-    let predicted = predicted.map_or("NULL".to_owned(), |c| format!("CAST({c} AS {double})"));
+    let predicted = predicted.map_or("NULL".to_owned(), |c| format!("CAST(t.{c} AS {double})"));
     let sql = format!(
-        "SELECT CAST({key} AS {text}), run_id, CAST({score} AS {double}), {predicted} FROM {table}"
+        "SELECT CAST(t.{key} AS {text}), r.run_id, CAST(t.{score} AS {double}), {predicted} \
+         FROM {table} t JOIN batchscore_runs r ON r.id = t.batchscore_run"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(&p.pool)

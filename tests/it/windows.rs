@@ -577,12 +577,10 @@ async fn a_key_committed_by_another_writer_mid_window_rolls_it_back_whole() {
     assert_exit(&p.batchscore(&["run-job", "job", "--at", &at(11)]), 0);
     // Another writer puts key 1500 (in the next window, [10m, 20m)) in, uncommitted.
     let mut other = p.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO predictions VALUES (1500, 7, 0.5, 'another writer', 'r', now(), now(), now())",
-    )
-    .execute(&mut *other)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO predictions VALUES (1500, 7, 0.5, 0, 0)")
+        .execute(&mut *other)
+        .await
+        .unwrap();
     let child = p
         .command(&["run-job", "job", "--at", &at(21)])
         .stdout(Stdio::piped())

@@ -21,7 +21,7 @@ use crate::sink::{
     ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue, Written,
 };
 use crate::source::KeyKind;
-use crate::spec::{MetaKind, RESULT_META_COLUMNS};
+use crate::spec::MetaKind;
 
 /// Rows per multi-row statement into the quarantine: past a thousand or so, bigger statements
 /// write no faster (measured on MariaDB), and the placeholders stay far below 65,535.
@@ -121,10 +121,17 @@ impl WindowTx for MySqlTx {
                 .iter()
                 .map(|(name, ty)| format!("{} {}", name.backticked(), mysql_type(*ty))),
         );
-        columns.extend(RESULT_META_COLUMNS.iter().map(|(name, kind)| match kind {
-            MetaKind::Text => format!("`{name}` VARCHAR(64) NOT NULL"),
-            MetaKind::Time => format!("`{name}` DATETIME(6) NOT NULL"),
-        }));
+        columns.extend(
+            table
+                .lineage
+                .columns()
+                .iter()
+                .map(|(name, kind)| match kind {
+                    MetaKind::Text => format!("`{name}` VARCHAR(64) NOT NULL"),
+                    MetaKind::Time => format!("`{name}` DATETIME(6) NOT NULL"),
+                    MetaKind::Integer => format!("`{name}` BIGINT NOT NULL"),
+                }),
+        );
         columns
     }
 
@@ -207,7 +214,7 @@ impl WindowTx for MySqlTx {
     ) -> anyhow::Result<()> {
         let columns = chunk.typed_columns()?;
         let sql = upsert_sql(table);
-        let stamp = stamp.values();
+        let stamp = stamp.values(table.lineage);
         let mut rows = 0..0;
         while rows.end < chunk.rows() {
             // The rows as one JSON array of arrays, a statement's worth at a time.
@@ -227,6 +234,7 @@ impl WindowTx for MySqlTx {
                 match value {
                     StampValue::Text(text) => args.add(*text),
                     StampValue::Time(time) => args.add(time.naive_utc()),
+                    StampValue::Integer(number) => args.add(*number),
                 }
                 .map_err(anyhow::Error::from_boxed)?;
             }
@@ -322,13 +330,14 @@ fn upsert_sql(table: &ResultsTable) -> String {
         };
         format!("c{} {ty} PATH '$[{}]'", i + 1, i + 1)
     }));
-    let selected: Vec<String> = (0..paths.len()).map(|i| format!("j.c{i}")).collect();
+    let mut selected: Vec<String> = (0..paths.len()).map(|i| format!("j.c{i}")).collect();
+    selected.extend(table.lineage.columns().iter().map(|_| "?".to_owned()));
     let updates: Vec<String> = names[1..]
         .iter()
         .map(|c| format!("{c} = VALUES({c})"))
         .collect();
     format!(
-        "INSERT INTO {} ({}) SELECT {}, ?, ?, ?, ?, ? FROM JSON_TABLE(?, '$[*]' COLUMNS ({})) AS j \
+        "INSERT INTO {} ({}) SELECT {} FROM JSON_TABLE(?, '$[*]' COLUMNS ({})) AS j \
          ON DUPLICATE KEY UPDATE {}",
         table.table.backticked(),
         names.join(", "),

@@ -19,7 +19,7 @@ use crate::shard::Shard;
 use crate::sink::{
     ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue, Written,
 };
-use crate::spec::{MetaKind, RESULT_META_COLUMNS};
+use crate::spec::MetaKind;
 
 /// A PostgreSQL window's transaction, with its statement and idle timeouts set to the lease.
 pub struct PgTx(pub(super) Transaction<'static, Postgres>);
@@ -230,10 +230,17 @@ fn created_columns(table: &ResultsTable) -> Vec<(&str, &'static str)> {
             .iter()
             .map(|(name, ty)| (name.as_str(), pg_type(*ty))),
     );
-    columns.extend(RESULT_META_COLUMNS.map(|(name, kind)| match kind {
-        MetaKind::Text => (name, "text"),
-        MetaKind::Time => (name, TIMESTAMPTZ),
-    }));
+    columns.extend(
+        table
+            .lineage
+            .columns()
+            .iter()
+            .map(|(name, kind)| match kind {
+                MetaKind::Text => (*name, "text"),
+                MetaKind::Time => (*name, TIMESTAMPTZ),
+                MetaKind::Integer => (*name, "bigint"),
+            }),
+    );
     columns
 }
 
@@ -266,10 +273,11 @@ async fn copy_in(
         quoted.join(", ")
     );
     let mut copy = tx.copy_in_raw(&sql).await?;
-    // Per row: a length and 8 bytes per number, the sha256 and the run id's UUID.
+    // Per row: a length and 8 bytes per number, and with full lineage the sha256 and the run
+    // id's UUID.
     let piece = PIECE_ROWS.min(chunk.rows()) * (quoted.len() * 12 + 110);
     let mut tuples = TupleWriter::with_capacity(piece);
-    let stamp_values = stamp.values();
+    let stamp_values = stamp.values(table.lineage);
     for row in 0..chunk.rows() {
         tuples.tuple(fields);
         for column in &columns {
@@ -290,6 +298,7 @@ async fn copy_in(
             match *value {
                 StampValue::Text(text) => tuples.text(text),
                 StampValue::Time(time) => tuples.timestamptz(time),
+                StampValue::Integer(number) => tuples.int8(number),
             }
         }
         if (row + 1) % PIECE_ROWS == 0 {
@@ -313,17 +322,17 @@ async fn insert(
 ) -> anyhow::Result<()> {
     let quoted = table.quoted_column_names();
     let columns = chunk.typed_columns()?;
+    let stamp_values = stamp.values(table.lineage);
     let arrays: Vec<String> = columns
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let param = RESULT_META_COLUMNS.len() + 1 + i;
+            let param = stamp_values.len() + 1 + i;
             format!("${param}::{}[]", array_type(c))
         })
         .collect();
-    let stamp_placeholders: Vec<String> = (1..=RESULT_META_COLUMNS.len())
-        .map(|i| format!("${i}"))
-        .collect();
+    let stamp_placeholders: Vec<String> =
+        (1..=stamp_values.len()).map(|i| format!("${i}")).collect();
     let on_conflict = if upsert {
         let updates: Vec<String> = quoted[1..]
             .iter()
@@ -345,10 +354,11 @@ async fn insert(
         arrays.join(", "),
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
-    for value in stamp.values() {
+    for value in stamp_values {
         query = match value {
             StampValue::Text(text) => query.bind(text.to_owned()),
             StampValue::Time(time) => query.bind(time),
+            StampValue::Integer(number) => query.bind(number),
         };
     }
     for column in columns {

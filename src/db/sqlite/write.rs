@@ -17,7 +17,7 @@ use crate::sink::{
     ResultColumn, ResultType, ResultsTable, RunStamp, ScoredChunk, StampValue, Written,
 };
 use crate::source::KeyKind;
-use crate::spec::RESULT_META_COLUMNS;
+use crate::spec::MetaKind;
 
 /// Rows per multi-row INSERT into the quarantine: enough to amortise each statement, few enough
 /// to keep it cheap to prepare once and reuse from the statement cache.
@@ -89,11 +89,13 @@ impl WindowTx for SqliteTx {
                 .map(|(name, ty)| format!("{} {}", name.quoted(), sqlite_type(*ty))),
         );
         // Times as fixed-width RFC 3339 text, like batchscore's own tables.
-        columns.extend(
-            RESULT_META_COLUMNS
-                .iter()
-                .map(|(name, _)| format!("\"{name}\" TEXT NOT NULL")),
-        );
+        columns.extend(table.lineage.columns().iter().map(|(name, kind)| {
+            let ty = match kind {
+                MetaKind::Integer => "INTEGER",
+                MetaKind::Text | MetaKind::Time => "TEXT",
+            };
+            format!("\"{name}\" {ty} NOT NULL")
+        }));
         columns
     }
 
@@ -123,10 +125,15 @@ impl WindowTx for SqliteTx {
     ) -> anyhow::Result<()> {
         let columns = chunk.typed_columns()?;
         let sql = upsert_sql(table, columns.len());
-        let stamp_values = stamp.values().map(|value| match value {
-            StampValue::Text(text) => text.to_owned(),
-            StampValue::Time(time) => to_text(time),
-        });
+        let stamp_values: Vec<rusqlite::types::Value> = stamp
+            .values(table.lineage)
+            .into_iter()
+            .map(|value| match value {
+                StampValue::Text(text) => text.to_owned().into(),
+                StampValue::Time(time) => to_text(time).into(),
+                StampValue::Integer(number) => number.into(),
+            })
+            .collect();
         let mut locked = self
             .0
             .lock_handle()
@@ -139,7 +146,7 @@ impl WindowTx for SqliteTx {
             with_direct(&mut locked, |db| {
                 let mut insert = db.prepare(&sql)?;
                 for (i, value) in stamp_values.iter().enumerate() {
-                    insert.raw_bind_parameter(columns.len() + 1 + i, value.as_str())?;
+                    insert.raw_bind_parameter(columns.len() + 1 + i, value)?;
                 }
                 for row in 0..chunk.rows() {
                     for (i, column) in columns.iter().enumerate() {
@@ -213,7 +220,7 @@ impl WindowTx for SqliteTx {
 /// and the stamp's.
 fn upsert_sql(table: &ResultsTable, per_row: usize) -> String {
     let quoted = table.quoted_column_names();
-    let placeholders: Vec<String> = (1..=per_row + RESULT_META_COLUMNS.len())
+    let placeholders: Vec<String> = (1..=per_row + table.lineage.columns().len())
         .map(|i| format!("?{i}"))
         .collect();
     let updates: Vec<String> = quoted[1..]

@@ -314,14 +314,11 @@ async fn a_broken_challenger_never_costs_the_job_its_window() {
 /// Keys in `table` whose window the ledger does not say succeeded, and keys in only one of the
 /// two tables: both must be none after any kill.
 async fn orphans(p: &Project) -> (i64, i64) {
-    let time = |c: &str| p.kind.epoch(c);
     let uncommitted = p
-        .count(&format!(
+        .count(
             "SELECT COUNT(*) FROM predictions_challenger c WHERE NOT EXISTS (SELECT 1 FROM batchscore_runs r \
-             WHERE r.status = 'succeeded' AND r.run_id = c.run_id AND {} = {})",
-            time("r.window_start"),
-            time("c.window_start")
-        ))
+             WHERE r.status = 'succeeded' AND r.id = c.batchscore_run)",
+        )
         .await;
     let unpaired = p
         .count(

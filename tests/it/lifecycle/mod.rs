@@ -8,6 +8,7 @@
 //! Python API (`machine_failure.json`, `machine_failure_challenger.json`).
 
 mod challenger;
+mod lineage;
 mod registry;
 mod rescore;
 
