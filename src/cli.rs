@@ -148,6 +148,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete batchscore's own rows (ledger, drift profiles, quarantine, realized performance)
+    /// of windows that ended before a bound, in short statements. Kept whatever the bound: a
+    /// window's latest run while its result rows point at it, the profiles a job's drift
+    /// reference reads, and what an open alert is about.
+    Prune {
+        /// How old a window must be to go.
+        #[arg(long, value_parser = parse_duration, default_value = "90d")]
+        older_than: chrono::TimeDelta,
+        /// Count what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Move a job to the number of shards its file now says, every shard starting where the
     /// old ones all stopped: no gap, no overlap. Needs every old shard's watermark level.
     #[command(after_help = RESHARD_HELP)]

@@ -125,7 +125,15 @@ async fn prepare_found<B: Backend>(
     let fail = |problem: String| ConfigError::job(&job, problem);
 
     let pinned = Pinned::of("model.sha256", &spec.model.sha256);
+    let loading = std::time::Instant::now();
     let model = Model::open_blocking(&job, found.model, pinned).await?;
+    // What a run pays before its first row: with a heavy model, most of a short run.
+    tracing::info!(
+        job = %job,
+        model = %model.origin,
+        load_seconds = (loading.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "model loaded"
+    );
     let binding = model.bind(&spec).map_err(fail)?;
     let needs = feature_needs(&spec, &binding.inputs);
     let fill = spec

@@ -31,6 +31,7 @@ pub(crate) mod model;
 pub(crate) mod monitor;
 pub(crate) mod performance;
 pub(crate) mod plan;
+pub(crate) mod retention;
 pub(crate) mod run;
 pub(crate) mod schedule;
 pub(crate) mod shard;

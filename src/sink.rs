@@ -60,6 +60,9 @@ pub struct ResultsTable {
     pub lineage: LineageColumns,
     /// `[sink] lineage`, if the job file says.
     asked: Option<LineageColumns>,
+    /// `[sink] retain`: the table batchscore creates gets an index on its run column, so
+    /// deleting a window's rows finds them without reading the table.
+    pub retained: bool,
     /// The table's columns and their declared types as the database described them when the job
     /// was prepared; `None` when the table did not exist (batchscore creates it).
     pub existing: Option<Vec<(String, String)>>,
@@ -75,7 +78,16 @@ impl ResultsTable {
             outputs,
             lineage: spec.sink.lineage.unwrap_or(LineageColumns::Compact),
             asked: spec.sink.lineage,
+            retained: spec.sink.retain.is_some(),
             existing: None,
+        }
+    }
+
+    /// The column that says which run's window a row is of, which retention deletes by.
+    pub fn expiry_column(&self) -> &'static str {
+        match self.lineage {
+            LineageColumns::Compact => "batchscore_run",
+            LineageColumns::Full => "window_end",
         }
     }
 

@@ -9,6 +9,7 @@ pub mod jobs_new;
 pub mod migrate;
 pub mod models;
 pub mod monitor;
+pub mod prune;
 pub mod reshard;
 pub mod run_job;
 mod shard_claims;
@@ -53,6 +54,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts(AlertsCommand::Check) => alerts::check(global).await,
         Command::Alerts(AlertsCommand::Test { route }) => alerts::test(global, route).await,
         Command::Reshard { name } => reshard::run(global, &name).await,
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => prune::run(global, older_than, dry_run).await,
         Command::Models { name, json } => models::run(global, &name, json).await,
         Command::Compare {
             name,

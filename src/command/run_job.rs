@@ -21,6 +21,37 @@ pub async fn run(global: &GlobalArgs, args: RunJobArgs) -> anyhow::Result<ExitCo
     with_backend!(db, backend => run_with(&backend, spec, args, global).await)
 }
 
+/// The shards of a scheduled run, when none of them has a window due: then there is nothing to
+/// claim, read or write, and the model is not even loaded (a cron tick that finds nothing to
+/// do costs a process start and two reads). `None` when any shard has a window due, has no
+/// watermark yet (its first run plans from now), or was counted for another number of shards
+/// (the full path says why that is refused), and for jobs with `[labels]`, whose run also
+/// evaluates what became due.
+async fn nothing_due<B: Backend>(
+    db: &B,
+    spec: &spec::JobSpec,
+    request: WindowRequest,
+    only: Option<u32>,
+) -> anyhow::Result<Option<Vec<Shard>>> {
+    if spec.labels.is_some() {
+        return Ok(None);
+    }
+    let Ok(shards) = Shard::select(spec.source.shards, only) else {
+        return Ok(None); // the full path names the bad --shard
+    };
+    let watermarks = crate::db::ledger::watermarks(db.pool(), Some(&spec.name)).await?;
+    for shard in &shards {
+        let Some(found) = watermarks.iter().find(|w| w.shard == *shard) else {
+            return Ok(None);
+        };
+        match plan_windows(&spec.window, Some(found.watermark), request) {
+            Ok(plan) if plan.windows.is_empty() && plan.skipped.is_none() => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(shards))
+}
+
 async fn run_with<B: Backend>(
     db: &B,
     spec: spec::JobSpec,
@@ -45,6 +76,21 @@ async fn run_with<B: Backend>(
             now: args.at.unwrap_or_else(Utc::now),
         },
     };
+    if !args.dry_run
+        && let WindowRequest::Scheduled { .. } = request
+        && let Some(shards) = db::within(
+            deadline,
+            "looking for windows due",
+            nothing_due(db, &spec, request, args.shard),
+        )
+        .await?
+    {
+        for shard in shards {
+            let name = crate::shard::job_label(&spec.name, shard);
+            println!("{name}: up to date, no window is due");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let job = db::within(deadline, "checking the job", job::prepare(db, spec)).await?;
 
     if args.dry_run {
@@ -106,6 +152,7 @@ async fn run_with<B: Backend>(
         }
     }
     evaluate_due(db, &job, deadline, alerts.as_ref()).await;
+    expire_results(db, &job, deadline).await;
     if let Some(alerts) = &alerts {
         alerts.settle().await;
     }
@@ -122,6 +169,27 @@ async fn run_with<B: Backend>(
 /// After the run's windows are committed (its claims released), evaluate the job's windows whose
 /// labels are due, as the daemon does after a tick, so cron users get realized performance too.
 /// A failure here is reported and leaves the run's exit code alone: its windows are committed.
+/// After the windows: delete the job's result rows past `[sink] retain`. A failure is a
+/// warning: the windows are committed, and the next run deletes what this one left.
+async fn expire_results<B: Backend>(
+    db: &B,
+    job: &crate::job::PreparedJob,
+    deadline: std::time::Duration,
+) {
+    let expiring = crate::retention::expire(db, job, Utc::now());
+    match db::within(deadline, "deleting expired result rows", expiring).await {
+        Ok(0) => {}
+        Ok(rows) => println!(
+            "{}: deleted {rows} result row(s) of windows older than [sink] retain",
+            job.spec.name
+        ),
+        Err(err) => eprintln!(
+            "warning: job `{}`: deleting expired result rows failed ({err:#}); its windows are committed",
+            job.spec.name
+        ),
+    }
+}
+
 async fn evaluate_due<B: Backend>(
     db: &B,
     job: &crate::job::PreparedJob,

@@ -521,6 +521,15 @@ impl<B: Backend> Daemon<B> {
             let failed = daemon.run_once(&job).await == RunOutcome::Failed;
             running.store(false, Ordering::SeqCst);
             drop(permit);
+            // `[sink] retain`: its own short statements, after the run, without its permit
+            // or its claim; the next tick does not wait for it.
+            let deadline = daemon.options.lease.to_std().unwrap_or_default();
+            let expiring = crate::retention::expire(&daemon.db, &job, Utc::now());
+            if let Err(err) =
+                crate::db::within(deadline, "deleting expired result rows", expiring).await
+            {
+                tracing::warn!(job = %name, error = %format!("{err:#}"), "deleting expired result rows failed; the next run tries again");
+            }
             drop(done);
             daemon.evaluate_beside(&job);
             if let Some(failures) = daemon.failures(&name, generation) {

@@ -157,6 +157,15 @@ pub(crate) trait Dialect:
         format!("{insert} DO UPDATE SET {}{condition}", set.join(", "))
     }
 
+    /// `DELETE` at most `limit` rows of `table` where `condition` holds: one short statement of
+    /// a longer deletion. `key` names the table's primary key (a column, or several
+    /// comma-separated), by which the standard form picks the rows.
+    fn delete_some(table: &str, key: &str, condition: &str, limit: usize) -> String {
+        format!(
+            "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {condition} LIMIT {limit})"
+        )
+    }
+
     /// The statement and its parameters as this database takes them. The shared SQL numbers its
     /// placeholders (`$1`, reused where a value appears twice), which PostgreSQL and SQLite read
     /// as they are.

@@ -24,6 +24,7 @@ pub(crate) mod paired;
 pub(crate) mod performance;
 pub mod postgres;
 pub(crate) mod profiles;
+pub(crate) mod prune;
 pub(crate) mod source;
 pub mod sqlite;
 pub(crate) mod window_tx;

@@ -89,8 +89,27 @@ pub(crate) trait WindowTx: Send + Sized {
             dialect::execute(Self::Db::on_conn(self.conn()), sql, vec![])
                 .await
                 .with_context(|| format!("creating results table {}", table.table))?;
+            if table.retained {
+                dialect::execute(
+                    Self::Db::on_conn(self.conn()),
+                    Self::expiry_index(table),
+                    vec![],
+                )
+                .await
+                .with_context(|| format!("indexing results table {}", table.table))?;
+            }
             Ok(())
         }
+    }
+
+    /// `CREATE INDEX` on the table's [`ResultsTable::expiry_column`], for `[sink] retain`.
+    fn expiry_index(table: &ResultsTable) -> String {
+        let column = table.expiry_column();
+        format!(
+            "CREATE INDEX IF NOT EXISTS \"{}_{column}\" ON {} (\"{column}\")",
+            table.table.name.as_str(),
+            table.table.quoted()
+        )
     }
 
     /// Insert or replace (by key) one scored chunk of `shard`'s rows (only its keys can be in the

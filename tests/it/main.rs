@@ -23,6 +23,7 @@ mod models;
 mod monitor;
 mod performance;
 mod progress;
+mod retention;
 mod scaffold;
 mod scoring;
 mod shards;

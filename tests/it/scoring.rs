@@ -348,10 +348,10 @@ async fn rerun_is_idempotent(kind: Kind) {
         60
     );
     assert_eq!(
-        p.count("SELECT count(DISTINCT run_id) FROM machine_failure_predictions")
+        p.count("SELECT count(DISTINCT batchscore_run) FROM machine_failure_predictions")
             .await,
         1,
-        "every row carries the latest run's id"
+        "every row carries the latest run's number"
     );
     assert_eq!(p.runs().await.len(), 2);
     assert_machine_failure_window(&p, &fixture).await;

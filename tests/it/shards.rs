@@ -68,7 +68,7 @@ for line in sys.stdin.read().splitlines():
 async fn results(p: &Project, sink: &str) -> BTreeMap<String, (i64, f64, i64)> {
     let k = p.kind;
     let sql = format!(
-        "SELECT {}, {}, {}, {} FROM {sink} r JOIN batchscore_runs l ON l.run_id = r.run_id",
+        "SELECT {}, {}, {}, {} FROM {sink} r JOIN batchscore_runs l ON l.id = r.batchscore_run",
         k.text("r.reading_id"),
         k.int("r.failure_label"),
         k.double("r.failure_probability"),

@@ -634,3 +634,53 @@ async fn a_key_committed_by_another_writer_mid_window_rolls_it_back_whole() {
     after.retain(|key, _| *key >= 1000);
     assert_same_predictions(&after, &golden(Kind::Postgres, 3_000, 21).await);
 }
+
+/// A scheduled run with no window due claims nothing and loads no model: a cron tick between
+/// windows costs a process start and two reads. The model is loaded (and its load time logged)
+/// when a window is due, so a model that no longer loads is found then.
+async fn a_run_with_nothing_due_does_not_load_the_model(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(3_000).await;
+    let model = p.dir.path().join("model.onnx");
+    std::fs::copy(model_path("machine_failure"), &model).unwrap();
+    p.write_job(
+        "job",
+        &job("all").replace(
+            "{models}/machine_failure.onnx",
+            &model.display().to_string(),
+        ),
+    );
+    assert_exit(&p.batchscore(&["watermark", "set", "job", &at(0)]), 0);
+    let first = p.batchscore(&["run-job", "job", "--at", &at(11)]);
+    assert_exit(&first, 0);
+    assert!(
+        stderr(&first).contains("model loaded") && stderr(&first).contains("load_seconds="),
+        "{}",
+        stderr(&first)
+    );
+
+    std::fs::write(&model, b"not a model").unwrap();
+    // Again at the same time (cron and a retry, say): the watermark is at the window's end.
+    let idle = p.batchscore(&["run-job", "job", "--at", &at(11)]);
+    assert_exit(&idle, 0);
+    assert!(
+        stdout(&idle).contains("job: up to date, no window is due"),
+        "{}",
+        stdout(&idle)
+    );
+    assert!(!stderr(&idle).contains("model loaded"), "{}", stderr(&idle));
+    assert_eq!(ledger(&p).await.len(), 1, "nothing recorded");
+
+    let due = p.batchscore(&["run-job", "job", "--at", &at(21)]);
+    assert_exit(&due, 2);
+    assert!(
+        stderr(&due).contains("model.onnx is not an ONNX model"),
+        "{}",
+        stderr(&due)
+    );
+    assert_eq!(p.watermark("job").await, Some(ts(10)));
+}
+
+on_all_databases!(a_run_with_nothing_due_does_not_load_the_model);

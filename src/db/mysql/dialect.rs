@@ -61,6 +61,11 @@ impl Dialect for MySql {
     /// right, each assignment seeing the ones before it, so the columns `only_if` reads are set
     /// last, and each set is `IF(only_if, new, old)`. (`VALUES(c)` rather than MySQL 8's row
     /// alias, which MariaDB does not take.)
+    /// MySQL takes `LIMIT` on a `DELETE`, and not in a subquery of `IN`.
+    fn delete_some(table: &str, _key: &str, condition: &str, limit: usize) -> String {
+        format!("DELETE FROM {table} WHERE {condition} LIMIT {limit}")
+    }
+
     fn upsert(
         table: &str,
         columns: &[&str],

@@ -132,6 +132,9 @@ impl WindowTx for MySqlTx {
                     MetaKind::Integer => format!("`{name}` BIGINT NOT NULL"),
                 }),
         );
+        if table.retained {
+            columns.push(format!("INDEX (`{}`)", table.expiry_column()));
+        }
         columns
     }
 

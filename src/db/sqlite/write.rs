@@ -99,6 +99,22 @@ impl WindowTx for SqliteTx {
         columns
     }
 
+    /// SQLite names an attached database's index, not its table, by the schema.
+    fn expiry_index(table: &ResultsTable) -> String {
+        let column = table.expiry_column();
+        let schema = table
+            .table
+            .schema
+            .as_ref()
+            .map(|s| format!("{}.", s.quoted()))
+            .unwrap_or_default();
+        format!(
+            "CREATE INDEX IF NOT EXISTS {schema}\"{}_{column}\" ON {} (\"{column}\")",
+            table.table.name.as_str(),
+            table.table.name.quoted()
+        )
+    }
+
     /// SQLite stores any value in any column (its declared type only suggests an affinity).
     fn holds(_declared: &str, _value: Written) -> bool {
         true
