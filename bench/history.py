@@ -10,6 +10,7 @@ so that every window holds the same rows whatever the history behind it:
   one window     `run-job --at END` with one window due (the watermark set 30 minutes before)
   catch-up 48    `run-job --at END` with 48 windows due (the watermark set a day before)
   empty run      `run-job --at END` with nothing due: the fixed cost of a cron tick
+  backfill       `run-job --from END-104s --to END`: one window of about 200 rows, re-scored
 
 and, on a table of one row, the fixed cost of a run with nothing due and with one row:
 
@@ -167,6 +168,21 @@ def timed(db, jobs_dir, job, watermark, repeat, expect):
     return statistics.median(times), rss
 
 
+def timed_backfill(db, jobs_dir, job, seconds_back, repeat):
+    """Median seconds and max RSS of `run-job JOB --from END - seconds_back --to END` (a
+    backfill of one short window, which the issue's history figures were measured with)."""
+    times, rss = [], 0.0
+    start = END - dt.timedelta(seconds=seconds_back)
+    for _ in range(repeat):
+        seconds, peak, out = batchscore(db, jobs_dir, "run-job", job, "--from", rfc3339(start),
+                                        "--to", rfc3339(END))
+        if "scored" not in out:
+            sys.exit(f"run-job {job} --from --to did not score:\n{out}")
+        times.append(seconds)
+        rss = max(rss, peak)
+    return statistics.median(times), rss
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,10000000")
@@ -218,9 +234,12 @@ def main():
                     catch_up = timed(db, jobs_dir, "hist_readings", END - dt.timedelta(days=1),
                                      max(1, args.repeat // 2), "scored")
                     empty = timed(db, jobs_dir, "hist_readings", END, args.repeat, "up to date")
+                    # About 200 rows: 104 seconds of readings.
+                    short = timed_backfill(db, jobs_dir, "hist_readings", 104, args.repeat)
                     results.append((db.name, f"{rows:,}", "one 30-minute window", *window, per_window))
                     results.append((db.name, f"{rows:,}", "catch-up of 48 windows", *catch_up, 48 * per_window))
                     results.append((db.name, f"{rows:,}", "empty run (nothing due)", *empty, 0))
+                    results.append((db.name, f"{rows:,}", "backfill of 104 s", *short, round(104 / STEP)))
             finally:
                 db.drop()
     load = os.getloadavg()
