@@ -14,7 +14,8 @@ interleaved and on the same data:
                (one run over the matrix or batches of chunk_rows, whichever is faster)
   write floor  writing (id, score) alone into a fresh table with a primary key (PostgreSQL:
                binary COPY; SQLite: executemany INSERT), one transaction; and again with the
-               five provenance columns batchscore adds to every result row ("batchscore's row")
+               two lineage columns batchscore adds to every result row ("batchscore's row",
+               compact lineage: batchscore_run and batchscore_model)
 
 and prints a markdown table (stdout; progress goes to stderr). It checks that batchscore and
 the Python job wrote the same ids with scores within 1e-5 and exits 1 if they did not. All
@@ -44,7 +45,6 @@ Needs: numpy onnxruntime pandas psycopg[binary]; the release binary (cargo build
 
 import argparse
 import contextlib
-import datetime as dt
 import os
 import pathlib
 import re
@@ -74,12 +74,11 @@ DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/test"
 # the schema removes every table it made, batchscore's ledger included.
 SCHEMA = "batchscore_bench"
 TOLERANCE = 1e-5
-# The columns batchscore's results table has besides the key and the outputs, with values shaped
-# like a run's (a sha256, a UUID, RFC 3339 times with microseconds): the provenance write floor.
-PROVENANCE = ["model_version", "run_id", "window_start", "window_end", "scored_at"]
-PROVENANCE_VALUES = ("0" * 64, "01a20e00-ef31-7018-90a8-a18bf3528db9", "2026-01-10T00:00:00.000000Z",
-                     "2026-01-10T01:00:00.000000Z", "2026-01-10T01:02:03.456789Z")
-PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+# The columns batchscore's results table has besides the key and the outputs (compact lineage,
+# the default: the run's and the model's numbers), with values shaped like a run's: the
+# provenance write floor.
+PROVENANCE = ["batchscore_run", "batchscore_model"]
+PROVENANCE_VALUES = (123_456, 7)
 CHALLENGER_TABLE = "bench_scores_bs_challenger"
 
 
@@ -223,14 +222,14 @@ class Sqlite:
     def write_floor(self, ids, scores, provenance=False):
         """Seconds to INSERT (id, score) into a fresh table, executemany in one transaction.
 
-        With provenance, each row also carries the five text columns batchscore writes
-        (model_version, run_id, window_start, window_end, scored_at), as batchscore stores them."""
+        With provenance, each row also carries the two integer columns batchscore writes
+        (batchscore_run, batchscore_model), as batchscore stores them."""
         self.reset(["bench_write_floor"])
         db = self.connect()
         columns = ["id INTEGER PRIMARY KEY NOT NULL", "score REAL"]
         stamp = ()
         if provenance:
-            columns += [f"{name} TEXT NOT NULL" for name in PROVENANCE]
+            columns += [f"{name} INTEGER NOT NULL" for name in PROVENANCE]
             stamp = PROVENANCE_VALUES
         db.execute(f"CREATE TABLE bench_write_floor ({', '.join(columns)})")
         rows = [(i, score, *stamp) for i, score in zip(ids.tolist(), scores.tolist())]  # ready before the clock
@@ -307,16 +306,15 @@ class Postgres:
     def write_floor(self, ids, scores, provenance=False):
         """Seconds to COPY (id, score) into a fresh table in one transaction, commit included.
 
-        With provenance, each row also carries the five columns batchscore writes, typed as
-        batchscore types them (text, text, timestamptz x 3)."""
+        With provenance, each row also carries the two columns batchscore writes, typed as
+        batchscore types them (bigint x 2)."""
         self.reset(["bench_write_floor"])
         # The binary COPY stream is built with numpy before the clock starts, so the figure is
         # the server's ingest (and the socket), not Python building rows one by one. Each tuple:
         # field count, then per field its byte length and big-endian value.
         fields = [("id", ">i8", "bigint PRIMARY KEY"), ("score", ">f8", "double precision")]
         if provenance:
-            fields += [("model_version", "S64", "text NOT NULL"), ("run_id", "S36", "text NOT NULL")]
-            fields += [(name, ">i8", "timestamptz NOT NULL") for name in PROVENANCE[2:]]
+            fields += [(name, ">i8", "bigint NOT NULL") for name in PROVENANCE]
         layout = [("fields", ">i2")]
         for name, kind, _ in fields:
             layout += [(f"{name}_len", ">i4"), (name, kind)]
@@ -326,10 +324,8 @@ class Postgres:
             tuples[f"{name}_len"] = np.dtype(kind).itemsize
         tuples["id"], tuples["score"] = ids, scores
         if provenance:
-            tuples["model_version"], tuples["run_id"] = (v.encode() for v in PROVENANCE_VALUES[:2])
-            # timestamptz on the wire: microseconds since 2000-01-01 UTC.
-            for name, value in zip(PROVENANCE[2:], PROVENANCE_VALUES[2:]):
-                tuples[name] = (dt.datetime.fromisoformat(value) - PG_EPOCH) // dt.timedelta(microseconds=1)
+            for name, value in zip(PROVENANCE, PROVENANCE_VALUES):
+                tuples[name] = value
         payload = b"PGCOPY\n\xff\r\n\x00" + bytes(8) + tuples.tobytes() + b"\xff\xff"
         definition = ", ".join(f"{name} {sql_type}" for name, _, sql_type in fields)
         copy_sql = f"COPY bench_write_floor ({', '.join(name for name, _, _ in fields)}) FROM STDIN (FORMAT binary)"

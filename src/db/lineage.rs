@@ -272,3 +272,33 @@ async fn read_scored<DB: Dialect>(
         .collect::<anyhow::Result<_>>()
         .context("reading committed windows from batchscore_runs")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tables of one lineage compare their run columns; a wide table and a compact one meet
+    /// through the ledger, the compact side's number turned into the run's id.
+    #[test]
+    fn rows_of_the_same_run_are_matched_whatever_each_table_keeps() {
+        use LineageColumns::{Compact, Full};
+        assert_eq!(
+            same_run(("m", Compact), ("c", Compact)),
+            "m.batchscore_run = c.batchscore_run"
+        );
+        assert_eq!(same_run(("m", Full), ("c", Full)), "m.run_id = c.run_id");
+        let through = "(SELECT run_id FROM batchscore_runs WHERE id = c.batchscore_run)";
+        assert_eq!(
+            same_run(("m", Full), ("c", Compact)),
+            format!("m.run_id = {through}")
+        );
+        let run = RunRef {
+            id: "01a2-run".to_owned(),
+            number: 42,
+        };
+        let compact = run_params(Compact, std::slice::from_ref(&run));
+        assert!(matches!(compact[..], [Param::Int(Some(42))]));
+        let full = run_params(Full, &[run]);
+        assert!(matches!(&full[..], [Param::Text(Some(id))] if id == "01a2-run"));
+    }
+}
