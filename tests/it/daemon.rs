@@ -642,3 +642,36 @@ async fn concurrent_runs_do_not_starve_the_pool(kind: Kind) {
 }
 
 on_all_databases!(concurrent_runs_do_not_starve_the_pool);
+
+/// `[sink] retain` in the daemon: after its runs, rows of windows older than the bound are
+/// deleted while newer windows keep being scored and kept.
+#[tokio::test]
+async fn the_daemon_deletes_rows_past_retain_after_its_runs() {
+    let p = Project::sqlite().await;
+    create_readings(&p).await;
+    insert_now(&p.pool, p.kind).await;
+    p.write_job("a", &(job("scores_a", "1s", 1000) + "retain = \"3s\"\n"));
+    let feeding = feed(&p);
+    let daemon = start_daemon(&p, &[]);
+    wait_for_windows(&p, "a", 8, 30).await;
+    drop(feeding);
+    let (code, log) = stop_daemon(daemon, Duration::from_secs(10));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("expired result rows deleted"), "{log}");
+    // Every row left is of a window that ended after the latest run's window ended less
+    // `retain` (and a second of slack for the window the last deletion did not see yet).
+    let latest = p
+        .count("SELECT max(CAST(unixepoch(window_end, 'subsec') * 1000 AS INTEGER)) FROM batchscore_runs WHERE status = 'succeeded'")
+        .await;
+    let stale = p
+        .count(&format!(
+            "SELECT count(*) FROM scores_a s JOIN batchscore_runs r ON r.id = s.batchscore_run \
+             WHERE unixepoch(r.window_end, 'subsec') * 1000 < {latest} - 5000"
+        ))
+        .await;
+    assert_eq!(stale, 0, "no row of a window older than retain is left");
+    assert!(
+        p.count("SELECT count(*) FROM scores_a").await > 0,
+        "newer windows are kept"
+    );
+}
