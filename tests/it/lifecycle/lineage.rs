@@ -232,3 +232,54 @@ async fn full_lineage_and_existing_wide_tables_keep_the_wide_row(kind: Kind) {
 }
 
 on_all_databases!(full_lineage_and_existing_wide_tables_keep_the_wide_row);
+
+/// A wide champion table (kept as it was) beside a compact challenger table (new): `compare`
+/// pairs their rows of the same runs through the ledger.
+async fn a_wide_table_and_a_compact_challenger_are_compared_by_run(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    seed_sensor_readings(&p, TimeForm::usual(kind)).await;
+    let model = format!("path = \"{}\"", onnx(CHAMPION));
+    p.write_job("job", &sensor_job(&model, "lineage = \"full\""));
+    start_at_t0(&p, "job");
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(1)]),
+        0,
+    );
+    let challenger = format!("[challenger]\npath = \"{}\"\n", onnx(CHALLENGER));
+    p.write_job("job", &sensor_job(&model, &challenger));
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(4)]),
+        0,
+    );
+    assert!(
+        columns(&p, "predictions")
+            .await
+            .contains(&"run_id".to_owned())
+    );
+    assert!(
+        columns(&p, "predictions_challenger")
+            .await
+            .contains(&"batchscore_run".to_owned())
+    );
+    assert_scored(&p, "predictions", &[(0..5, CHAMPION)]).await;
+    assert_scored(&p, "predictions_challenger", &[(2..5, CHALLENGER)]).await;
+    let out = p.batchscore(&["compare", "job", "--json"]);
+    assert_exit(&out, 0);
+    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(got["windows"], 3, "{got}");
+    let rows: Vec<&serde_json::Value> = got["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["rows"])
+        .collect();
+    assert_eq!(
+        rows,
+        [120, 120],
+        "every row of the three windows, paired: {got}"
+    );
+}
+
+on_all_databases!(a_wide_table_and_a_compact_challenger_are_compared_by_run);
