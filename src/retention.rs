@@ -1,12 +1,12 @@
 //! `[sink] retain`: after a run's windows commit, the job's result rows (and its challenger's)
 //! whose window ended longer ago than `retain` are deleted, in statements of at most
-//! [`DELETE_BATCH`] rows, each its own transaction: a window that wants to write waits for one
-//! batch at most, never for the whole deletion.
+//! [`DELETE_BATCH`](crate::db::prune::DELETE_BATCH) rows, each its own transaction: a window
+//! that wants to write waits for one batch at most, never for the whole deletion.
 
 use chrono::{DateTime, Utc};
 
 use crate::db::Backend;
-use crate::db::prune::{DELETE_BATCH, expire_results};
+use crate::db::prune::{expire_results, in_batches};
 use crate::job::PreparedJob;
 
 /// Delete `job`'s expired result rows as of `now`; how many. Nothing for a job without
@@ -26,13 +26,7 @@ pub async fn expire<B: Backend>(
         if db.table_columns(&table.table).await?.is_none() {
             continue;
         }
-        loop {
-            let batch = expire_results(db.pool(), &job.spec.name, table, cutoff).await?;
-            deleted += batch;
-            if batch < DELETE_BATCH as u64 {
-                break;
-            }
-        }
+        deleted += in_batches(|| expire_results(db.pool(), &job.spec.name, table, cutoff)).await?;
     }
     if deleted > 0 {
         tracing::info!(job = %job.spec.name, rows = deleted, cutoff = %crate::time::time_text(cutoff), "expired result rows deleted ([sink] retain)");

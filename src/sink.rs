@@ -274,14 +274,6 @@ impl RunStamp {
             ],
         }
     }
-
-    /// The value of `lineage`'s run column ([`LineageColumns::run_column`]) for this run.
-    pub fn run_value(&self, lineage: LineageColumns) -> StampValue<'_> {
-        match lineage {
-            LineageColumns::Compact => StampValue::Integer(self.run),
-            LineageColumns::Full => StampValue::Text(&self.run_id),
-        }
-    }
 }
 
 /// One value of a [`RunStamp`].

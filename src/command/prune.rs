@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use chrono::{TimeDelta, Utc};
 
 use crate::cli::GlobalArgs;
-use crate::db::prune::{DELETE_BATCH, KeptProfiles, KeptRuns, prunable};
+use crate::db::prune::{KeptProfiles, KeptRuns, in_batches, prunable};
 use crate::db::{self, Backend};
 use crate::spec::monitor::ReferenceSpec;
 use crate::{spec, with_backend};
@@ -80,14 +80,7 @@ async fn prune<B: Backend>(
             println!("{}: {rows} row(s) would be deleted", table.table);
             continue;
         }
-        let mut rows = 0;
-        loop {
-            let batch = table.delete_batch(db.pool()).await?;
-            rows += batch;
-            if batch < DELETE_BATCH as u64 {
-                break;
-            }
-        }
+        let rows = in_batches(|| table.delete_batch(db.pool())).await?;
         println!("{}: {rows} row(s) deleted", table.table);
     }
     println!(

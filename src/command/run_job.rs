@@ -166,9 +166,6 @@ async fn run_with<B: Backend>(
     Ok(ExitCode::SUCCESS)
 }
 
-/// After the run's windows are committed (its claims released), evaluate the job's windows whose
-/// labels are due, as the daemon does after a tick, so cron users get realized performance too.
-/// A failure here is reported and leaves the run's exit code alone: its windows are committed.
 /// After the windows: delete the job's result rows past `[sink] retain`. A failure is a
 /// warning: the windows are committed, and the next run deletes what this one left.
 async fn expire_results<B: Backend>(
@@ -190,6 +187,9 @@ async fn expire_results<B: Backend>(
     }
 }
 
+/// After the run's windows are committed (its claims released), evaluate the job's windows whose
+/// labels are due, as the daemon does after a tick, so cron users get realized performance too.
+/// A failure here is reported and leaves the run's exit code alone: its windows are committed.
 async fn evaluate_due<B: Backend>(
     db: &B,
     job: &crate::job::PreparedJob,

@@ -3,10 +3,10 @@
 //! `batchscore_performance`. Written once for every backend (see [`super::dialect`]); the
 //! arithmetic is [`crate::performance`]'s.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
-
-use std::collections::HashMap;
 
 use super::dialect::{self, Dialect, Param, Set, required};
 use super::lineage::{run_params, same_run};

@@ -14,6 +14,23 @@ use crate::spec::LineageColumns;
 /// SQLite, for the database's write lock) waits for at most one of them.
 pub const DELETE_BATCH: usize = 10_000;
 
+/// Run `delete`, one batch of at most [`DELETE_BATCH`] rows, until a batch comes back short;
+/// how many rows went in all.
+pub(crate) async fn in_batches<F, Fut>(mut delete: F) -> anyhow::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let mut deleted = 0;
+    loop {
+        let batch = delete().await?;
+        deleted += batch;
+        if batch < DELETE_BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Delete at most [`DELETE_BATCH`] rows of `job`'s results `table` whose window ended before
 /// `cutoff`; how many.
 pub(crate) async fn expire_results<DB: Dialect>(

@@ -13,7 +13,8 @@ use crate::bad_row::BadRow;
 use crate::claim::Claim;
 use crate::ident::TableName;
 use crate::shard::Shard;
-use crate::sink::{ResultsTable, RunStamp, ScoredChunk, StampValue, Written};
+use crate::sink::{ResultsTable, RunStamp, ScoredChunk, Written};
+use crate::spec::LineageColumns;
 
 /// Where a window's results go: its transaction, and the results table as the database
 /// describes it.
@@ -159,9 +160,9 @@ pub(crate) async fn discard_run<DB: Dialect>(
         DB::table(&table.table),
         table.lineage.run_column()
     );
-    let run = match stamp.run_value(table.lineage) {
-        StampValue::Integer(number) => Param::from(number),
-        _ => Param::from(&stamp.run_id),
+    let run = match table.lineage {
+        LineageColumns::Compact => Param::from(stamp.run),
+        LineageColumns::Full => Param::from(&stamp.run_id),
     };
     dialect::execute(DB::on_conn(conn), sql, vec![run])
         .await

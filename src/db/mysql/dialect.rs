@@ -57,15 +57,15 @@ impl Dialect for MySql {
         (out, ordered)
     }
 
-    /// `ON DUPLICATE KEY UPDATE`, or `INSERT IGNORE` with nothing to set. MySQL assigns left to
-    /// right, each assignment seeing the ones before it, so the columns `only_if` reads are set
-    /// last, and each set is `IF(only_if, new, old)`. (`VALUES(c)` rather than MySQL 8's row
-    /// alias, which MariaDB does not take.)
     /// MySQL takes `LIMIT` on a `DELETE`, and not in a subquery of `IN`.
     fn delete_some(table: &str, _key: &str, condition: &str, limit: usize) -> String {
         format!("DELETE FROM {table} WHERE {condition} LIMIT {limit}")
     }
 
+    /// `ON DUPLICATE KEY UPDATE`, or `INSERT IGNORE` with nothing to set. MySQL assigns left to
+    /// right, each assignment seeing the ones before it, so the columns `only_if` reads are set
+    /// last, and each set is `IF(only_if, new, old)`. (`VALUES(c)` rather than MySQL 8's row
+    /// alias, which MariaDB does not take.)
     fn upsert(
         table: &str,
         columns: &[&str],
