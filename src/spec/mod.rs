@@ -8,6 +8,7 @@
 pub mod labels;
 pub mod model;
 pub mod monitor;
+mod sink;
 
 use chrono::TimeDelta;
 use chrono_tz::Tz;
@@ -20,72 +21,10 @@ use self::labels::{LabelsFile, LabelsSpec};
 use self::model::{ChallengerFile, ModelFile, check_challenger, check_model};
 pub use self::model::{ChallengerSpec, ModelSource, ModelSpec, RegistryUri, RegistryVersion};
 use self::monitor::{MonitorFile, MonitorSpec};
+pub use self::sink::{LineageColumns, MetaKind, SinkSpec, is_lineage_column};
+use self::sink::{SinkFile, check_sink};
 use crate::error::ConfigError;
 use crate::ident::{Ident, TableName};
-
-/// Columns batchscore writes into a results table with full lineage (`[sink] lineage = "full"`,
-/// and every table made before compact lineage) besides the key and the outputs: the run's
-/// stamp, in insert order, with what each holds. Validation, the backends' DDL and their
-/// writers read the two lists.
-pub const FULL_LINEAGE_COLUMNS: [(&str, MetaKind); 5] = [
-    ("model_version", MetaKind::Text),
-    ("run_id", MetaKind::Text),
-    ("window_start", MetaKind::Time),
-    ("window_end", MetaKind::Time),
-    ("scored_at", MetaKind::Time),
-];
-
-/// The stamp of a results table with compact lineage (the default): the ledger's number of the
-/// run (`batchscore_runs.id`) and of the model (`batchscore_models.id`). The window, the
-/// model's source and the time are the run's.
-pub const COMPACT_LINEAGE_COLUMNS: [(&str, MetaKind); 2] = [
-    ("batchscore_run", MetaKind::Integer),
-    ("batchscore_model", MetaKind::Integer),
-];
-
-/// Whether `column` is one batchscore writes itself into a results table, with either lineage.
-pub fn is_lineage_column(column: &str) -> bool {
-    FULL_LINEAGE_COLUMNS
-        .iter()
-        .chain(&COMPACT_LINEAGE_COLUMNS)
-        .any(|(name, _)| *name == column)
-}
-
-/// What a lineage column holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaKind {
-    Text,
-    Time,
-    Integer,
-}
-
-/// How a results table says what scored each row (`[sink] lineage`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LineageColumns {
-    /// Two integers that join to the ledger and the model table.
-    Compact,
-    /// The model's sha256, the run's id, the window and the time, as text and times.
-    Full,
-}
-
-impl LineageColumns {
-    /// The columns, in insert order.
-    pub fn columns(self) -> &'static [(&'static str, MetaKind)] {
-        match self {
-            LineageColumns::Compact => &COMPACT_LINEAGE_COLUMNS,
-            LineageColumns::Full => &FULL_LINEAGE_COLUMNS,
-        }
-    }
-
-    /// The column that names the run.
-    pub fn run_column(self) -> &'static str {
-        match self {
-            LineageColumns::Compact => "batchscore_run",
-            LineageColumns::Full => "run_id",
-        }
-    }
-}
 
 /// Default rows per chunk: large enough that ONNX Runtime and the database work in bulk, small
 /// enough that a chunk of a few dozen features stays in the low megabytes.
@@ -272,15 +211,6 @@ impl OutputSpec {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct SinkSpec {
-    pub table: TableName,
-    /// `lineage`: `None` takes what an existing table has, and compact for a new one.
-    pub lineage: Option<LineageColumns>,
-    /// `retain`: result rows whose window ended longer ago are deleted after each window.
-    pub retain: Option<TimeDelta>,
-}
-
 // ---- the file as written -------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -346,14 +276,6 @@ struct WindowFile {
     lateness: Option<String>,
     catch_up: Option<CatchUp>,
     max_catch_up: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SinkFile {
-    table: String,
-    lineage: Option<LineageColumns>,
-    retain: Option<String>,
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -485,25 +407,7 @@ pub fn parse_job(name: &str, text: &str, model_base: &Path) -> Result<JobSpec, S
     let outputs = check_outputs(&file.outputs, &source.key)?;
     let bad_rows = check_bad_rows(file.bad_rows, &source.features)?;
     let monitor = file.monitor.check()?;
-    let sink = SinkSpec {
-        table: TableName::parse(&file.sink.table).map_err(|e| format!("sink.table: {e}"))?,
-        lineage: file.sink.lineage,
-        retain: file
-            .sink
-            .retain
-            .as_deref()
-            .map(|text| parse_duration("sink.retain", text))
-            .transpose()?,
-    };
-    if let Some(retain) = sink.retain
-        && retain <= window.size + window.lateness
-    {
-        return Err(format!(
-            "sink.retain = {:?} is not longer than window.size + window.lateness: each window's \
-             rows would be deleted as soon as they were written",
-            file.sink.retain.as_deref().unwrap_or_default()
-        ));
-    }
+    let sink = check_sink(&file.sink, &window)?;
     let challenger = file
         .challenger
         .map(|c| check_challenger(c, model_base, &sink.table))
