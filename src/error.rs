@@ -18,7 +18,7 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_BUSY: u8 = 75;
 
 /// Something a person must fix before the job can run: retrying will not help.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
     #[error("no job named `{name}` in {dir} (known jobs: {known})")]
     UnknownJob {

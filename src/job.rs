@@ -125,16 +125,15 @@ async fn prepare_found<B: Backend>(
     let fail = |problem: String| ConfigError::job(&job, problem);
 
     let pinned = Pinned::of("model.sha256", &spec.model.sha256);
-    let loading = std::time::Instant::now();
     let model = Model::open_blocking(&job, found.model, pinned).await?;
-    // What a run pays before its first row: with a heavy model, most of a short run.
-    tracing::info!(
-        job = %job,
-        model = %model.origin,
-        load_seconds = (loading.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-        "model loaded"
-    );
-    let binding = model.bind(&spec).map_err(fail)?;
+    let binding = match model.bind(&spec) {
+        Ok(binding) => binding,
+        // A model ONNX Runtime cannot load is that, before it is a model that does not fit.
+        Err(problem) => {
+            tokio::task::spawn_blocking(move || model.ready()).await??;
+            return Err(fail(problem).into());
+        }
+    };
     let needs = feature_needs(&spec, &binding.inputs);
     let fill = spec
         .bad_rows
@@ -235,6 +234,26 @@ async fn prepare_challenger<B: Backend>(
 }
 
 impl PreparedJob {
+    /// Build the models' ONNX Runtime sessions now; a run otherwise builds them before its first
+    /// window with a row (a due window with none needs no session). The model's refusal is the
+    /// error; the challenger's is returned as its problem (a run scores without it, and each
+    /// window's ledger row says why).
+    pub async fn load_models(self: &Arc<Self>) -> anyhow::Result<Option<String>> {
+        let job = Arc::clone(self);
+        let loading = move || -> Result<Option<String>, ConfigError> {
+            job.model.ready()?;
+            let challenger = match &job.challenger {
+                Some(Ok(challenger)) => challenger.model.ready().err(),
+                _ => None,
+            };
+            Ok(challenger.map(|refused| match refused {
+                ConfigError::Job { problem, .. } => problem,
+                other => other.to_string(),
+            }))
+        };
+        Ok(tokio::task::spawn_blocking(loading).await??)
+    }
+
     /// How many of its models were taken from the cache because the registry could not be
     /// reached when the job was prepared.
     pub fn registry_errors(&self) -> u64 {

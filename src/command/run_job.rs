@@ -91,9 +91,14 @@ async fn run_with<B: Backend>(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if !args.dry_run {
+        db.claim_ahead();
+    }
     let job = db::within(deadline, "checking the job", job::prepare(db, spec)).await?;
 
     if args.dry_run {
+        // A dry run checks what a run would find: whether ONNX Runtime loads the models too.
+        job.load_models().await?;
         print_plan(db, &job, request, args.shard).await?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -327,7 +332,7 @@ async fn print_plan<B: Backend>(
         }
         for window in &plan.windows {
             let rows = db
-                .count_window(&job.spec, &job.shape, *window, shard)
+                .count_window(&job.spec, &job.shape, *window, shard, None)
                 .await?;
             println!("window:    {window}  rows: {rows}");
         }

@@ -338,7 +338,15 @@ impl<B: Backend> Daemon<B> {
             let deadline = self.options.lease.to_std().unwrap_or_default();
             let prepared = async {
                 let spec = spec::load_job(&self.options.jobs_dir, &name)?;
-                crate::db::within(deadline, "checking the job", job::prepare(&self.db, spec)).await
+                let job =
+                    crate::db::within(deadline, "checking the job", job::prepare(&self.db, spec))
+                        .await?;
+                // A daemon loads its models when it starts, so that one ONNX Runtime refuses
+                // is found then, not at its first window with a row.
+                if let Some(problem) = job.load_models().await? {
+                    tracing::warn!(job = %name, problem = %problem, "the challenger cannot score: the model's windows are scored without it");
+                }
+                anyhow::Ok(job)
             }
             .await;
             match prepared {

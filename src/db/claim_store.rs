@@ -7,7 +7,10 @@
 //! What a claim is, and why, is [`crate::claim`]'s.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use anyhow::Context;
 use sqlx::{Connection, Executor};
@@ -24,6 +27,11 @@ pub(crate) trait ClaimStore {
     /// Whether the claim's lease can be renewed while a window's transaction is open (it cannot
     /// on SQLite, whose one write lock the window holds).
     const RENEWS_DURING_WINDOW: bool;
+
+    /// A claim is coming: a backend whose claims hold a connection of their own opens it now,
+    /// beside what the run does before it claims (an empty window's run spends most of its
+    /// time connecting), for its next [`ClaimStore::claim`] to use.
+    fn claim_ahead(&self) {}
 
     /// Claim the job's shard for one run, or say who holds it.
     fn claim(
@@ -48,6 +56,46 @@ pub(crate) trait ClaimStore {
     /// When `err` is this database's "locked by another writer, and the wait ran out" (SQLite's
     /// busy timeout), how long it waited: a run reports that as contention, not failure.
     fn lock_wait(&self, err: &anyhow::Error) -> Option<Duration>;
+}
+
+/// A claim's own connection, opened on a task of its own ahead of the claim (see
+/// [`ClaimStore::claim_ahead`]), for the servers' claims to take.
+pub(crate) struct ClaimAhead<C>(Arc<Mutex<Option<JoinHandle<anyhow::Result<C>>>>>);
+
+impl<C> Default for ClaimAhead<C> {
+    fn default() -> Self {
+        ClaimAhead(Arc::default())
+    }
+}
+
+impl<C> Clone for ClaimAhead<C> {
+    fn clone(&self) -> Self {
+        ClaimAhead(Arc::clone(&self.0))
+    }
+}
+
+impl<C: Send + 'static> ClaimAhead<C> {
+    /// Start opening the connection.
+    pub fn start(&self, connecting: impl Future<Output = anyhow::Result<C>> + Send + 'static) {
+        let opening = tokio::spawn(connecting);
+        *self.0.lock().expect("not poisoned") = Some(opening);
+    }
+
+    /// The connection opened ahead, if one was and it opened; otherwise `connect`'s (a
+    /// failure ahead is tried again on the claim's own deadline).
+    pub async fn take_or(
+        &self,
+        connect: impl Future<Output = anyhow::Result<C>>,
+    ) -> anyhow::Result<C> {
+        let opening = self.0.lock().expect("not poisoned").take();
+        match opening {
+            Some(opening) => match opening.await {
+                Ok(Ok(conn)) => Ok(conn),
+                _ => connect.await,
+            },
+            None => connect.await,
+        }
+    }
 }
 
 /// What a server shared by many machines adds to the claim row: a lock of the claim id, held by

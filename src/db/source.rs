@@ -45,13 +45,16 @@ pub(crate) trait SourceReader {
         columns: &SourceColumns,
     ) -> impl Future<Output = anyhow::Result<SourceHints>> + Send;
 
-    /// How many of the shard's source rows fall in the window (for `--dry-run` and progress).
+    /// How many of the shard's source rows fall in the window (for `--dry-run` and progress),
+    /// or up to `at_most` of them (`Some(1)`: whether it has a row, which the index answers
+    /// without counting the rest).
     fn count_window(
         &self,
         spec: &JobSpec,
         shape: &SourceShape,
         window: Window,
         shard: Shard,
+        at_most: Option<u32>,
     ) -> impl Future<Output = anyhow::Result<i64>> + Send;
 
     /// Stream the shard's rows of the window into `out`, `spec.source.chunk_rows` at a time, for
@@ -67,6 +70,17 @@ pub(crate) trait SourceReader {
         claim: &Claim,
         out: mpsc::Sender<SourceChunk>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The SQL that counts the rows `select` (given what to select) finds, up to `at_most`.
+pub(crate) fn counting(select: impl Fn(&str) -> String, at_most: Option<u32>) -> String {
+    match at_most {
+        None => select("count(*)"),
+        Some(limit) => format!(
+            "SELECT count(*) FROM ({} LIMIT {limit}) AS probe",
+            select("1")
+        ),
+    }
 }
 
 /// What a source's catalog says that a job file needs (see [`SourceReader::source_hints`]).
@@ -114,16 +128,26 @@ pub(crate) async fn describe_select<DB: Dialect>(
     classify: fn(&str) -> ColumnKind,
     transient: fn(&sqlx::Error) -> bool,
 ) -> anyhow::Result<Result<SourceColumns, sqlx::Error>> {
-    use sqlx::{Column, Executor, SqlSafeStr, TypeInfo};
-    match DB::on_pool(pool)
-        .describe(sqlx::AssertSqlSafe(sql).into_sql_str())
-        .await
-    {
-        Ok(described) => Ok(Ok(described
-            .columns()
+    use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo};
+    let sql = sqlx::AssertSqlSafe(sql).into_sql_str();
+    let named = |columns: &[DB::Column]| -> SourceColumns {
+        columns
             .iter()
             .map(|c| (c.name().to_owned(), classify(c.type_info().name())))
-            .collect())),
+            .collect()
+    };
+    let described = match DB::COLUMNS_BY_PREPARE {
+        true => DB::on_pool(pool)
+            .prepare(sql)
+            .await
+            .map(|statement| named(statement.columns())),
+        false => DB::on_pool(pool)
+            .describe(sql)
+            .await
+            .map(|described| named(described.columns())),
+    };
+    match described {
+        Ok(columns) => Ok(Ok(columns)),
         Err(e) if transient(&e) => Err(e.into()),
         Err(e) => Ok(Err(e)),
     }

@@ -11,6 +11,8 @@ use std::path::{Component, Path};
 
 use sha2::{Digest, Sha256};
 
+use super::proto::{EXTERNAL, ModelProto};
+
 /// The name a cached model's ONNX file has (external-data files keep theirs, beside it).
 pub const MODEL_FILE: &str = "model.onnx";
 
@@ -58,7 +60,7 @@ impl ModelFiles {
     /// The external-data files the ONNX file names, each once, in name order. A name that could
     /// leave the model's folder (absolute, or with `..`) is refused, as ONNX Runtime does.
     pub fn external_locations(&self) -> Result<Vec<String>, String> {
-        let Ok(model) = <ModelProto as prost::Message>::decode(self.model.as_slice()) else {
+        let Some(model) = ModelProto::read(&self.model) else {
             // Not a model prost can read: ONNX Runtime says what is wrong with it when it loads.
             return Ok(Vec::new());
         };
@@ -159,43 +161,10 @@ fn starts_like_a_model(head: &[u8]) -> bool {
     false
 }
 
-// The subset of onnx.proto read here (the tags are the file's); prost skips the rest, weights
-// included, without copying them.
-
-/// `TensorProto.DataLocation.EXTERNAL`.
-const EXTERNAL: i32 = 1;
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ModelProto {
-    #[prost(message, optional, tag = "7")]
-    graph: Option<GraphProto>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct GraphProto {
-    #[prost(message, repeated, tag = "5")]
-    initializer: Vec<TensorProto>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct TensorProto {
-    #[prost(message, repeated, tag = "13")]
-    external_data: Vec<StringStringEntryProto>,
-    #[prost(int32, tag = "14")]
-    data_location: i32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct StringStringEntryProto {
-    #[prost(string, tag = "1")]
-    key: String,
-    #[prost(string, tag = "2")]
-    value: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::proto::{GraphProto, StringStringEntryProto, TensorProto};
     use prost::Message;
 
     fn with_external(locations: &[&str]) -> Vec<u8> {
@@ -209,8 +178,10 @@ mod tests {
                             value: (*l).into(),
                         }],
                         data_location: EXTERNAL,
+                        ..Default::default()
                     })
                     .collect(),
+                ..Default::default()
             }),
         }
         .encode_to_vec()

@@ -9,8 +9,10 @@
 mod binding;
 mod files;
 mod onnxruntime;
+mod proto;
 pub mod registry;
 mod score;
+mod signature;
 mod zipmap;
 
 use std::collections::HashMap;
@@ -22,7 +24,9 @@ use ort::value::{TensorElementType, ValueType};
 
 pub use self::binding::{Binding, BoundOutput};
 use self::files::ModelFiles;
+use self::proto::ModelProto;
 use self::registry::RegistryVersionRef;
+use self::signature::Signature;
 pub use self::zipmap::Labels;
 use crate::element::Element;
 use crate::error::ConfigError;
@@ -86,7 +90,7 @@ pub async fn locate(job: &str, spec: &ModelSpec) -> anyhow::Result<Located> {
 }
 
 /// A model input as the model declares it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelInput {
     pub name: String,
     pub dtype: ValueType,
@@ -99,14 +103,28 @@ pub struct Model {
     pub sha256: String,
     /// Set when the registry could not be reached and the job's last resolution was used.
     pub registry_error: Option<String>,
-    /// Inputs and outputs as declared, copied out of the session (its handles are not `Send`).
+    /// Inputs and outputs as declared: read from the file (see [`signature`]), or copied out
+    /// of the session where the file's types could not be read (its handles are not `Send`).
     pub inputs: Vec<ModelInput>,
     outputs: Vec<(String, ValueType)>,
     /// The class labels of each ZipMap output, by output name, as the model file lists them.
     zipmaps: HashMap<String, Labels>,
+    /// The job, and the model as errors name it ("model file PATH").
+    job: String,
+    shown: String,
     // `Session::run` takes `&mut self`; scoring is serialised per model, which is what we want:
     // ONNX Runtime already spreads one batch over all cores.
-    session: Mutex<Session>,
+    session: Mutex<SessionState>,
+}
+
+/// ONNX Runtime's session of a model. Building it is most of what a short run with a heavy
+/// model costs, so it is built when the first chunk is scored (or a run finds a window with a
+/// row, or validation asks: [`Model::ready`]), from the bytes hashed when the model was opened.
+enum SessionState {
+    Pending(ModelFiles),
+    Built(Session),
+    /// ONNX Runtime refused the model: the error every later chunk gets.
+    Refused(ConfigError),
 }
 
 impl std::fmt::Debug for Model {
@@ -133,13 +151,14 @@ impl Pinned {
 }
 
 impl Model {
-    /// Find, read, hash and load the model `spec` names for `job`; check its pinned sha256.
+    /// Find, read and hash the model `spec` names for `job` ([`Model::open`]); check its pinned
+    /// sha256.
     pub async fn load(job: &str, spec: &ModelSpec) -> anyhow::Result<Model> {
         let located = locate(job, spec).await?;
         Model::open_blocking(job, located, Pinned::of("model.sha256", &spec.sha256)).await
     }
 
-    /// [`Model::open`] off the async threads: ONNX Runtime's session setup is CPU work.
+    /// [`Model::open`] off the async threads: reading and hashing a large model is CPU work.
     pub async fn open_blocking(
         job: &str,
         located: Located,
@@ -149,7 +168,8 @@ impl Model {
         Ok(tokio::task::spawn_blocking(move || Model::open(&job, located, pinned)).await??)
     }
 
-    /// Read, hash and load the model at `located` for `job`, checking the `pinned` sha256.
+    /// Read and hash the model at `located` for `job`, checking the `pinned` sha256, and read
+    /// its inputs and outputs from the file; its session is built when first needed.
     pub fn open(job: &str, located: Located, pinned: Option<Pinned>) -> Result<Model, ConfigError> {
         let problem = |p: String| ConfigError::job(job, p);
         let shown = match &located.origin {
@@ -178,39 +198,130 @@ impl Model {
                 "{shown} has sha256 {sha256}, but {setting} in the job file pins {expected}"
             )));
         }
+        let graph = ModelProto::read(&files.model).and_then(|m| m.graph);
+        let zipmaps = graph
+            .as_ref()
+            .map(zipmap::zipmap_labels)
+            .unwrap_or_default();
+        let mut model = Model {
+            origin: located.origin,
+            sha256,
+            registry_error: located.registry_error,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            zipmaps,
+            job: job.to_owned(),
+            shown,
+            session: Mutex::new(SessionState::Pending(ModelFiles::new(Vec::new()))),
+        };
+        let signature = match graph.as_ref().and_then(Signature::read) {
+            Some(signature) => {
+                model.session = Mutex::new(SessionState::Pending(files));
+                signature
+            }
+            // Types the file does not say plainly: ONNX Runtime's word, now (and its error,
+            // for a file it cannot load either).
+            None => {
+                let session = model.build(files)?;
+                let signature = session_signature(&session);
+                model.session = Mutex::new(SessionState::Built(session));
+                signature
+            }
+        };
+        model.inputs = signature.inputs;
+        model.outputs = signature.outputs;
+        Ok(model)
+    }
+
+    /// Build ONNX Runtime's session now, if it is not built yet: for validation, and for a run
+    /// before its first window with a row, so that a model ONNX Runtime refuses fails the run
+    /// before it records anything. Blocks for as long as that takes.
+    pub fn ready(&self) -> Result<(), ConfigError> {
+        let mut state = self.lock()?;
+        self.session(&mut state).map(|_| ())
+    }
+
+    /// Whether the session is built (or was refused): [`Model::ready`] would return at once.
+    pub fn is_ready(&self) -> bool {
+        self.session
+            .lock()
+            .map_or(true, |state| !matches!(*state, SessionState::Pending(_)))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, SessionState>, ConfigError> {
+        self.session
+            .lock()
+            .map_err(|_| ConfigError::job(&self.job, "model session poisoned by an earlier panic"))
+    }
+
+    /// The session in `state`, built first if it is pending; the refusal it got, if it was.
+    fn session<'a>(&self, state: &'a mut SessionState) -> Result<&'a mut Session, ConfigError> {
+        if let SessionState::Pending(_) = state {
+            let placeholder = SessionState::Pending(ModelFiles::new(Vec::new()));
+            let SessionState::Pending(files) = std::mem::replace(state, placeholder) else {
+                unreachable!("matched as pending")
+            };
+            let loading = std::time::Instant::now();
+            *state = match self.build(files).and_then(|session| self.check(session)) {
+                Ok(session) => {
+                    // What a run pays before its first row: with a heavy model, most of a
+                    // short run.
+                    tracing::info!(
+                        job = %self.job,
+                        model = %self.origin,
+                        load_seconds = (loading.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                        "model loaded"
+                    );
+                    SessionState::Built(session)
+                }
+                Err(refused) => SessionState::Refused(refused),
+            };
+        }
+        match state {
+            SessionState::Built(session) => Ok(session),
+            SessionState::Refused(refused) => Err(refused.clone()),
+            SessionState::Pending(_) => unreachable!("built above"),
+        }
+    }
+
+    /// ONNX Runtime's session of `files`, in the process's one environment.
+    fn build(&self, files: ModelFiles) -> Result<Session, ConfigError> {
         let environment = onnxruntime::environment()?;
-        let zipmaps = zipmap::zipmap_labels(&files.model);
         // Its threads are the environment's one pool (see `onnxruntime::environment`). The
         // external data goes in from memory too: the bytes hashed are the bytes loaded.
-        let cannot =
-            |e: ort::Error| problem(format!("{shown} is not a model ONNX Runtime can load: {e}"));
+        let cannot = |e: ort::Error| {
+            ConfigError::job(
+                &self.job,
+                format!("{} is not a model ONNX Runtime can load: {e}", self.shown),
+            )
+        };
         let mut builder = Session::builder(environment).map_err(cannot)?;
         for (name, bytes) in files.external {
             builder = builder
                 .with_external_initializer_file_in_memory(name, Arc::from(bytes))
                 .map_err(|e| cannot(e.into()))?;
         }
-        let session = builder.commit_from_memory(&files.model).map_err(cannot)?;
-        Ok(Model {
-            origin: located.origin,
-            sha256,
-            registry_error: located.registry_error,
-            inputs: session
-                .inputs()
-                .iter()
-                .map(|i| ModelInput {
-                    name: i.name().to_owned(),
-                    dtype: i.dtype().clone(),
-                })
-                .collect(),
-            outputs: session
-                .outputs()
-                .iter()
-                .map(|o| (o.name().to_owned(), o.dtype().clone()))
-                .collect(),
-            zipmaps,
-            session: Mutex::new(session),
-        })
+        builder.commit_from_memory(&files.model).map_err(cannot)
+    }
+
+    /// `session`, if it reads the model's inputs and outputs as the file did when the job was
+    /// bound to it.
+    fn check(&self, session: Session) -> Result<Session, ConfigError> {
+        let bound = Signature {
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+        };
+        match bound.differs_from(&session_signature(&session)) {
+            None => Ok(session),
+            Some(difference) => Err(ConfigError::job(
+                &self.job,
+                format!(
+                    "{}: ONNX Runtime reads its inputs and outputs differently from batchscore \
+                     ({difference}); please report this with the model",
+                    self.shown
+                ),
+            )),
+        }
     }
 
     /// The outputs as declared: names and types.
@@ -231,6 +342,25 @@ impl Model {
             .chain(self.outputs.iter().map(|(n, t)| (n, t)))
             .find(|(n, _)| *n == name)
             .map_or_else(|| "?".to_owned(), |(_, t)| describe_type(t))
+    }
+}
+
+/// The inputs and outputs `session` declares.
+fn session_signature(session: &Session) -> Signature {
+    Signature {
+        inputs: session
+            .inputs()
+            .iter()
+            .map(|i| ModelInput {
+                name: i.name().to_owned(),
+                dtype: i.dtype().clone(),
+            })
+            .collect(),
+        outputs: session
+            .outputs()
+            .iter()
+            .map(|o| (o.name().to_owned(), o.dtype().clone()))
+            .collect(),
     }
 }
 

@@ -24,10 +24,8 @@ impl Model {
             .iter()
             .map(|input| Ok((input.feed.name.as_str(), input_value(input)?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| anyhow::anyhow!("model session poisoned by an earlier panic"))?;
+        let mut state = self.lock()?;
+        let session = self.session(&mut state)?;
         let results = session.run(values).with_context(|| {
             format!(
                 "ONNX Runtime failed to score {rows} rows with {}",

@@ -35,6 +35,9 @@ pub(super) struct Scope {
     pub(super) gap: Option<Window>,
 }
 
+/// How long a window's probe for a first row may take (see [`run_window`]).
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Score `window` for `job` and commit it whole, or fail and write nothing but the ledger's
 /// record of the failure.
 #[tracing::instrument(skip_all, fields(job = %run.job.spec.name, window = %scope.window, run_id = tracing::field::Empty))]
@@ -46,6 +49,19 @@ pub(super) async fn run_window<B: Backend>(
     let (db, job) = (run.db, run.job);
     let window = scope.window;
     let shard = keeper.claim().shard;
+    // The first window with a row builds the models' sessions (a due window with none needs
+    // none), before its ledger row: a model ONNX Runtime refuses fails the run as it fails
+    // validation, recording nothing. The probe only saves work: one that fails or does not
+    // answer at once (a lock held on the source, say) counts as a row, and the window's read,
+    // bounded as every read is, says what is wrong.
+    if !job.model.is_ready() {
+        let probe = db.count_window(&job.spec, &job.shape, window, shard, Some(1));
+        let limit = PROBE_LIMIT.min(keeper.claim().lease() / 4);
+        let empty = matches!(tokio::time::timeout(limit, probe).await, Ok(Ok(0)));
+        if !empty && let Some(problem) = job.load_models().await? {
+            tracing::warn!(problem = %problem, "the challenger cannot score: its windows say why");
+        }
+    }
     let mut record = RunRecord::start(&job.spec.name, shard, window, &job.lineage());
     tracing::Span::current().record("run_id", record.run_id.as_str());
     within(
@@ -66,7 +82,7 @@ pub(super) async fn run_window<B: Backend>(
         true => within(
             keeper.claim().lease(),
             "counting the window's rows",
-            db.count_window(&job.spec, &job.shape, window, shard),
+            db.count_window(&job.spec, &job.shape, window, shard, None),
         )
         .await
         .ok()
@@ -295,6 +311,10 @@ async fn check_drift<B: Backend>(
     tally: &mut Tally,
 ) -> anyhow::Result<Option<Drifted>> {
     let monitor = &job.spec.monitor;
+    // Too few rows to judge any column (an empty window, say): the reference is not read.
+    if profile.columns.iter().all(|c| c.rows < monitor.min_rows) {
+        return Ok(None);
+    }
     let reference = match reference_for(db.pool(), &job.spec, window).await {
         Ok(Some(reference)) if reference.windows > 0 => reference,
         Ok(Some(reference)) => {

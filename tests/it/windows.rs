@@ -684,3 +684,78 @@ async fn a_run_with_nothing_due_does_not_load_the_model(kind: Kind) {
 }
 
 on_all_databases!(a_run_with_nothing_due_does_not_load_the_model);
+
+/// A due window without a row needs no model session. A model whose declared inputs and
+/// outputs bind the job, but which ONNX Runtime refuses (an operator it does not know), commits
+/// that window without loading it; the first window with a row is refused before anything is
+/// recorded, as validation refuses the model.
+async fn an_empty_window_due_does_not_build_the_model_session(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    p.seed_synthetic(1_000).await; // minutes 0 to 10
+    let mut refused = std::fs::read(model_path("machine_failure")).unwrap();
+    let (op, unknown) = (
+        &b"TreeEnsembleClassifier"[..],
+        &b"TreeEnsembleClassifiez"[..],
+    );
+    let mut renamed = 0;
+    for at in 0..refused.len() - op.len() {
+        if &refused[at..at + op.len()] == op {
+            refused[at..at + op.len()].copy_from_slice(unknown);
+            renamed += 1;
+        }
+    }
+    assert!(renamed > 0, "the model's operator");
+    let model = p.dir.path().join("refused.onnx");
+    std::fs::write(&model, refused).unwrap();
+    p.write_job(
+        "job",
+        &job("all").replace(
+            "{models}/machine_failure.onnx",
+            &model.display().to_string(),
+        ),
+    );
+    assert_exit(&p.batchscore(&["watermark", "set", "job", &at(10)]), 0);
+
+    let empty = p.batchscore(&["run-job", "job", "--at", &at(21)]);
+    assert_exit(&empty, 0);
+    assert!(
+        stdout(&empty).contains("scored 0 rows of window"),
+        "{}",
+        stdout(&empty)
+    );
+    assert!(
+        !stderr(&empty).contains("model loaded"),
+        "{}",
+        stderr(&empty)
+    );
+    let committed = ledger(&p).await;
+    assert_eq!(
+        committed,
+        [(ts(10), ts(20), "succeeded".to_owned(), 0)],
+        "the empty window is committed"
+    );
+    assert_eq!(p.watermark("job").await, Some(ts(20)));
+
+    p.seed_synthetic_range(2_000, 3_000).await; // minutes 20 to 30
+    let due = p.batchscore(&["run-job", "job", "--at", &at(31)]);
+    assert_exit(&due, 2);
+    let said = stderr(&due);
+    assert!(
+        said.contains(&model.display().to_string())
+            && said.contains("is not a model ONNX Runtime can load"),
+        "{said}"
+    );
+    assert_eq!(ledger(&p).await, committed, "nothing recorded");
+    assert_eq!(p.watermark("job").await, Some(ts(20)));
+    let validate = p.batchscore(&["jobs", "validate", "job"]);
+    assert_exit(&validate, 2);
+    assert!(
+        stdout(&validate).contains("is not a model ONNX Runtime can load"),
+        "{}",
+        stdout(&validate)
+    );
+}
+
+on_all_databases!(an_empty_window_due_does_not_build_the_model_session);

@@ -4,8 +4,10 @@
 //! session ends, and a rollback does not free it.
 
 use anyhow::Context;
+use std::sync::Arc;
+
 use sqlx::Connection;
-use sqlx::mysql::MySqlConnection;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 
 use super::MySqlBackend;
 use crate::claim::{Claim, ClaimOutcome};
@@ -33,16 +35,15 @@ impl ClaimStore for MySqlBackend {
 
     /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
     /// claim and holds its named lock.
+    fn claim_ahead(&self) {
+        let (options, limit) = (Arc::clone(&self.options), self.limits.connect);
+        self.claim_ahead
+            .start(async move { connect(&options, limit).await });
+    }
+
     async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<MySqlConnection>> {
-        let conn = tokio::time::timeout(self.limits.connect, async {
-            let mut conn = MySqlConnection::connect_with(&self.options).await?;
-            super::init_session(&mut conn).await?;
-            Ok::<_, sqlx::Error>(conn)
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.limits.connect))
-        .and_then(|connected| Ok(connected?))
-        .context("opening the claim's connection")?;
+        let connecting = connect(&self.options, self.limits.connect);
+        let conn = self.claim_ahead.take_or(connecting).await?;
         claims::take_locked::<sqlx::MySql>(conn, claim).await
     }
 
@@ -72,6 +73,23 @@ impl ClaimStore for MySqlBackend {
         // Row-lock waits end by innodb_lock_wait_timeout (the lease), reported as failures.
         None
     }
+}
+
+/// A claim's own connection, its session set up, or why it could not be opened within `limit`.
+async fn connect(
+    options: &MySqlConnectOptions,
+    limit: std::time::Duration,
+) -> anyhow::Result<MySqlConnection> {
+    let connecting = async {
+        let mut conn = MySqlConnection::connect_with(options).await?;
+        super::init_session(&mut conn).await?;
+        Ok::<_, sqlx::Error>(conn)
+    };
+    tokio::time::timeout(limit, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {limit:?}"))
+        .and_then(|connected| Ok(connected?))
+        .context("opening the claim's connection")
 }
 
 impl SessionLock for sqlx::MySql {

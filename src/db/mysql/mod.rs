@@ -27,6 +27,7 @@ use sqlx::mysql::{
 };
 use sqlx::{ConnectOptions, Executor};
 
+use super::claim_store::ClaimAhead;
 use super::{Backend, Limits};
 use crate::claim::Claim;
 
@@ -36,6 +37,7 @@ pub struct MySqlBackend {
     /// For the claim's own connection, outside the pool (see [`ClaimStore::claim`](crate::db::ClaimStore::claim)).
     options: Arc<MySqlConnectOptions>,
     limits: Limits,
+    claim_ahead: ClaimAhead<sqlx::mysql::MySqlConnection>,
 }
 
 /// The session settings batchscore relies on, whatever the server's defaults: see the module's
@@ -92,6 +94,7 @@ impl MySqlBackend {
             pool,
             options: Arc::new(options),
             limits,
+            claim_ahead: ClaimAhead::default(),
         })
     }
 }

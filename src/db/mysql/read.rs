@@ -138,8 +138,10 @@ impl SourceReader for MySqlBackend {
         shape: &SourceShape,
         window: Window,
         shard: Shard,
+        at_most: Option<u32>,
     ) -> anyhow::Result<i64> {
-        let sql = window_select(spec, "count(*)", window, shape, shard);
+        let select = |what: &str| window_select(spec, what, window, shape, shard);
+        let sql = crate::db::source::counting(select, at_most);
         sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(&self.pool)
             .await

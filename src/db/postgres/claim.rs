@@ -3,8 +3,10 @@
 //! ending of a superseded holder's window sessions.
 
 use anyhow::Context;
+use std::sync::Arc;
+
 use sqlx::Connection;
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use super::PostgresBackend;
 use crate::claim::{Claim, ClaimOutcome};
@@ -34,15 +36,15 @@ impl ClaimStore for PostgresBackend {
 
     /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
     /// claim and holds its advisory lock.
+    fn claim_ahead(&self) {
+        let (options, limit) = (Arc::clone(&self.options), self.limits.connect);
+        self.claim_ahead
+            .start(async move { connect(&options, limit).await });
+    }
+
     async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<PgConnection>> {
-        let conn = tokio::time::timeout(
-            self.limits.connect,
-            PgConnection::connect_with(&self.options),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.limits.connect))
-        .and_then(|connected| Ok(connected?))
-        .context("opening the claim's connection")?;
+        let connecting = connect(&self.options, self.limits.connect);
+        let conn = self.claim_ahead.take_or(connecting).await?;
         claims::take_locked::<sqlx::Postgres>(conn, claim).await
     }
 
@@ -68,6 +70,18 @@ impl ClaimStore for PostgresBackend {
         // Waits on row locks end by statement_timeout or lock_timeout, reported as failures.
         None
     }
+}
+
+/// A claim's own connection, or why it could not be opened within `limit`.
+async fn connect(
+    options: &PgConnectOptions,
+    limit: std::time::Duration,
+) -> anyhow::Result<PgConnection> {
+    tokio::time::timeout(limit, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {limit:?}"))
+        .and_then(|connected| Ok(connected?))
+        .context("opening the claim's connection")
 }
 
 impl SessionLock for sqlx::Postgres {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::claim_store::ClaimAhead;
 use super::dialect::Param;
 use super::{Backend, Field, FieldKind, Limits};
 use crate::source::KeyKind;
@@ -29,6 +30,7 @@ pub struct PostgresBackend {
     /// For the claim's own connection, outside the pool (see [`ClaimStore::claim`](crate::db::ClaimStore::claim)).
     options: Arc<PgConnectOptions>,
     limits: Limits,
+    claim_ahead: ClaimAhead<sqlx::postgres::PgConnection>,
 }
 
 impl PostgresBackend {
@@ -48,6 +50,7 @@ impl PostgresBackend {
             pool,
             options: Arc::new(options),
             limits,
+            claim_ahead: ClaimAhead::default(),
         })
     }
 }

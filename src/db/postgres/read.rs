@@ -136,14 +136,11 @@ impl SourceReader for PostgresBackend {
         shape: &SourceShape,
         window: Window,
         shard: Shard,
+        at_most: Option<u32>,
     ) -> anyhow::Result<i64> {
-        let sql = window_select(
-            spec,
-            "count(*)",
-            "$1",
-            "$2",
-            shard_condition(spec, shape, shard),
-        );
+        let condition = shard_condition(spec, shape, shard);
+        let select = |what: &str| window_select(spec, what, "$1", "$2", condition.clone());
+        let sql = crate::db::source::counting(select, at_most);
         sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(window.start)
             .bind(window.end)

@@ -194,12 +194,11 @@ impl SourceReader for SqliteBackend {
         shape: &SourceShape,
         window: Window,
         shard: Shard,
+        at_most: Option<u32>,
     ) -> anyhow::Result<i64> {
-        let sql = format!(
-            "SELECT count(*) FROM {} WHERE {}",
-            from_clause(spec),
-            rows_predicate(spec, shape, shard)
-        );
+        let (from, predicate) = (from_clause(spec), rows_predicate(spec, shape, shard));
+        let select = |what: &str| format!("SELECT {what} FROM {from} WHERE {predicate}");
+        let sql = crate::db::source::counting(select, at_most);
         let arguments = window::arguments(window.start, window.end)?;
         sqlx::query_scalar_with(AssertSqlSafe(sql), arguments)
             .fetch_one(&self.pool)
