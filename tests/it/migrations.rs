@@ -345,6 +345,28 @@ async fn concurrent_first_runs_on_a_new_database_score_once(kind: Kind) {
             "round {round}: the window was committed once"
         );
         assert_eq!(p.watermark("job").await.as_deref(), Some(ts(20).as_str()));
+        if round < 5 {
+            // Then a window with rows and an empty one (no model session, no results table
+            // pinned), again 8 at once.
+            let outs = at_once(&p, &["run-job", "job", "--at", &at(41)], 8);
+            for out in &outs {
+                let code = out.status.code();
+                assert!(
+                    code == Some(0) || code == Some(75),
+                    "round {round}, empty window: exit {code:?}\n{}",
+                    stderr(out)
+                );
+            }
+            let scored: Vec<i64> = crate::windows::predictions(&p).await.into_keys().collect();
+            assert_eq!(scored, crate::windows::keys(10, 30), "round {round}");
+            assert_eq!(
+                p.count("SELECT count(*) FROM batchscore_runs WHERE status = 'succeeded'")
+                    .await,
+                3,
+                "round {round}: each window was committed once"
+            );
+            assert_eq!(p.watermark("job").await.as_deref(), Some(ts(40).as_str()));
+        }
     }
     if !exits.is_empty() {
         eprintln!(
