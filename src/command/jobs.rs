@@ -87,12 +87,13 @@ pub async fn validate(global: &GlobalArgs, name: Option<String>) -> anyhow::Resu
 async fn check<B: Backend>(db: &B, spec: spec::JobSpec) -> anyhow::Result<String> {
     let job = job::prepare(db, spec).await?;
     // What a run finds only when a window has a row: whether ONNX Runtime loads the models.
-    let challenger_refused = job.load_models().await?;
+    let refused = job.load_models().await?;
     // A run scores without a challenger that cannot; validation refuses it.
-    if let Some(problem) = challenger_refused.as_ref().or(match &job.challenger {
-        Some(Err(problem)) => Some(problem),
-        _ => None,
-    }) {
+    let challenger_problem = match &job.challenger {
+        Some(Err(problem)) => Some(problem.clone()),
+        _ => refused,
+    };
+    if let Some(problem) = challenger_problem {
         return Err(ConfigError::job(&job.spec.name, format!("[challenger]: {problem}")).into());
     }
     let mut notes = db.window_notes(&job.spec).await?;

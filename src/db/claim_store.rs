@@ -58,6 +58,18 @@ pub(crate) trait ClaimStore {
     fn lock_wait(&self, err: &anyhow::Error) -> Option<Duration>;
 }
 
+/// A claim's own connection, opened by `connecting` within `limit`, or why it could not be.
+pub(crate) async fn claim_connection<C>(
+    limit: Duration,
+    connecting: impl Future<Output = Result<C, sqlx::Error>>,
+) -> anyhow::Result<C> {
+    tokio::time::timeout(limit, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {limit:?}"))
+        .and_then(|connected| Ok(connected?))
+        .context("opening the claim's connection")
+}
+
 /// A claim's own connection, opened on a task of its own ahead of the claim (see
 /// [`ClaimStore::claim_ahead`]), for the servers' claims to take.
 pub(crate) struct ClaimAhead<C>(Arc<Mutex<Option<JoinHandle<anyhow::Result<C>>>>>);

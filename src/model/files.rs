@@ -11,7 +11,7 @@ use std::path::{Component, Path};
 
 use sha2::{Digest, Sha256};
 
-use super::proto::{EXTERNAL, ModelProto};
+use super::proto::{EXTERNAL, GraphProto, ModelProto};
 
 /// The name a cached model's ONNX file has (external-data files keep theirs, beside it).
 pub const MODEL_FILE: &str = "model.onnx";
@@ -19,16 +19,20 @@ pub const MODEL_FILE: &str = "model.onnx";
 /// The largest ONNX file: protobuf's limit (larger weights live in external-data files).
 const MAX_MODEL_BYTES: u64 = 2 << 30;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ModelFiles {
     pub model: Vec<u8>,
     /// External-data files by the name the model gives them, in name order.
     pub external: Vec<(String, Vec<u8>)>,
+    /// The ONNX file's graph, as far as [`super::proto`] reads it (`None` when prost cannot):
+    /// decoded once, for the external files it names and for [`super::Model::open`].
+    pub graph: Option<GraphProto>,
 }
 
 impl ModelFiles {
     pub fn new(model: Vec<u8>) -> ModelFiles {
         ModelFiles {
+            graph: ModelProto::read(&model).and_then(|m| m.graph),
             model,
             external: Vec::new(),
         }
@@ -60,20 +64,17 @@ impl ModelFiles {
     /// The external-data files the ONNX file names, each once, in name order. A name that could
     /// leave the model's folder (absolute, or with `..`) is refused, as ONNX Runtime does.
     pub fn external_locations(&self) -> Result<Vec<String>, String> {
-        let Some(model) = ModelProto::read(&self.model) else {
-            // Not a model prost can read: ONNX Runtime says what is wrong with it when it loads.
-            return Ok(Vec::new());
-        };
-        let mut locations: Vec<String> = model
+        // A model prost cannot read names none: ONNX Runtime says what is wrong with it.
+        let mut locations: Vec<String> = self
             .graph
-            .into_iter()
-            .flat_map(|g| g.initializer)
+            .iter()
+            .flat_map(|g| &g.initializer)
             .filter(|t| t.data_location == EXTERNAL)
             .filter_map(|t| {
                 t.external_data
-                    .into_iter()
+                    .iter()
                     .find(|entry| entry.key == "location")
-                    .map(|entry| entry.value)
+                    .map(|entry| entry.value.clone())
             })
             .collect();
         locations.sort();

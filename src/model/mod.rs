@@ -24,7 +24,6 @@ use ort::value::{TensorElementType, ValueType};
 
 pub use self::binding::{Binding, BoundOutput};
 use self::files::ModelFiles;
-use self::proto::ModelProto;
 use self::registry::RegistryVersionRef;
 use self::signature::Signature;
 pub use self::zipmap::Labels;
@@ -178,7 +177,7 @@ impl Model {
                 format!("model {version} (cached at {})", located.path.display())
             }
         };
-        let files = ModelFiles::read(&located.path).map_err(problem)?;
+        let mut files = ModelFiles::read(&located.path).map_err(problem)?;
         let sha256 = files.sha256();
         if let Some(expected) = &located.sha256
             && *expected != sha256
@@ -198,39 +197,31 @@ impl Model {
                 "{shown} has sha256 {sha256}, but {setting} in the job file pins {expected}"
             )));
         }
-        let graph = ModelProto::read(&files.model).and_then(|m| m.graph);
+        let graph = files.graph.take();
         let zipmaps = graph
             .as_ref()
             .map(zipmap::zipmap_labels)
             .unwrap_or_default();
-        let mut model = Model {
-            origin: located.origin,
-            sha256,
-            registry_error: located.registry_error,
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            zipmaps,
-            job: job.to_owned(),
-            shown,
-            session: Mutex::new(SessionState::Pending(ModelFiles::new(Vec::new()))),
-        };
-        let signature = match graph.as_ref().and_then(Signature::read) {
-            Some(signature) => {
-                model.session = Mutex::new(SessionState::Pending(files));
-                signature
-            }
+        let (signature, session) = match graph.as_ref().and_then(Signature::read) {
+            Some(signature) => (signature, SessionState::Pending(files)),
             // Types the file does not say plainly: ONNX Runtime's word, now (and its error,
             // for a file it cannot load either).
             None => {
-                let session = model.build(files)?;
-                let signature = session_signature(&session);
-                model.session = Mutex::new(SessionState::Built(session));
-                signature
+                let session = build_session(job, &shown, files)?;
+                (session_signature(&session), SessionState::Built(session))
             }
         };
-        model.inputs = signature.inputs;
-        model.outputs = signature.outputs;
-        Ok(model)
+        Ok(Model {
+            origin: located.origin,
+            sha256,
+            registry_error: located.registry_error,
+            inputs: signature.inputs,
+            outputs: signature.outputs,
+            zipmaps,
+            job: job.to_owned(),
+            shown,
+            session: Mutex::new(session),
+        })
     }
 
     /// Build ONNX Runtime's session now, if it is not built yet: for validation, and for a run
@@ -256,13 +247,11 @@ impl Model {
 
     /// The session in `state`, built first if it is pending; the refusal it got, if it was.
     fn session<'a>(&self, state: &'a mut SessionState) -> Result<&'a mut Session, ConfigError> {
-        if let SessionState::Pending(_) = state {
-            let placeholder = SessionState::Pending(ModelFiles::new(Vec::new()));
-            let SessionState::Pending(files) = std::mem::replace(state, placeholder) else {
-                unreachable!("matched as pending")
-            };
+        if let SessionState::Pending(files) = state {
+            let files = std::mem::take(files);
             let loading = std::time::Instant::now();
-            *state = match self.build(files).and_then(|session| self.check(session)) {
+            let built = build_session(&self.job, &self.shown, files);
+            *state = match built.and_then(|session| self.check(session)) {
                 Ok(session) => {
                     // What a run pays before its first row: with a heavy model, most of a
                     // short run.
@@ -282,26 +271,6 @@ impl Model {
             SessionState::Refused(refused) => Err(refused.clone()),
             SessionState::Pending(_) => unreachable!("built above"),
         }
-    }
-
-    /// ONNX Runtime's session of `files`, in the process's one environment.
-    fn build(&self, files: ModelFiles) -> Result<Session, ConfigError> {
-        let environment = onnxruntime::environment()?;
-        // Its threads are the environment's one pool (see `onnxruntime::environment`). The
-        // external data goes in from memory too: the bytes hashed are the bytes loaded.
-        let cannot = |e: ort::Error| {
-            ConfigError::job(
-                &self.job,
-                format!("{} is not a model ONNX Runtime can load: {e}", self.shown),
-            )
-        };
-        let mut builder = Session::builder(environment).map_err(cannot)?;
-        for (name, bytes) in files.external {
-            builder = builder
-                .with_external_initializer_file_in_memory(name, Arc::from(bytes))
-                .map_err(|e| cannot(e.into()))?;
-        }
-        builder.commit_from_memory(&files.model).map_err(cannot)
     }
 
     /// `session`, if it reads the model's inputs and outputs as the file did when the job was
@@ -343,6 +312,27 @@ impl Model {
             .find(|(n, _)| *n == name)
             .map_or_else(|| "?".to_owned(), |(_, t)| describe_type(t))
     }
+}
+
+/// ONNX Runtime's session of `files` (the model `shown` of `job`), in the process's one
+/// environment.
+fn build_session(job: &str, shown: &str, files: ModelFiles) -> Result<Session, ConfigError> {
+    let environment = onnxruntime::environment()?;
+    // Its threads are the environment's one pool (see `onnxruntime::environment`). The
+    // external data goes in from memory too: the bytes hashed are the bytes loaded.
+    let cannot = |e: ort::Error| {
+        ConfigError::job(
+            job,
+            format!("{shown} is not a model ONNX Runtime can load: {e}"),
+        )
+    };
+    let mut builder = Session::builder(environment).map_err(cannot)?;
+    for (name, bytes) in files.external {
+        builder = builder
+            .with_external_initializer_file_in_memory(name, Arc::from(bytes))
+            .map_err(|e| cannot(e.into()))?;
+    }
+    builder.commit_from_memory(&files.model).map_err(cannot)
 }
 
 /// The inputs and outputs `session` declares.

@@ -85,11 +85,13 @@ impl<B: Backend> Writer<'_, B> {
             self.write_results(&mut batch).await?;
             self.write_challenger(&mut challenger).await?;
         }
-        let (job, tables) = (self.job, self.job.challenger.as_ref());
+        // The tables `open` would pin: the job's, and a challenger's that can score.
         let created = |table: &ResultsTable| table.existing.is_some();
-        let all_created = created(&job.results)
-            && tables.is_none_or(|c| c.as_ref().is_ok_and(|c| created(&c.results)));
-        if self.open.is_none() && all_created {
+        let challenger_created = match &self.job.challenger {
+            Some(Ok(challenger)) => created(&challenger.results),
+            _ => true,
+        };
+        if self.open.is_none() && created(&self.job.results) && challenger_created {
             // Nothing to write (an empty window): its transaction holds the ledger row, the
             // watermark and the fencing check, and no results table needs pinning. A table
             // still to be created is, so a job's tables exist from its first window on.

@@ -33,14 +33,14 @@ impl ClaimStore for MySqlBackend {
     type Lock = MySqlConnection;
     const RENEWS_DURING_WINDOW: bool = true;
 
-    /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
-    /// claim and holds its named lock.
     fn claim_ahead(&self) {
         let (options, limit) = (Arc::clone(&self.options), self.limits.connect);
         self.claim_ahead
             .start(async move { connect(&options, limit).await });
     }
 
+    /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
+    /// claim and holds its named lock.
     async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<MySqlConnection>> {
         let connecting = connect(&self.options, self.limits.connect);
         let conn = self.claim_ahead.take_or(connecting).await?;
@@ -83,13 +83,9 @@ async fn connect(
     let connecting = async {
         let mut conn = MySqlConnection::connect_with(options).await?;
         super::init_session(&mut conn).await?;
-        Ok::<_, sqlx::Error>(conn)
+        Ok(conn)
     };
-    tokio::time::timeout(limit, connecting)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {limit:?}"))
-        .and_then(|connected| Ok(connected?))
-        .context("opening the claim's connection")
+    claims::claim_connection(limit, connecting).await
 }
 
 impl SessionLock for sqlx::MySql {

@@ -6,7 +6,7 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnection;
 
 use super::PostgresBackend;
 use crate::claim::{Claim, ClaimOutcome};
@@ -34,16 +34,18 @@ impl ClaimStore for PostgresBackend {
     type Lock = PgConnection;
     const RENEWS_DURING_WINDOW: bool = true;
 
-    /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
-    /// claim and holds its advisory lock.
     fn claim_ahead(&self) {
         let (options, limit) = (Arc::clone(&self.options), self.limits.connect);
-        self.claim_ahead
-            .start(async move { connect(&options, limit).await });
+        self.claim_ahead.start(async move {
+            claims::claim_connection(limit, PgConnection::connect_with(&options)).await
+        });
     }
 
+    /// The claim ([`claims::take_locked`]), on a connection of its own that lives as long as the
+    /// claim and holds its advisory lock.
     async fn claim(&self, claim: &Claim) -> anyhow::Result<ClaimOutcome<PgConnection>> {
-        let connecting = connect(&self.options, self.limits.connect);
+        let connecting = PgConnection::connect_with(&self.options);
+        let connecting = claims::claim_connection(self.limits.connect, connecting);
         let conn = self.claim_ahead.take_or(connecting).await?;
         claims::take_locked::<sqlx::Postgres>(conn, claim).await
     }
@@ -70,18 +72,6 @@ impl ClaimStore for PostgresBackend {
         // Waits on row locks end by statement_timeout or lock_timeout, reported as failures.
         None
     }
-}
-
-/// A claim's own connection, or why it could not be opened within `limit`.
-async fn connect(
-    options: &PgConnectOptions,
-    limit: std::time::Duration,
-) -> anyhow::Result<PgConnection> {
-    tokio::time::timeout(limit, PgConnection::connect_with(options))
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {limit:?}"))
-        .and_then(|connected| Ok(connected?))
-        .context("opening the claim's connection")
 }
 
 impl SessionLock for sqlx::Postgres {
