@@ -203,7 +203,7 @@ pub(crate) async fn wait_for_windows(p: &Project, job: &str, windows: i64, secon
 }
 
 /// (start, end) in unix seconds of the job's committed windows, in order.
-async fn committed_windows(p: &Project, job: &str) -> Vec<(f64, f64)> {
+pub(crate) async fn committed_windows(p: &Project, job: &str) -> Vec<(f64, f64)> {
     let sql = format!(
         "SELECT {}, {} FROM batchscore_runs WHERE job = '{job}' AND status = 'succeeded' ORDER BY window_start",
         p.kind.epoch("window_start"),
