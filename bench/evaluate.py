@@ -13,9 +13,13 @@ a hash of the key, with a known_at time) into a table of their own, then times, 
   read       reading the joined rows alone, (id, score, label) of every labelled result row
              (PostgreSQL: binary COPY out, bytes discarded; SQLite: a SELECT iterated with
              the sqlite3 module)
+  read all   the same, of the columns evaluate reads: each result row's run, id, score and
+             predicted label, with its label if it has one (a LEFT JOIN: coverage needs the
+             unlabelled rows too)
 
-and prints a markdown table: the medians, evaluate / read, and evaluate's peak RSS at each size.
-Targets: evaluate at most 1.3x the read; peak RSS flat from 1M to 5M rows.
+and prints a markdown table: the medians, evaluate / read, evaluate / read all, and evaluate's
+peak RSS at each size. Targets: evaluate at most 1.3x the read; peak RSS flat from 1M to 5M
+rows.
 
 Usage: bench/evaluate.py [--rows 1000000,5000000] [--only sqlite|postgres] [--repeat K]
 Env:   BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)
@@ -68,6 +72,8 @@ positive = 1
 # A label per key, by a hash of it, correlated with nothing: the metrics' values do not matter here.
 LABEL = "(({i} * 2654435761) % 1000 < 300)"
 JOINED = "SELECT r.id, r.score, l.failed FROM bench_scores_bs r JOIN bench_labels l ON l.id = r.id"
+JOINED_ALL = ("SELECT r.batchscore_run, r.id, r.score, r.predicted, l.failed FROM bench_scores_bs r "
+              "LEFT JOIN bench_labels l ON l.id = r.id")
 
 
 def seed_labels(db, rows):
@@ -90,16 +96,17 @@ INSERT INTO bench_labels SELECT id, CAST({LABEL.format(i="id")} AS INTEGER), ts 
         conn.execute("CHECKPOINT")
 
 
-def read_joined(db):
-    """Seconds to read (id, score, label) of every labelled result row; and the row count."""
+def read_joined(db, joined=JOINED):
+    """Seconds to read the rows of `joined` (every labelled result row's id, score and label); and
+    the row count."""
     if isinstance(db, run.Sqlite):
         conn = db.connect()
         started = time.perf_counter()
-        rows = sum(1 for _ in conn.execute(JOINED))
+        rows = sum(1 for _ in conn.execute(joined))
         seconds = time.perf_counter() - started
         conn.close()
         return seconds, rows
-    query = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(sql.SQL(JOINED))
+    query = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(sql.SQL(joined))
     with db.connect() as conn, conn.cursor() as cur:
         started = time.perf_counter()
         with cur.copy(query) as copy:
@@ -141,24 +148,28 @@ def main(argv=None):
                 run.run_child([run.BINARY, "-q", "--database-url", db.url, "--jobs-dir", jobs_dir, "run-job", "bench",
                                "--from", run.rfc3339(dataset.START), "--to", run.rfc3339(dataset.END)])
                 seed_labels(db, rows)
-                evaluated, reads, peaks = [], [], []
+                evaluated, reads, reads_all, peaks = [], [], [], []
                 for k in range(args.repeat):
                     seconds, rss, windows = evaluate(db, jobs_dir)
                     read, joined = read_joined(db)
-                    run.log(f"{db.name} {rows:,}: evaluate {seconds:.2f}s ({windows} windows, {rss:.0f} MiB), read {read:.2f}s ({joined:,} rows)")
+                    read_all, _ = read_joined(db, JOINED_ALL)
+                    run.log(f"{db.name} {rows:,}: evaluate {seconds:.2f}s ({windows} windows, {rss:.0f} MiB), read {read:.2f}s ({joined:,} rows), read all {read_all:.2f}s")
                     if joined != rows:
                         sys.exit(f"{db.name}: {joined} joined rows, expected {rows}")
                     evaluated.append(seconds)
                     reads.append(read)
+                    reads_all.append(read_all)
                     peaks.append(rss)
-                results.append((db.name, rows, statistics.median(evaluated), statistics.median(reads), max(peaks), windows))
+                results.append((db.name, rows, statistics.median(evaluated), statistics.median(reads),
+                                statistics.median(reads_all), max(peaks), windows))
             db.drop()
     print(f"\n### Realized performance: evaluate vs reading the joined rows ({started_on}, {run.machine()})\n")
     print(f"`python3 bench/evaluate.py --rows {args.rows} --repeat {args.repeat}`; medians of {args.repeat}.\n")
-    print("| database | rows (= labels) | windows | evaluate | read joined rows | evaluate / read | evaluate peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, rows, seconds, read, rss, windows in results:
-        print(f"| {name} | {rows:,} | {windows} | {seconds:.2f} s | {read:.2f} s | {seconds / read:.2f}x | {rss:.0f} MiB |")
+    print("| database | rows (= labels) | windows | evaluate | read joined rows | evaluate / read | read all | evaluate / read all | evaluate peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, rows, seconds, read, read_all, rss, windows in results:
+        print(f"| {name} | {rows:,} | {windows} | {seconds:.2f} s | {read:.2f} s | {seconds / read:.2f}x "
+              f"| {read_all:.2f} s | {seconds / read_all:.2f}x | {rss:.0f} MiB |")
     return 0
 
 

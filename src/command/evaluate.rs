@@ -62,9 +62,7 @@ async fn evaluate<B: Backend>(
     crate::db::migrate(db).await?;
     let job = job::prepare(db, spec).await?;
     performance::check(db, &job).await?;
-    let mut evaluation = performance::evaluate(db, &job, select, Utc::now()).await?;
-    performance::count_unscored(db, &job, &mut evaluation).await?;
-    Ok(evaluation)
+    performance::evaluate_counting_unscored(db, &job, select, Utc::now()).await
 }
 
 fn print(name: &str, task: &Task, evaluation: &Evaluation) {

@@ -108,6 +108,16 @@ pub(crate) trait Dialect:
     /// SQLite's `describe` is what infers the types of a query's computed columns.
     const COLUMNS_BY_PREPARE: bool = false;
 
+    /// Whether every value of a column is of its declared type (PostgreSQL, MySQL), so that an
+    /// integer column can be read as integers. A SQLite column takes a value of any type.
+    const TYPES_HOLD: bool = true;
+
+    /// Whether `evaluate` reads every window and every label in one `FULL JOIN`, counting the
+    /// labels of keys never scored on the way, rather than counting them after the join.
+    /// PostgreSQL's hash join does it at no cost; SQLite's `FULL JOIN` reads the labels a second
+    /// time (slower than counting), and MySQL and MariaDB have none.
+    const FULL_JOIN: bool = false;
+
     /// [`Dialect::NOW`] plus the seconds in `param` (a [`Param::Seconds`]).
     fn later(param: &str) -> String;
 

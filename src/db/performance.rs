@@ -126,6 +126,23 @@ pub(crate) struct JoinSpec<'a> {
     pub results: &'a ResultsTable,
     pub challenger: Option<&'a ResultsTable>,
     pub labels: &'a LabelsSpec,
+    /// A classifier's columns that cross as integers rather than text.
+    pub integers: IntegerClasses,
+    /// Read every row of the results table, whatever its run, and every label, those of keys
+    /// never scored too (a `FULL JOIN`, where the database has one): [`joined_rows`] counts
+    /// them, and no count of either table is needed.
+    pub whole: bool,
+}
+
+/// Which of a classifier's class columns are read as integers: those the database keeps as
+/// integers. Text is what any label can be compared as, but printing a million integers as text
+/// was a tenth of the server's work in an evaluation.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IntegerClasses {
+    /// The label, in the labels.
+    pub label: bool,
+    /// The predicted label, in the results table (and the challenger's).
+    pub predicted: bool,
 }
 
 /// A result row's key: what tells two labels for the same row.
@@ -159,17 +176,19 @@ pub(crate) struct Joined<'a> {
     pub run: usize,
     pub key: KeyRef<'a>,
     pub score: Option<f64>,
-    /// The predicted label, as text (classification with `predicted`).
-    pub predicted: Option<&'a str>,
+    /// The predicted label (classification with `predicted`).
+    pub predicted: Option<Truth<'a>>,
     pub challenger_score: Option<f64>,
-    pub challenger_predicted: Option<&'a str>,
+    pub challenger_predicted: Option<Truth<'a>>,
     pub label: Option<Truth<'a>>,
 }
 
-/// A label as read: text for a classifier (compared with `positive`), a number for a regressor.
+/// A label as read: text or an integer for a classifier (compared with `positive`), a number for
+/// a regressor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Truth<'a> {
     Text(&'a str),
+    Integer(i64),
     Number(f64),
 }
 
@@ -214,13 +233,15 @@ fn select_fields(columns: &[(String, FieldKind)]) -> (String, Vec<FieldKind>) {
 /// Stream the result rows the `runs` wrote, each with its labels (a key with two labels
 /// comes twice; one without, once with none), to `each`. Which of two labels counts is
 /// [`latest_labels`]'s to say: the join reads no time, so the scan costs what reading the rows
-/// does.
+/// does. Returns how many labels name a key with no result row, when the join is
+/// [`JoinSpec::whole`] (else 0).
 pub(crate) async fn joined_rows<B: Backend>(
     db: &B,
     join: &JoinSpec<'_>,
     runs: &[RunRef],
     mut each: impl FnMut(Joined<'_>) -> anyhow::Result<()> + Send,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
+    debug_assert!(!join.whole || B::Db::FULL_JOIN);
     let lineage = join.results.lineage;
     let labels = join.labels;
     let key = B::Db::column(&join.results.key);
@@ -228,6 +249,10 @@ pub(crate) async fn joined_rows<B: Backend>(
         format!("CAST({side}.{} AS {to})", B::Db::column(column))
     };
     let (double, text) = (B::Db::DOUBLE, B::Db::TEXT);
+    let class = |integer: bool| match integer {
+        true => (B::Db::BIGINT, FieldKind::Int),
+        false => (text, FieldKind::Text),
+    };
     // Each column read, as `c0`, `c1`, …: (expression, how it is read).
     let run = format!("m.{}", lineage.run_column());
     let mut columns: Vec<(String, FieldKind)> = vec![match lineage {
@@ -242,11 +267,14 @@ pub(crate) async fn joined_rows<B: Backend>(
     let (score, predicted, label) = match &labels.task {
         Task::Classification {
             score, predicted, ..
-        } => (
-            score,
-            predicted.as_ref(),
-            (cast("l", &labels.label, text), FieldKind::Text),
-        ),
+        } => {
+            let (to, kind) = class(join.integers.label);
+            (
+                score,
+                predicted.as_ref(),
+                (cast("l", &labels.label, to), kind),
+            )
+        }
         Task::Regression { prediction } => (
             prediction,
             None,
@@ -254,8 +282,9 @@ pub(crate) async fn joined_rows<B: Backend>(
         ),
     };
     columns.push((cast("m", score, double), FieldKind::Float));
+    let (predicted_to, predicted_kind) = class(join.integers.predicted);
     let at_predicted = predicted.map(|p| {
-        columns.push((cast("m", p, text), FieldKind::Text));
+        columns.push((cast("m", p, predicted_to), predicted_kind));
         columns.len() - 1
     });
     let mut from = format!("{} m", B::Db::table(&join.results.table));
@@ -264,7 +293,7 @@ pub(crate) async fn joined_rows<B: Backend>(
         columns.push((cast("c", score, double), FieldKind::Float));
         at_challenger = Some(columns.len() - 1);
         if let Some(p) = predicted {
-            columns.push((cast("c", p, text), FieldKind::Text));
+            columns.push((cast("c", p, predicted_to), predicted_kind));
         }
         from += &format!(
             " LEFT JOIN {} c ON c.{key} = m.{key} AND {}",
@@ -275,19 +304,27 @@ pub(crate) async fn joined_rows<B: Backend>(
     columns.push(label);
     let at_label = columns.len() - 1;
     from += &format!(
-        " LEFT JOIN {} ON l.{} = m.{key} AND l.{} IS NOT NULL",
+        " {} JOIN {} ON l.{} = m.{key} AND l.{} IS NOT NULL",
+        match join.whole {
+            true => "FULL",
+            false => "LEFT",
+        },
         labels_from::<B::Db>(labels),
         B::Db::column(&labels.key),
         B::Db::column(&labels.label),
     );
-    let ids = dialect::placeholders(1, runs.len());
     let (selected, kinds) = select_fields(&columns);
-    let sql = format!(
-        "SELECT {selected} FROM {from} WHERE m.{} IN ({})",
-        lineage.run_column(),
-        ids.join(", ")
-    );
-    let params = run_params(lineage, runs);
+    let (sql, params) = match join.whole {
+        true => (format!("SELECT {selected} FROM {from}"), Vec::new()),
+        false => (
+            format!(
+                "SELECT {selected} FROM {from} WHERE m.{} IN ({})",
+                lineage.run_column(),
+                dialect::placeholders(1, runs.len()).join(", ")
+            ),
+            run_params(lineage, runs),
+        ),
+    };
     // Each run by its place among `runs`: a row's run is looked up once, and the rows of one
     // window (they come window by window, as they were written) only compare with the last.
     let by_id: HashMap<&str, usize> = runs
@@ -317,10 +354,12 @@ pub(crate) async fn joined_rows<B: Backend>(
         };
         last
     };
-    fn text_at<'a>(fields: &[Field<'a>], i: usize) -> Option<&'a str> {
+    fn truth_at<'a>(fields: &[Field<'a>], i: usize) -> Option<Truth<'a>> {
         match fields[i] {
-            Field::Text(text) => Some(text),
-            _ => None,
+            Field::Text(text) => Some(Truth::Text(text)),
+            Field::Int(i) => Some(Truth::Integer(i)),
+            Field::Float(v) => Some(Truth::Number(v)),
+            Field::Null => None,
         }
     }
     fn float_at(fields: &[Field<'_>], i: usize) -> Option<f64> {
@@ -329,35 +368,38 @@ pub(crate) async fn joined_rows<B: Backend>(
             _ => None,
         }
     }
+    let mut unscored = 0;
     let mut row = |fields: &[Field<'_>]| -> anyhow::Result<()> {
+        let label = truth_at(fields, at_label);
         let key = match fields[1] {
             Field::Int(i) => KeyRef::Integer(i),
             Field::Text(text) => KeyRef::Text(text),
+            // A label of no result row (a whole join's): results keys are never NULL.
+            _ if join.whole => {
+                unscored += u64::from(label.is_some());
+                return Ok(());
+            }
             _ => anyhow::bail!("a result row without a key"),
         };
-        let label = match fields[at_label] {
-            Field::Text(text) => Some(Truth::Text(text)),
-            Field::Float(v) => Some(Truth::Number(v)),
-            _ => None,
-        };
         let Some(run) = place(fields[0]) else {
-            return Ok(()); // not one of the runs asked for (cannot happen: the WHERE says)
+            return Ok(()); // a row of a run not asked for (a whole join reads them all)
         };
         each(Joined {
             run,
             key,
             score: float_at(fields, 2),
-            predicted: at_predicted.and_then(|i| text_at(fields, i)),
+            predicted: at_predicted.and_then(|i| truth_at(fields, i)),
             challenger_score: at_challenger.and_then(|i| float_at(fields, i)),
             challenger_predicted: at_challenger
                 .filter(|_| at_predicted.is_some())
-                .and_then(|i| text_at(fields, i + 1)),
+                .and_then(|i| truth_at(fields, i + 1)),
             label,
         })
     };
     db.stream_fields(sql, params, &kinds, &mut row)
         .await
-        .with_context(|| format!("reading {} joined with its labels", join.results.table))
+        .with_context(|| format!("reading {} joined with its labels", join.results.table))?;
+    Ok(unscored)
 }
 
 /// The label that counts for each of `keys` (keys labelled more than once): the latest by
@@ -448,40 +490,67 @@ impl LabelValue {
     }
 }
 
-/// How many labels name a key the job never scored (ignored by the evaluation). `matched`: the
-/// labels the evaluation joined to result rows, when it read every row of the results table
-/// (`scored` of them): then the unscored ones are the rest of the labels, counted without a join.
+/// The two counts that tell the labels of keys never scored without a join: the results
+/// table's rows and the labels that are labels (not NULL), read at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LabelCounts {
+    pub results: i64,
+    pub labels: i64,
+}
+
+/// `SELECT COUNT(*) AS n …`'s answer.
+async fn count<DB: Dialect>(pool: &sqlx::Pool<DB>, sql: String) -> anyhow::Result<i64> {
+    let row = dialect::fetch_optional(DB::on_pool(pool), sql, vec![])
+        .await
+        .context("counting labels of keys that were never scored")?;
+    Ok(row
+        .map(|r| DB::int(&r, "n"))
+        .transpose()?
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// [`LabelCounts`], each on a connection of its own.
+pub(crate) async fn label_counts<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    join: &JoinSpec<'_>,
+) -> anyhow::Result<LabelCounts> {
+    let results = count(
+        pool,
+        format!(
+            "SELECT COUNT(*) AS n FROM {}",
+            DB::table(&join.results.table)
+        ),
+    );
+    let labels = count(
+        pool,
+        format!(
+            "SELECT COUNT(*) AS n FROM {} WHERE l.{} IS NOT NULL",
+            labels_from::<DB>(join.labels),
+            DB::column(&join.labels.label)
+        ),
+    );
+    let (results, labels) = tokio::try_join!(results, labels)?;
+    Ok(LabelCounts { results, labels })
+}
+
+/// How many labels name a key the job never scored (ignored by the evaluation). `scored` rows
+/// were read, of which `matched` had labels; `counts` as [`label_counts`] found them. When the
+/// evaluation read every row of the results table, the unscored labels are the rest of the
+/// labels, counted without a join; else they are counted by one.
 pub(crate) async fn unscored_labels<DB: Dialect>(
     pool: &sqlx::Pool<DB>,
     join: &JoinSpec<'_>,
+    counts: Option<LabelCounts>,
     scored: i64,
     matched: i64,
 ) -> anyhow::Result<i64> {
-    let labels = join.labels;
-    let count = async |sql: String| -> anyhow::Result<i64> {
-        let row = dialect::fetch_optional(DB::on_pool(pool), sql, vec![])
-            .await
-            .context("counting labels of keys that were never scored")?;
-        Ok(row
-            .map(|r| DB::int(&r, "n"))
-            .transpose()?
-            .flatten()
-            .unwrap_or(0))
-    };
-    let rows = count(format!(
-        "SELECT COUNT(*) AS n FROM {}",
-        DB::table(&join.results.table)
-    ))
-    .await?;
-    if rows == scored {
-        let present = count(format!(
-            "SELECT COUNT(*) AS n FROM {} WHERE l.{} IS NOT NULL",
-            labels_from::<DB>(labels),
-            DB::column(&labels.label)
-        ))
-        .await?;
-        return Ok(present - matched);
+    if let Some(counts) = counts
+        && counts.results == scored
+    {
+        return Ok(counts.labels - matched);
     }
+    let labels = join.labels;
     let sql = format!(
         "SELECT COUNT(*) AS n FROM {} WHERE l.{label} IS NOT NULL AND NOT EXISTS \
          (SELECT 1 FROM {} m WHERE m.{} = l.{})",
@@ -491,7 +560,7 @@ pub(crate) async fn unscored_labels<DB: Dialect>(
         DB::column(&labels.key),
         label = DB::column(&labels.label),
     );
-    count(sql).await
+    count(pool, sql).await
 }
 
 /// Whether the labels hold `spellings` (the positive class, as text) and, if not, up to five

@@ -159,7 +159,7 @@ pub fn describe(labels: &LabelsSpec) -> String {
 
 /// The labels' columns, described as a source would be (the same table-or-query rules), with
 /// the problem worded for `[labels]`.
-async fn describe_labels<B: Backend>(
+pub(super) async fn describe_labels<B: Backend>(
     db: &B,
     spec: &JobSpec,
     labels: &LabelsSpec,

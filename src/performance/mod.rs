@@ -21,12 +21,16 @@ use chrono::{DateTime, Utc};
 
 use self::metrics::{Classified, Figure, Regressed};
 use crate::db::Backend;
+use crate::db::dialect::Dialect;
 use crate::db::performance::{
-    self as store, Committed, JoinSpec, Key, KeyRef, Select, StoredFigure, Truth,
+    self as store, Committed, IntegerClasses, JoinSpec, Key, KeyRef, Select, StoredFigure, Truth,
 };
+use crate::ident::Ident;
 use crate::job::PreparedJob;
 use crate::ledger::RunRef;
 use crate::plan::Window;
+use crate::source::{ColumnKind, SourceColumns};
+use crate::spec::SourceFrom;
 use crate::spec::labels::{LabelsSpec, Positive, Task};
 
 /// At most this many result rows are read per query: the results table has no index on the
@@ -106,10 +110,29 @@ pub async fn evaluate<B: Backend>(
     let name = &job.spec.name;
     let windows = store::committed_windows(db.pool(), name, select).await?;
     let mut evaluation = Evaluation::default();
+    if windows.is_empty() {
+        return Ok(evaluation);
+    }
+    // Every window, of a results table one read takes whole: read with every label, where that
+    // counts the labels of keys never scored on the way (see `JoinSpec::whole`).
+    let every_window = matches!(
+        select,
+        Select::Range {
+            from: None,
+            to: None
+        }
+    );
+    let rows: i64 = windows.iter().map(|w| w.rows_written).sum();
+    let whole = every_window && <B::Db as Dialect>::FULL_JOIN && rows <= ROWS_PER_READ;
+    let reading = Reading {
+        integers: integer_classes(db, job, labels).await,
+        whole,
+    };
     let let_go = evaluate_windows(
         db,
         job,
         labels,
+        reading,
         windows,
         now,
         ROWS_PER_READ,
@@ -125,7 +148,17 @@ pub async fn evaluate<B: Backend>(
             "result rows out of order: windows let go to stay within the rows held, read again"
         );
         let small = i64::try_from(held_rows()).unwrap_or(i64::MAX);
-        let left = evaluate_windows(db, job, labels, let_go, now, small, &mut evaluation).await?;
+        let left = evaluate_windows(
+            db,
+            job,
+            labels,
+            reading.in_part(),
+            let_go,
+            now,
+            small,
+            &mut evaluation,
+        )
+        .await?;
         debug_assert!(
             left.is_empty(),
             "a read of at most HELD_ROWS rows holds them all"
@@ -134,17 +167,41 @@ pub async fn evaluate<B: Backend>(
     Ok(evaluation)
 }
 
+/// How the windows' rows are read: which class columns as integers, and whether the read is
+/// [`JoinSpec::whole`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Reading {
+    integers: IntegerClasses,
+    whole: bool,
+}
+
+impl Reading {
+    /// The same, for a read of some windows only.
+    fn in_part(self) -> Reading {
+        Reading {
+            whole: false,
+            ..self
+        }
+    }
+}
+
 /// Evaluate `windows` in reads of at most `rows_per_read` rows (and [`WINDOWS_PER_READ`]
-/// windows); the windows a read let go (see [`HELD_ROWS`]) are returned.
+/// windows), or in one read when it is whole; the windows a read let go (see [`HELD_ROWS`])
+/// are returned.
+#[allow(clippy::too_many_arguments)]
 async fn evaluate_windows<B: Backend>(
     db: &B,
     job: &PreparedJob,
     labels: &LabelsSpec,
+    reading: Reading,
     windows: Vec<Committed>,
     now: DateTime<Utc>,
     rows_per_read: i64,
     evaluation: &mut Evaluation,
 ) -> anyhow::Result<Vec<Committed>> {
+    if reading.whole {
+        return evaluate_batch(db, job, labels, reading, &windows, now, true, evaluation).await;
+    }
     let mut let_go = Vec::new();
     let mut batch: Vec<Committed> = Vec::new();
     let mut rows = 0;
@@ -153,29 +210,63 @@ async fn evaluate_windows<B: Backend>(
             && (rows + window.rows_written > rows_per_read || batch.len() == WINDOWS_PER_READ)
         {
             let full = std::mem::take(&mut batch);
-            let_go.extend(evaluate_batch(db, job, labels, &full, now, true, evaluation).await?);
+            let_go.extend(
+                evaluate_batch(db, job, labels, reading, &full, now, true, evaluation).await?,
+            );
             rows = 0;
         }
         rows += window.rows_written;
         batch.push(window);
     }
     if !batch.is_empty() {
-        let_go.extend(evaluate_batch(db, job, labels, &batch, now, true, evaluation).await?);
+        let_go
+            .extend(evaluate_batch(db, job, labels, reading, &batch, now, true, evaluation).await?);
     }
     Ok(let_go)
 }
 
-/// Also count the labels of keys never scored (`evaluate` only): every label, less those the
-/// evaluation matched when it read the whole results table; else a join over every label.
-pub async fn count_unscored<B: Backend>(
+/// [`evaluate`], and the labels of keys never scored, unless its join counted them. When it
+/// read every window (`evaluate` without bounds), they are the rest of the labels: two counts,
+/// read at once, rather than a join over every label. (Read beside the evaluation instead, the
+/// counts slowed its scan by as much as they took.)
+pub async fn evaluate_counting_unscored<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    select: Select,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Evaluation> {
+    let mut evaluation = evaluate(db, job, select, now).await?;
+    let counts = match (&job.spec.labels, select) {
+        (
+            Some(labels),
+            Select::Range {
+                from: None,
+                to: None,
+            },
+        ) if !evaluation.windows.is_empty() && evaluation.unscored_labels.is_none() => {
+            let join = join_spec(job, labels, false, Reading::default());
+            Some(store::label_counts(db.pool(), &join).await?)
+        }
+        _ => None,
+    };
+    count_unscored(db, job, &mut evaluation, counts).await?;
+    Ok(evaluation)
+}
+
+/// Count the labels of keys never scored (`evaluate` only): every label, less those the
+/// evaluation matched when it read the whole results table (`counts`); else a join over every
+/// label.
+async fn count_unscored<B: Backend>(
     db: &B,
     job: &PreparedJob,
     evaluation: &mut Evaluation,
+    counts: Option<store::LabelCounts>,
 ) -> anyhow::Result<()> {
     if let Some(labels) = &job.spec.labels
         && !evaluation.windows.is_empty()
+        && evaluation.unscored_labels.is_none()
     {
-        let join = join_spec(job, labels, false);
+        let join = join_spec(job, labels, false, Reading::default());
         let champion = evaluation.windows.iter().filter(|w| w.model == "champion");
         let (mut scored, mut matched) = (0.0, 0.0);
         for w in champion {
@@ -184,17 +275,63 @@ pub async fn count_unscored<B: Backend>(
                 w.value("labelled").unwrap_or(0.0) + w.value("duplicate_labels").unwrap_or(0.0);
         }
         let unscored =
-            store::unscored_labels(db.pool(), &join, scored as i64, matched as i64).await?;
+            store::unscored_labels(db.pool(), &join, counts, scored as i64, matched as i64).await?;
         evaluation.unscored_labels = Some(unscored);
     }
     Ok(())
 }
 
-fn join_spec<'a>(job: &'a PreparedJob, labels: &'a LabelsSpec, challenged: bool) -> JoinSpec<'a> {
+fn join_spec<'a>(
+    job: &'a PreparedJob,
+    labels: &'a LabelsSpec,
+    challenged: bool,
+    reading: Reading,
+) -> JoinSpec<'a> {
     JoinSpec {
         results: &job.results,
         challenger: job.challenger_table.as_ref().filter(|_| challenged),
         labels,
+        integers: reading.integers,
+        whole: reading.whole,
+    }
+}
+
+/// Which class columns of the job to read as integers: those the database keeps as integers,
+/// where a column's type holds for its values (never on SQLite). A table that cannot be
+/// described is read as text, as before: the join then says what is wrong with it.
+async fn integer_classes<B: Backend>(
+    db: &B,
+    job: &PreparedJob,
+    labels: &LabelsSpec,
+) -> IntegerClasses {
+    let Task::Classification { predicted, .. } = &labels.task else {
+        return IntegerClasses::default();
+    };
+    if !<B::Db as Dialect>::TYPES_HOLD {
+        return IntegerClasses::default();
+    }
+    let integer = |columns: anyhow::Result<SourceColumns>, column: &Ident| {
+        columns.is_ok_and(|columns| {
+            columns
+                .iter()
+                .any(|(c, kind)| c == column.as_str() && matches!(kind, ColumnKind::Integer))
+        })
+    };
+    let label = integer(
+        check::describe_labels(db, &job.spec, labels).await,
+        &labels.label,
+    );
+    let mut predicted_integer = predicted.is_some();
+    if let Some(column) = predicted {
+        for table in std::iter::once(&job.results).chain(&job.challenger_table) {
+            let mut results = job.spec.clone();
+            results.source.from = SourceFrom::Table(table.table.clone());
+            predicted_integer &= integer(db.describe_source(&results).await, column);
+        }
+    }
+    IntegerClasses {
+        label,
+        predicted: predicted_integer,
     }
 }
 
@@ -210,6 +347,9 @@ impl Seen {
         match (label, positive) {
             (Truth::Text(text), Some(positive)) => {
                 Some(f64::from(u8::from(self.positive(positive, text))))
+            }
+            (Truth::Integer(i), Some(positive)) => {
+                Some(f64::from(u8::from(positive.matches_integer(i))))
             }
             (Truth::Number(x), None) => Some(x),
             _ => None,
@@ -279,17 +419,19 @@ impl Gathered {
 /// Evaluate the windows of `batch` from one scan. With `early`, a window is judged (and its rows
 /// freed) as soon as the ledger's count of its rows has been read; without, at the end. Past
 /// [`HELD_ROWS`] held, the windows holding the most are let go: they are returned, unjudged.
+#[allow(clippy::too_many_arguments)]
 async fn evaluate_batch<B: Backend>(
     db: &B,
     job: &PreparedJob,
     labels: &LabelsSpec,
+    reading: Reading,
     batch: &[Committed],
     now: DateTime<Utc>,
     early_judging: bool,
     evaluation: &mut Evaluation,
 ) -> anyhow::Result<Vec<Committed>> {
     let challenged = batch.iter().any(|w| w.challenger_sha256.is_some());
-    let join = join_spec(job, labels, challenged);
+    let join = join_spec(job, labels, challenged, reading);
     let runs: Vec<RunRef> = batch.iter().map(|w| w.run.clone()).collect();
     let mut gathered: Vec<Gathered> = Vec::with_capacity(batch.len());
     gathered.resize_with(batch.len(), Gathered::default);
@@ -314,7 +456,7 @@ async fn evaluate_batch<B: Backend>(
     // let go to stay within HELD_ROWS.
     let (mut held, bound) = (0usize, held_rows());
     let mut let_go = vec![false; batch.len()];
-    store::joined_rows(db, &join, &runs, |joined| {
+    let unscored = store::joined_rows(db, &join, &runs, |joined| {
         let current = match last {
             Some(at) if at == joined.run => at,
             _ => {
@@ -372,8 +514,9 @@ async fn evaluate_batch<B: Backend>(
             }
         };
         let truth = joined.label.and_then(|label| seen.truth(label, positive));
-        let mut is_positive = |text: Option<&str>| match (text, positive) {
-            (Some(text), Some(positive)) => seen.positive(positive, text),
+        let mut is_positive = |predicted: Option<Truth<'_>>| match (predicted, positive) {
+            (Some(Truth::Text(text)), Some(positive)) => seen.positive(positive, text),
+            (Some(Truth::Integer(i)), Some(positive)) => positive.matches_integer(i),
             _ => false,
         };
         let row = truth.map(|truth| Row {
@@ -387,6 +530,9 @@ async fn evaluate_batch<B: Backend>(
         Ok(())
     })
     .await?;
+    if reading.whole {
+        evaluation.unscored_labels = Some(i64::try_from(unscored).unwrap_or(i64::MAX));
+    }
 
     // Keys labelled twice: the label that counts, read for them alone (the latest; the scan
     // reads no times, which would cost every row).
@@ -423,7 +569,16 @@ async fn evaluate_batch<B: Backend>(
         for i in reread {
             let mut alone = Evaluation::default();
             let alone_batch = [batch[i].clone()];
-            let reading = evaluate_batch(db, job, labels, &alone_batch, now, false, &mut alone);
+            let reading = evaluate_batch(
+                db,
+                job,
+                labels,
+                reading.in_part(),
+                &alone_batch,
+                now,
+                false,
+                &mut alone,
+            );
             // Read alone and judged at the end, nothing is let go: a window held whole.
             Box::pin(reading).await?;
             evaluation.changed += alone.changed;
@@ -500,12 +655,13 @@ fn judge(window: &Gathered, task: &Task, threshold: f64, challenger: bool) -> Ve
     };
     match task {
         Task::Classification { .. } => {
-            let mut rows: Vec<Classified> = window
+            let rows: Vec<Classified> = window
                 .rows
                 .iter()
                 .filter_map(|row| {
                     let (score, predicted) = pick(row);
-                    let score = score?;
+                    // A NaN (PostgreSQL keeps one) is no score, as NULL is none.
+                    let score = score.filter(|s| !s.is_nan())?;
                     Some(Classified {
                         score,
                         positive: row.truth == 1.0,
@@ -513,7 +669,7 @@ fn judge(window: &Gathered, task: &Task, threshold: f64, challenger: bool) -> Ve
                     })
                 })
                 .collect();
-            metrics::classification(&mut rows, window.scored, window.duplicates)
+            metrics::classification(&rows, window.scored, window.duplicates)
         }
         Task::Regression { .. } => {
             let rows: Vec<Regressed> = window
@@ -521,7 +677,7 @@ fn judge(window: &Gathered, task: &Task, threshold: f64, challenger: bool) -> Ve
                 .iter()
                 .filter_map(|row| {
                     Some(Regressed {
-                        prediction: pick(row).0?,
+                        prediction: pick(row).0.filter(|p| !p.is_nan())?,
                         label: row.truth,
                     })
                 })

@@ -80,6 +80,15 @@ impl Positive {
         }
     }
 
+    /// Whether a label read as an integer is this one: as [`Positive::matches`] its text.
+    pub fn matches_integer(&self, label: i64) -> bool {
+        match self {
+            Positive::Text(positive) => *positive == label.to_string(),
+            Positive::Integer(i) => label == *i,
+            Positive::Boolean(b) => label == i64::from(*b),
+        }
+    }
+
     /// Its spellings in SQL text (for finding it among the labels, cast to text).
     pub fn spellings(&self) -> Vec<String> {
         match self {
@@ -311,5 +320,29 @@ mod tests {
         assert!(yes.matches("t") && yes.matches("1") && !yes.matches("false"));
         let churned = Positive::Text("churned".into());
         assert!(churned.matches("churned") && !churned.matches("Churned"));
+    }
+
+    /// An integer label is judged as its text would be, as PostgreSQL and MySQL print it.
+    #[test]
+    fn integer_labels_match_as_their_text() {
+        let positives = [
+            Positive::Integer(0),
+            Positive::Integer(1),
+            Positive::Integer(-2),
+            Positive::Boolean(true),
+            Positive::Boolean(false),
+            Positive::Text("1".into()),
+            Positive::Text("01".into()),
+            Positive::Text("yes".into()),
+        ];
+        for positive in &positives {
+            for label in -3..=3 {
+                assert_eq!(
+                    positive.matches_integer(label),
+                    positive.matches(&label.to_string()),
+                    "{positive:?} against {label}"
+                );
+            }
+        }
     }
 }

@@ -439,6 +439,123 @@ async fn classifier_figures_match_scikit_learn(kind: Kind) {
 }
 on_all_databases!(classifier_figures_match_scikit_learn);
 
+/// The same labels kept as integers, as text and as booleans give the same figures: PostgreSQL
+/// and MySQL read an integer column's labels as integers, the rest as text.
+async fn labels_of_any_column_type_are_judged_alike(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    seed_sensor_readings(&p, TimeForm::usual(kind)).await;
+    let labels = sensor_labels(0..200);
+    let text = match kind {
+        Kind::Mysql => "VARCHAR(8)",
+        _ => "TEXT",
+    };
+    let boolean = match kind {
+        Kind::Sqlite => "INTEGER",
+        _ => "BOOLEAN",
+    };
+    seed_labels(&p, "failures", "integer", &labels).await;
+    seed_labels(&p, "failures_text", text, &labels).await;
+    seed_labels(&p, "failures_bool", "integer", &labels).await;
+    if kind == Kind::Postgres {
+        p.execute("ALTER TABLE failures_bool ALTER COLUMN failed TYPE BOOLEAN USING failed <> 0")
+            .await;
+    } else if kind == Kind::Mysql {
+        p.execute(&format!(
+            "ALTER TABLE failures_bool MODIFY failed {boolean}"
+        ))
+        .await;
+    }
+    let champion = format!("path = \"{}\"", onnx(CHAMPION));
+    p.write_job("job", &sensor_job(&champion, &labels_section("")));
+    start_at_t0(&p, "job");
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(3)]),
+        0,
+    );
+    let figures = |evaluated: &Value| -> Vec<(String, String, Value)> {
+        let mut all = Vec::new();
+        for w in evaluated["windows"].as_array().unwrap() {
+            for f in w["figures"].as_array().unwrap() {
+                all.push((
+                    w["window_start"].to_string(),
+                    f["metric"].to_string(),
+                    f["value"].clone(),
+                ));
+            }
+        }
+        all
+    };
+    let as_integers = evaluate(&p, &[]);
+    assert_eq!(as_integers["windows"].as_array().unwrap().len(), 4);
+    let auc = figures(&as_integers)
+        .into_iter()
+        .filter(|(_, metric, _)| metric == "\"auc\"")
+        .count();
+    assert_eq!(auc, 4, "{as_integers}");
+    for table in ["failures_text", "failures_bool"] {
+        let section =
+            labels_section("").replace("table = \"failures\"", &format!("table = \"{table}\""));
+        p.write_job("job", &sensor_job(&champion, &section));
+        let again = evaluate(&p, &[]);
+        assert_eq!(figures(&again), figures(&as_integers), "labels in {table}");
+        assert_eq!(again["changed"], 0, "labels in {table}: {again}");
+    }
+}
+on_all_databases!(labels_of_any_column_type_are_judged_alike);
+
+/// The child's output once it exits, failing (and killing it) if that takes longer than `limit`.
+fn wait_within(mut child: std::process::Child, limit: std::time::Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("it did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A NaN score (PostgreSQL keeps one; SQLite stores NULL, MySQL refuses it) is no score: the
+/// row is not judged, and the evaluation ends. Its AUC once never did.
+#[tokio::test]
+async fn a_nan_score_is_not_judged() {
+    let Some(p) = Project::new(Kind::Postgres).await else {
+        return;
+    };
+    seed_sensor_readings(&p, TimeForm::usual(p.kind)).await;
+    seed_labels(&p, "failures", "integer", &sensor_labels(0..200)).await;
+    let champion = format!("path = \"{}\"", onnx(CHAMPION));
+    p.write_job("job", &sensor_job(&champion, &labels_section("")));
+    start_at_t0(&p, "job");
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(0)]),
+        0,
+    );
+    let labelled = |evaluated: &Value| {
+        evaluated["windows"][0]["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["metric"] == "labelled")
+            .unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let before = evaluate(&p, &[]);
+    // Key 1001 (i = 1) is labelled once, not NULL.
+    p.execute("UPDATE predictions SET failure_probability = 'NaN' WHERE reading_id = 1001")
+        .await;
+    let mut evaluating = p.command(&["evaluate", "job", "--json"]);
+    let child = evaluating.stdout(Stdio::piped()).spawn().unwrap();
+    let out = wait_within(child, std::time::Duration::from_secs(60));
+    assert_exit(&out, 0);
+    let after: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(labelled(&after), labelled(&before) - 1.0, "{after}");
+}
+
 /// With a challenger, both models are judged on the same labelled keys of the same windows.
 async fn champion_and_challenger_are_judged_on_the_same_keys(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
