@@ -118,6 +118,11 @@ pub(crate) trait Dialect:
     /// time (slower than counting), and MySQL and MariaDB have none.
     const FULL_JOIN: bool = false;
 
+    /// Whether a join may return the results table's rows far from the order they were written
+    /// in (PostgreSQL's hash join, in batches once the hash outgrows `work_mem`), so that a read
+    /// of more rows than an evaluation holds asks for them in window order instead.
+    const JOIN_REORDERS: bool = false;
+
     /// [`Dialect::NOW`] plus the seconds in `param` (a [`Param::Seconds`]).
     fn later(param: &str) -> String;
 

@@ -132,6 +132,10 @@ pub(crate) struct JoinSpec<'a> {
     /// never scored too (a `FULL JOIN`, where the database has one): [`joined_rows`] counts
     /// them, and no count of either table is needed.
     pub whole: bool,
+    /// Ask for the rows run by run (`ORDER BY` the run column): where the join may reorder
+    /// them and the read holds more rows than an evaluation may, sorting them on the server
+    /// costs less than letting windows go and reading them again.
+    pub in_window_order: bool,
 }
 
 /// Which of a classifier's class columns are read as integers: those the database keeps as
@@ -314,7 +318,7 @@ pub(crate) async fn joined_rows<B: Backend>(
         B::Db::column(&labels.label),
     );
     let (selected, kinds) = select_fields(&columns);
-    let (sql, params) = match join.whole {
+    let (mut sql, params) = match join.whole {
         true => (format!("SELECT {selected} FROM {from}"), Vec::new()),
         false => (
             format!(
@@ -325,6 +329,9 @@ pub(crate) async fn joined_rows<B: Backend>(
             run_params(lineage, runs),
         ),
     };
+    if join.in_window_order {
+        sql += &format!(" ORDER BY m.{}", lineage.run_column());
+    }
     // Each run by its place among `runs`: a row's run is looked up once, and the rows of one
     // window (they come window by window, as they were written) only compare with the last.
     let by_id: HashMap<&str, usize> = runs

@@ -95,22 +95,14 @@ pub fn classification(rows: &[Classified], scored: u64, duplicates: u64) -> Vec<
     // scikit-learn clips to the float64 epsilon, so a confident miss costs ~36, not infinity.
     let eps = f64::EPSILON;
     let log_loss = probabilities.then(|| {
-        -rows
-            .iter()
-            .map(|r| {
-                let p = r.score.clamp(eps, 1.0 - eps);
-                if r.positive { p.ln() } else { (1.0 - p).ln() }
-            })
-            .sum::<f64>()
-            / n
+        -exact_sum(rows.iter().map(|r| {
+            let p = r.score.clamp(eps, 1.0 - eps);
+            if r.positive { p.ln() } else { (1.0 - p).ln() }
+        })) / n
     });
     figures.push(Figure::new("log_loss", log_loss));
-    let brier = probabilities.then(|| {
-        rows.iter()
-            .map(|r| (r.score - truth(r)).powi(2))
-            .sum::<f64>()
-            / n
-    });
+    let brier =
+        probabilities.then(|| exact_sum(rows.iter().map(|r| (r.score - truth(r)).powi(2))) / n);
     figures.push(Figure::new("brier", brier));
 
     let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
@@ -228,14 +220,14 @@ fn calibration_table(rows: &[Classified]) -> (f64, serde_json::Value) {
     // scikit-learn's edges: linspace(0, 1, 11), a score on an inner edge in the lower bin.
     let step = 1.0 / BINS as f64;
     let mut count = [0u64; BINS];
-    let mut score = [0.0f64; BINS];
+    let mut score: [ExactSum; BINS] = Default::default();
     let mut positive = [0u64; BINS];
     for r in rows {
         let bin = (1..BINS)
             .take_while(|&i| (i as f64 * step) < r.score)
             .count();
         count[bin] += 1;
-        score[bin] += r.score;
+        score[bin].add(r.score);
         positive[bin] += u64::from(r.positive);
     }
     let n = rows.len() as f64;
@@ -246,7 +238,7 @@ fn calibration_table(rows: &[Classified]) -> (f64, serde_json::Value) {
             continue;
         }
         let rows = count[bin] as f64;
-        let (mean_score, fraction) = (score[bin] / rows, positive[bin] as f64 / rows);
+        let (mean_score, fraction) = (score[bin].value() / rows, positive[bin] as f64 / rows);
         error += rows / n * (fraction - mean_score).abs();
         bins.push(serde_json::json!({
             "bin": bin,
@@ -260,6 +252,76 @@ fn calibration_table(rows: &[Classified]) -> (f64, serde_json::Value) {
     (error, serde_json::Value::Array(bins))
 }
 
+/// The sum of `values`, correctly rounded (see [`ExactSum`]).
+pub(crate) fn exact_sum(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut sum = ExactSum::default();
+    values.into_iter().for_each(|v| sum.add(v));
+    sum.value()
+}
+
+/// A sum kept exactly (Shewchuk's algorithm, as Python's `math.fsum`) and rounded once at the
+/// end, so it is the same whatever order the rows came in: the join's order changes with the
+/// plan, and a sum that moved in its last bit would store a window's figures again as changed.
+/// A non-finite value, or a sum past the float range, gives the plain sum.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExactSum {
+    partials: Vec<f64>,
+    plain: f64,
+}
+
+impl ExactSum {
+    pub fn add(&mut self, value: f64) {
+        self.plain += value;
+        let mut x = value;
+        let mut kept = 0;
+        for j in 0..self.partials.len() {
+            let mut y = self.partials[j];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let high = x + y;
+            let low = y - (high - x);
+            if low != 0.0 {
+                self.partials[kept] = low;
+                kept += 1;
+            }
+            x = high;
+        }
+        self.partials.truncate(kept);
+        self.partials.push(x);
+    }
+
+    pub fn value(&self) -> f64 {
+        if !self.plain.is_finite() || self.partials.iter().any(|p| !p.is_finite()) {
+            return self.plain;
+        }
+        // Add the partials from the largest, then round half-even as `math.fsum` does.
+        let mut partials = self.partials.clone();
+        let Some(mut high) = partials.pop() else {
+            return 0.0;
+        };
+        let mut low = 0.0;
+        while let Some(y) = partials.pop() {
+            let x = high;
+            high = x + y;
+            low = y - (high - x);
+            if low != 0.0 {
+                break;
+            }
+        }
+        if let Some(&next) = partials.last()
+            && ((low < 0.0 && next < 0.0) || (low > 0.0 && next > 0.0))
+        {
+            let y = low * 2.0;
+            let x = high + y;
+            if y == x - high {
+                high = x;
+            }
+        }
+        high
+    }
+}
+
 /// A regressor's window.
 pub fn regression(rows: &[Regressed], scored: u64, duplicates: u64) -> Vec<Figure> {
     let mut figures = counts(rows.len(), scored, duplicates);
@@ -267,7 +329,7 @@ pub fn regression(rows: &[Regressed], scored: u64, duplicates: u64) -> Vec<Figur
         return figures;
     }
     let n = rows.len() as f64;
-    let mean = |f: &dyn Fn(&Regressed) -> f64| rows.iter().map(f).sum::<f64>() / n;
+    let mean = |f: &dyn Fn(&Regressed) -> f64| exact_sum(rows.iter().map(f)) / n;
     figures.push(Figure::new(
         "mae",
         Some(mean(&|r| (r.prediction - r.label).abs())),
@@ -278,7 +340,7 @@ pub fn regression(rows: &[Regressed], scored: u64, duplicates: u64) -> Vec<Figur
     // scikit-learn: undefined for one row; a constant label scores 1 if predicted exactly, else 0.
     let r2 = (rows.len() >= 2).then(|| {
         let label_mean = mean(&|r| r.label);
-        let total: f64 = rows.iter().map(|r| (r.label - label_mean).powi(2)).sum();
+        let total = exact_sum(rows.iter().map(|r| (r.label - label_mean).powi(2)));
         let residual = mse * n;
         match total == 0.0 {
             true if residual == 0.0 => 1.0,
@@ -424,6 +486,40 @@ mod tests {
                 (Some(a), Some(b)) => proptest::prop_assert!((a - b).abs() < 1e-12, "{a} vs {b}"),
                 (a, b) => proptest::prop_assert_eq!(a, b),
             }
+        }
+    }
+
+    #[test]
+    fn exact_sums_are_correctly_rounded() {
+        assert_eq!(exact_sum([1e16, 1.0, -1e16]), 1.0);
+        assert_eq!(exact_sum([0.1; 10]), 1.0);
+        assert_eq!(exact_sum([]), 0.0);
+        assert_eq!(exact_sum([1.0, f64::INFINITY]), f64::INFINITY);
+        assert!(exact_sum([f64::NAN, 1.0]).is_nan());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// The same values in another order sum to the same float.
+        #[test]
+        fn exact_sums_do_not_depend_on_order(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![-1e3f64..1e3, -1e-12f64..1e-12, -1e15f64..1e15],
+                0..80,
+            ),
+            seed in proptest::num::u64::ANY,
+        ) {
+            let mut shuffled = values.clone();
+            // A deterministic shuffle by the seed.
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let (a, b) = (exact_sum(values.iter().copied()), exact_sum(shuffled));
+            proptest::prop_assert_eq!(a.to_bits(), b.to_bits());
         }
     }
 }

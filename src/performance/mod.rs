@@ -293,6 +293,7 @@ fn join_spec<'a>(
         labels,
         integers: reading.integers,
         whole: reading.whole,
+        in_window_order: false,
     }
 }
 
@@ -431,7 +432,11 @@ async fn evaluate_batch<B: Backend>(
     evaluation: &mut Evaluation,
 ) -> anyhow::Result<Vec<Committed>> {
     let challenged = batch.iter().any(|w| w.challenger_sha256.is_some());
-    let join = join_spec(job, labels, challenged, reading);
+    let mut join = join_spec(job, labels, challenged, reading);
+    // More rows than may be held, from a join that may reorder them: sorted by the server.
+    let rows: i64 = batch.iter().map(|w| w.rows_written).sum();
+    join.in_window_order = <B::Db as Dialect>::JOIN_REORDERS
+        && usize::try_from(rows).unwrap_or(usize::MAX) > held_rows();
     let runs: Vec<RunRef> = batch.iter().map(|w| w.run.clone()).collect();
     let mut gathered: Vec<Gathered> = Vec::with_capacity(batch.len());
     gathered.resize_with(batch.len(), Gathered::default);
