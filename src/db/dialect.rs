@@ -108,9 +108,11 @@ pub(crate) trait Dialect:
     /// SQLite's `describe` is what infers the types of a query's computed columns.
     const COLUMNS_BY_PREPARE: bool = false;
 
-    /// Whether every value of a column is of its declared type (PostgreSQL, MySQL), so that an
-    /// integer column can be read as integers. A SQLite column takes a value of any type.
-    const TYPES_HOLD: bool = true;
+    /// Whether a label column of an integer type can cross as a 64-bit integer and be judged as
+    /// its text would be (PostgreSQL). A SQLite column takes a value of any type; a MySQL
+    /// `BIGINT UNSIGNED` can exceed a signed 64-bit integer, and a `ZEROFILL` column's text is
+    /// `00001`: both stay text.
+    const INTEGER_LABELS: bool = false;
 
     /// Whether `evaluate` reads every window and every label in one `FULL JOIN`, counting the
     /// labels of keys never scored on the way, rather than counting them after the join.

@@ -267,11 +267,22 @@ pub(crate) fn exact_sum(values: impl IntoIterator<Item = f64>) -> f64 {
 pub(crate) struct ExactSum {
     partials: Vec<f64>,
     plain: f64,
+    /// A value was not finite, or the exact sum overflowed: only the plain sum is kept (as
+    /// `math.fsum` drops its partials then; kept, they would grow by one a value).
+    plain_only: bool,
 }
 
 impl ExactSum {
     pub fn add(&mut self, value: f64) {
         self.plain += value;
+        if self.plain_only {
+            return;
+        }
+        if !value.is_finite() {
+            self.plain_only = true;
+            self.partials = Vec::new();
+            return;
+        }
         let mut x = value;
         let mut kept = 0;
         for j in 0..self.partials.len() {
@@ -288,11 +299,16 @@ impl ExactSum {
             x = high;
         }
         self.partials.truncate(kept);
+        if !x.is_finite() {
+            self.plain_only = true;
+            self.partials = Vec::new();
+            return;
+        }
         self.partials.push(x);
     }
 
     pub fn value(&self) -> f64 {
-        if !self.plain.is_finite() || self.partials.iter().any(|p| !p.is_finite()) {
+        if self.plain_only {
             return self.plain;
         }
         // Add the partials from the largest, then round half-even as `math.fsum` does.
@@ -486,6 +502,22 @@ mod tests {
                 (Some(a), Some(b)) => proptest::prop_assert!((a - b).abs() < 1e-12, "{a} vs {b}"),
                 (a, b) => proptest::prop_assert_eq!(a, b),
             }
+        }
+    }
+
+    /// After a value that is not finite, or an overflow, no partials are kept: a window of a
+    /// million rows after one infinite error once took a million partials per row.
+    #[test]
+    fn exact_sums_keep_no_partials_after_infinities() {
+        for first in [f64::NAN, f64::INFINITY, 1e308] {
+            let mut sum = ExactSum::default();
+            sum.add(first);
+            sum.add(1e308);
+            for i in 0..1000 {
+                sum.add(f64::from(i));
+            }
+            assert!(sum.partials.is_empty(), "after {first}");
+            assert_eq!(sum.value().to_bits(), sum.plain.to_bits());
         }
     }
 

@@ -72,6 +72,10 @@ pub struct Evaluated {
     /// `provisional` until the labels' maturity has passed, then `final`.
     pub status: &'static str,
     pub figures: Vec<Figure>,
+    /// Label rows the join matched to the window's result rows, a key's duplicates and rows
+    /// without a score included: what is left of the labels for keys never scored.
+    #[serde(skip)]
+    pub matched_labels: u64,
 }
 
 impl Evaluated {
@@ -268,14 +272,14 @@ async fn count_unscored<B: Backend>(
     {
         let join = join_spec(job, labels, false, Reading::default());
         let champion = evaluation.windows.iter().filter(|w| w.model == "champion");
-        let (mut scored, mut matched) = (0.0, 0.0);
+        let (mut scored, mut matched) = (0.0, 0);
         for w in champion {
             scored += w.value("scored").unwrap_or(0.0);
-            matched +=
-                w.value("labelled").unwrap_or(0.0) + w.value("duplicate_labels").unwrap_or(0.0);
+            matched += w.matched_labels;
         }
+        let matched = i64::try_from(matched).unwrap_or(i64::MAX);
         let unscored =
-            store::unscored_labels(db.pool(), &join, counts, scored as i64, matched as i64).await?;
+            store::unscored_labels(db.pool(), &join, counts, scored as i64, matched).await?;
         evaluation.unscored_labels = Some(unscored);
     }
     Ok(())
@@ -298,8 +302,9 @@ fn join_spec<'a>(
 }
 
 /// Which class columns of the job to read as integers: those the database keeps as integers,
-/// where a column's type holds for its values (never on SQLite). A table that cannot be
-/// described is read as text, as before: the join then says what is wrong with it.
+/// where that judges them as their text would be (PostgreSQL: see `Dialect::INTEGER_LABELS`).
+/// A table that cannot be described is read as text, as before: the join then says what is
+/// wrong with it.
 async fn integer_classes<B: Backend>(
     db: &B,
     job: &PreparedJob,
@@ -308,7 +313,7 @@ async fn integer_classes<B: Backend>(
     let Task::Classification { predicted, .. } = &labels.task else {
         return IntegerClasses::default();
     };
-    if !<B::Db as Dialect>::TYPES_HOLD {
+    if !<B::Db as Dialect>::INTEGER_LABELS {
         return IntegerClasses::default();
     }
     let integer = |columns: anyhow::Result<SourceColumns>, column: &Ident| {
@@ -352,7 +357,8 @@ impl Seen {
             (Truth::Integer(i), Some(positive)) => {
                 Some(f64::from(u8::from(positive.matches_integer(i))))
             }
-            (Truth::Number(x), None) => Some(x),
+            // A NaN label (PostgreSQL keeps one) is no label, as NULL is none.
+            (Truth::Number(x), None) => Some(x).filter(|x| !x.is_nan()),
             _ => None,
         }
     }
@@ -648,6 +654,7 @@ fn judge_window(
             model_sha256: sha,
             status,
             figures: judge(window, &labels.task, threshold, challenger),
+            matched_labels: window.rows.len() as u64 + window.duplicates,
         })
         .collect()
 }

@@ -75,7 +75,11 @@ impl Positive {
         };
         match self {
             Positive::Text(positive) => text == positive,
-            Positive::Integer(i) => number(text) == Some(*i as f64),
+            // An integer exactly: beyond 2^53 two integers can share one float.
+            Positive::Integer(i) => match text.trim().parse::<i64>() {
+                Ok(label) => label == *i,
+                Err(_) => number(text) == Some(*i as f64),
+            },
             Positive::Boolean(b) => number(text) == Some(f64::from(u8::from(*b))),
         }
     }
@@ -334,9 +338,10 @@ mod tests {
             Positive::Text("1".into()),
             Positive::Text("01".into()),
             Positive::Text("yes".into()),
+            Positive::Integer(1 << 53),
         ];
         for positive in &positives {
-            for label in -3..=3 {
+            for label in (-3..=3).chain([1 << 53, (1 << 53) + 1]) {
                 assert_eq!(
                     positive.matches_integer(label),
                     positive.matches(&label.to_string()),

@@ -440,7 +440,7 @@ async fn classifier_figures_match_scikit_learn(kind: Kind) {
 on_all_databases!(classifier_figures_match_scikit_learn);
 
 /// The same labels kept as integers, as text and as booleans give the same figures: PostgreSQL
-/// and MySQL read an integer column's labels as integers, the rest as text.
+/// reads an integer column's labels as integers, the rest as text.
 async fn labels_of_any_column_type_are_judged_alike(kind: Kind) {
     let Some(p) = Project::new(kind).await else {
         return;
@@ -505,6 +505,53 @@ async fn labels_of_any_column_type_are_judged_alike(kind: Kind) {
 }
 on_all_databases!(labels_of_any_column_type_are_judged_alike);
 
+/// The sensor readings and their labels, the champion's job, and its first window scored.
+async fn first_window_scored(p: &Project) {
+    seed_sensor_readings(p, TimeForm::usual(p.kind)).await;
+    seed_labels(p, "failures", "integer", &sensor_labels(0..200)).await;
+    let champion = format!("path = \"{}\"", onnx(CHAMPION));
+    p.write_job("job", &sensor_job(&champion, &labels_section("")));
+    start_at_t0(p, "job");
+    assert_exit(
+        &p.batchscore(&["run-job", "job", "--at", &after_window(0)]),
+        0,
+    );
+}
+
+/// The first evaluated window's labelled rows.
+fn labelled(evaluated: &Value) -> f64 {
+    evaluated["windows"][0]["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["metric"] == "labelled")
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap()
+}
+
+/// A labelled row whose score is NULL is not judged, and its label is still one of a scored
+/// key: the count of labels of keys never scored does not move, whichever way it is counted
+/// (PostgreSQL's join, SQLite's and MariaDB's counts).
+async fn a_null_score_is_not_judged_and_its_label_is_matched(kind: Kind) {
+    let Some(p) = Project::new(kind).await else {
+        return;
+    };
+    first_window_scored(&p).await;
+    let before = evaluate(&p, &[]);
+    // Key 1001 (i = 1) is labelled once, not NULL.
+    p.execute("UPDATE predictions SET failure_probability = NULL WHERE reading_id = 1001")
+        .await;
+    let after = evaluate(&p, &[]);
+    assert_eq!(labelled(&after), labelled(&before) - 1.0, "{after}");
+    assert!(before["unscored_labels"].as_i64().unwrap() > 0, "{before}");
+    assert_eq!(
+        after["unscored_labels"], before["unscored_labels"],
+        "{after}"
+    );
+}
+on_all_databases!(a_null_score_is_not_judged_and_its_label_is_matched);
+
 /// The child's output once it exits, failing (and killing it) if that takes longer than `limit`.
 fn wait_within(mut child: std::process::Child, limit: std::time::Duration) -> std::process::Output {
     let deadline = std::time::Instant::now() + limit;
@@ -525,27 +572,8 @@ async fn a_nan_score_is_not_judged() {
     let Some(p) = Project::new(Kind::Postgres).await else {
         return;
     };
-    seed_sensor_readings(&p, TimeForm::usual(p.kind)).await;
-    seed_labels(&p, "failures", "integer", &sensor_labels(0..200)).await;
-    let champion = format!("path = \"{}\"", onnx(CHAMPION));
-    p.write_job("job", &sensor_job(&champion, &labels_section("")));
-    start_at_t0(&p, "job");
-    assert_exit(
-        &p.batchscore(&["run-job", "job", "--at", &after_window(0)]),
-        0,
-    );
-    let labelled = |evaluated: &Value| {
-        evaluated["windows"][0]["figures"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["metric"] == "labelled")
-            .unwrap()["value"]
-            .as_f64()
-            .unwrap()
-    };
+    first_window_scored(&p).await;
     let before = evaluate(&p, &[]);
-    // Key 1001 (i = 1) is labelled once, not NULL.
     p.execute("UPDATE predictions SET failure_probability = 'NaN' WHERE reading_id = 1001")
         .await;
     let mut evaluating = p.command(&["evaluate", "job", "--json"]);
@@ -554,6 +582,10 @@ async fn a_nan_score_is_not_judged() {
     assert_exit(&out, 0);
     let after: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(labelled(&after), labelled(&before) - 1.0, "{after}");
+    assert_eq!(
+        after["unscored_labels"], before["unscored_labels"],
+        "{after}"
+    );
 }
 
 /// With a challenger, both models are judged on the same labelled keys of the same windows.

@@ -13,6 +13,7 @@ impl Dialect for Postgres {
     const NOW: &'static str = "clock_timestamp()";
     const COLUMNS_BY_PREPARE: bool = true;
     const FULL_JOIN: bool = true;
+    const INTEGER_LABELS: bool = true;
     const JOIN_REORDERS: bool = true;
 
     fn later(param: &str) -> String {

@@ -27,7 +27,6 @@ const NOW_FORMAT: &str = "'%Y-%m-%dT%H:%M:%f000Z'";
 impl Dialect for Sqlite {
     const NOW: &'static str = "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')";
     const DOUBLE: &'static str = "REAL";
-    const TYPES_HOLD: bool = false;
 
     fn epoch(expr: &str) -> String {
         // Numbers are unix seconds already; text in any ISO-8601 form SQLite reads (see window.rs).
