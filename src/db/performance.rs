@@ -49,6 +49,19 @@ pub(crate) enum Select {
     },
 }
 
+impl Select {
+    /// Every committed window of the job (`evaluate` without bounds).
+    pub fn is_every_window(self) -> bool {
+        matches!(
+            self,
+            Select::Range {
+                from: None,
+                to: None
+            }
+        )
+    }
+}
+
 /// The job's committed windows that `select` picks, oldest first: for each window (and shard),
 /// its latest succeeded run, if that run wrote rows.
 pub(crate) async fn committed_windows<DB: Dialect>(

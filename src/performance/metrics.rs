@@ -279,9 +279,7 @@ impl ExactSum {
             return;
         }
         if !value.is_finite() {
-            self.plain_only = true;
-            self.partials = Vec::new();
-            return;
+            return self.keep_plain_only();
         }
         let mut x = value;
         let mut kept = 0;
@@ -300,11 +298,14 @@ impl ExactSum {
         }
         self.partials.truncate(kept);
         if !x.is_finite() {
-            self.plain_only = true;
-            self.partials = Vec::new();
-            return;
+            return self.keep_plain_only();
         }
         self.partials.push(x);
+    }
+
+    fn keep_plain_only(&mut self) {
+        self.plain_only = true;
+        self.partials = Vec::new();
     }
 
     pub fn value(&self) -> f64 {

@@ -119,15 +119,8 @@ pub async fn evaluate<B: Backend>(
     }
     // Every window, of a results table one read takes whole: read with every label, where that
     // counts the labels of keys never scored on the way (see `JoinSpec::whole`).
-    let every_window = matches!(
-        select,
-        Select::Range {
-            from: None,
-            to: None
-        }
-    );
     let rows: i64 = windows.iter().map(|w| w.rows_written).sum();
-    let whole = every_window && <B::Db as Dialect>::FULL_JOIN && rows <= ROWS_PER_READ;
+    let whole = select.is_every_window() && <B::Db as Dialect>::FULL_JOIN && rows <= ROWS_PER_READ;
     let reading = Reading {
         integers: integer_classes(db, job, labels).await,
         whole,
@@ -240,15 +233,13 @@ pub async fn evaluate_counting_unscored<B: Backend>(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Evaluation> {
     let mut evaluation = evaluate(db, job, select, now).await?;
-    let counts = match (&job.spec.labels, select) {
-        (
-            Some(labels),
-            Select::Range {
-                from: None,
-                to: None,
-            },
-        ) if !evaluation.windows.is_empty() && evaluation.unscored_labels.is_none() => {
-            let join = join_spec(job, labels, false, Reading::default());
+    let counts = match &job.spec.labels {
+        Some(labels)
+            if select.is_every_window()
+                && !evaluation.windows.is_empty()
+                && evaluation.unscored_labels.is_none() =>
+        {
+            let join = join_spec::<B::Db>(job, labels, &[], Reading::default());
             Some(store::label_counts(db.pool(), &join).await?)
         }
         _ => None,
@@ -270,7 +261,7 @@ async fn count_unscored<B: Backend>(
         && !evaluation.windows.is_empty()
         && evaluation.unscored_labels.is_none()
     {
-        let join = join_spec(job, labels, false, Reading::default());
+        let join = join_spec::<B::Db>(job, labels, &[], Reading::default());
         let champion = evaluation.windows.iter().filter(|w| w.model == "champion");
         let (mut scored, mut matched) = (0.0, 0);
         for w in champion {
@@ -285,19 +276,25 @@ async fn count_unscored<B: Backend>(
     Ok(())
 }
 
-fn join_spec<'a>(
+/// The join that reads `batch`'s windows (none: the join's tables alone, for counting): the
+/// challenger's table when one of them was challenged, and in window order when it reads more
+/// rows than may be held from a join that may reorder them.
+fn join_spec<'a, DB: Dialect>(
     job: &'a PreparedJob,
     labels: &'a LabelsSpec,
-    challenged: bool,
+    batch: &[Committed],
     reading: Reading,
 ) -> JoinSpec<'a> {
+    let challenged = batch.iter().any(|w| w.challenger_sha256.is_some());
+    let rows: i64 = batch.iter().map(|w| w.rows_written).sum();
     JoinSpec {
         results: &job.results,
         challenger: job.challenger_table.as_ref().filter(|_| challenged),
         labels,
         integers: reading.integers,
         whole: reading.whole,
-        in_window_order: false,
+        in_window_order: DB::JOIN_REORDERS
+            && usize::try_from(rows).unwrap_or(usize::MAX) > held_rows(),
     }
 }
 
@@ -350,16 +347,24 @@ impl Seen {
     /// A label as the metrics take it: 1 or 0 against the positive class, or a regression's
     /// number; `None` for a label of the other kind.
     fn truth(&mut self, label: Truth<'_>, positive: Option<&Positive>) -> Option<f64> {
-        match (label, positive) {
-            (Truth::Text(text), Some(positive)) => {
-                Some(f64::from(u8::from(self.positive(positive, text))))
-            }
-            (Truth::Integer(i), Some(positive)) => {
-                Some(f64::from(u8::from(positive.matches_integer(i))))
-            }
+        match positive {
+            Some(positive) => self
+                .is_positive(label, positive)
+                .map(|is| f64::from(u8::from(is))),
             // A NaN label (PostgreSQL keeps one) is no label, as NULL is none.
-            (Truth::Number(x), None) => Some(x).filter(|x| !x.is_nan()),
-            _ => None,
+            None => match label {
+                Truth::Number(x) if !x.is_nan() => Some(x),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether a class (a label, a predicted label) is the positive one; `None` for a number.
+    fn is_positive(&mut self, class: Truth<'_>, positive: &Positive) -> Option<bool> {
+        match class {
+            Truth::Text(text) => Some(self.positive(positive, text)),
+            Truth::Integer(i) => Some(positive.matches_integer(i)),
+            Truth::Number(_) => None,
         }
     }
 
@@ -437,12 +442,7 @@ async fn evaluate_batch<B: Backend>(
     early_judging: bool,
     evaluation: &mut Evaluation,
 ) -> anyhow::Result<Vec<Committed>> {
-    let challenged = batch.iter().any(|w| w.challenger_sha256.is_some());
-    let mut join = join_spec(job, labels, challenged, reading);
-    // More rows than may be held, from a join that may reorder them: sorted by the server.
-    let rows: i64 = batch.iter().map(|w| w.rows_written).sum();
-    join.in_window_order = <B::Db as Dialect>::JOIN_REORDERS
-        && usize::try_from(rows).unwrap_or(usize::MAX) > held_rows();
+    let join = join_spec::<B::Db>(job, labels, batch, reading);
     let runs: Vec<RunRef> = batch.iter().map(|w| w.run.clone()).collect();
     let mut gathered: Vec<Gathered> = Vec::with_capacity(batch.len());
     gathered.resize_with(batch.len(), Gathered::default);
@@ -526,8 +526,7 @@ async fn evaluate_batch<B: Backend>(
         };
         let truth = joined.label.and_then(|label| seen.truth(label, positive));
         let mut is_positive = |predicted: Option<Truth<'_>>| match (predicted, positive) {
-            (Some(Truth::Text(text)), Some(positive)) => seen.positive(positive, text),
-            (Some(Truth::Integer(i)), Some(positive)) => positive.matches_integer(i),
+            (Some(class), Some(positive)) => seen.is_positive(class, positive).unwrap_or(false),
             _ => false,
         };
         let row = truth.map(|truth| Row {
